@@ -1,0 +1,27 @@
+"""Where things live in S3: the one definition used by the CLI and the functions.
+
+Everything a deployment owns sits under `deployment_prefix(id)` in the watchlist
+bucket, so that purging a deployment is "delete this prefix, then list it empty".
+"""
+
+from __future__ import annotations
+
+MODEL_SFACE = "sface_2021dec_fp32.onnx"
+MODEL_YUNET = "yunet_2023mar_int8bq.onnx"
+
+
+def deployment_prefix(deployment_id: str) -> str:
+    return f"deployments/{deployment_id}/"
+
+
+def watchlist_images_prefix(deployment_id: str) -> str:
+    return f"{deployment_prefix(deployment_id)}watchlist/images/"
+
+
+def watchlist_index_key(deployment_id: str) -> str:
+    return f"{deployment_prefix(deployment_id)}watchlist/index.npz"
+
+
+def alert_crop_key(deployment_id: str, alert_id: str) -> str:
+    """Alert evidence lives in the alerts bucket, outside the purged prefix, under its own retention."""
+    return f"alerts/{deployment_id}/{alert_id}.jpg"

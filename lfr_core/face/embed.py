@@ -1,0 +1,53 @@
+"""SFace embeddings on onnxruntime: aligned 112x112 BGR crops -> L2-normalised 128-d vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from lfr_core.face.align import CROP_SIZE
+from lfr_core.face.models import model_path as _model_path
+from lfr_core.layout import MODEL_SFACE
+
+EMBEDDING_DIM = 128
+
+
+def preprocess(crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """(N, 112, 112, 3) BGR uint8 -> (N, 3, 112, 112) float32 RGB, unscaled.
+
+    Matches cv2.FaceRecognizerSF (blobFromImage(img, 1.0, (112, 112), 0, swapRB=True)); the graph
+    itself subtracts 127.5 and multiplies by 1/128.
+    """
+    batch = np.asarray(crops) if not isinstance(crops, np.ndarray) else crops
+    if batch.ndim == 3:
+        raise ValueError("expected a batch of crops (N, 112, 112, 3); wrap a single crop in a list")
+    if batch.ndim != 4 or batch.shape[1:] != (CROP_SIZE, CROP_SIZE, 3) or batch.dtype != np.uint8:
+        raise ValueError(f"expected (N, {CROP_SIZE}, {CROP_SIZE}, 3) uint8, got {batch.shape} {batch.dtype}")
+    return np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+class FaceEmbedder:
+    """Holds one onnxruntime session; `embed` does one session.run per call, whatever the batch size."""
+
+    def __init__(self, model_path: str | Path | None = None, intra_op_threads: int | None = None) -> None:
+        path = Path(model_path) if model_path is not None else _model_path(MODEL_SFACE)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # warnings only clutter Lambda logs
+        if intra_op_threads is not None:
+            opts.intra_op_num_threads = intra_op_threads
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.model_name = path.name
+
+    def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """(N, 128) float32, each row L2-normalised, so cosine similarity is a dot product."""
+        blob = preprocess(crops)
+        if blob.shape[0] == 0:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        (feats,) = self._session.run(None, {self._input: blob})
+        feats = np.asarray(feats, dtype=np.float32).reshape(blob.shape[0], EMBEDDING_DIM)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        return (feats / np.maximum(norms, 1e-12)).astype(np.float32)

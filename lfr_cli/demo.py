@@ -1,0 +1,233 @@
+"""`lfr demo`: one local end-to-end deployment on the embedded stack, scored against ground truth.
+
+A 20-person watchlist from lfw-dev (one image each); other images of 10 of them and
+one image each of 100 people not on the list walk past the camera; the session
+expires; the watchlist is purged and verified gone; a late crop is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
+from edge_uploader.sender import SqsSender
+from infra import constants as C
+from lfr_cli.admin import Admin, AdminError
+from lfr_cli.aws import AwsContext
+from lfr_core.contracts import Alert, DeploymentState
+from lfr_core.datasets import LfwImage, read_lfw_manifest
+
+DEMO_SEED = 7
+DEMO_CAMERA = "demo-cam-1"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    watchlist: list[LfwImage]  # enrolment image of each watchlisted person
+    watchlisted_probes: list[LfwImage]  # a different image of some of them
+    passers_by: list[LfwImage]  # people not on the watchlist
+
+
+def plan_demo(
+    seed: int = DEMO_SEED, watchlist_size: int = 20, shown: int = 10, passers_by: int = 100
+) -> DemoPlan:
+    """A seeded, reproducible choice of people; nothing is tuned to individual images."""
+    by_id: dict[str, list[LfwImage]] = {}
+    for img in read_lfw_manifest():
+        by_id.setdefault(img.identity, []).append(img)
+    rng = random.Random(seed)
+    multi = sorted(i for i, imgs in by_id.items() if len(imgs) >= 2)
+    listed = rng.sample(multi, watchlist_size)
+    others = sorted(set(by_id) - set(listed))
+    return DemoPlan(
+        watchlist=[by_id[i][0] for i in listed],
+        watchlisted_probes=[by_id[i][1] for i in listed[:shown]],
+        passers_by=[by_id[i][0] for i in rng.sample(others, passers_by)],
+    )
+
+
+@dataclass
+class DemoSummary:
+    deployment_id: str
+    watchlist_size: int
+    enrol_rejects: int
+    threshold: float
+    crops_sent: int
+    faces_below_gate: int
+    watchlisted_people_shown: int
+    passers_by_shown: int
+    alerts_true: int
+    alerts_false: int
+    watchlisted_missed: int
+    late_crops_refused: int
+    objects_remaining: int
+    final_state: str
+    median_queue_to_publish_ms: float | None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class PhoneStandIn:
+    """An SQS queue subscribed to the alert topic: stands in for an officer's phone."""
+
+    def __init__(self, ctx: AwsContext, on_alert: Callable[[Alert], None]) -> None:
+        self._sqs = ctx.client("sqs")
+        self.url = self._sqs.create_queue(QueueName="lfr-demo-phone")["QueueUrl"]
+        arn = self._sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        ctx.client("sns").subscribe(
+            TopicArn=ctx.outputs[C.OUTPUT_ALERT_TOPIC_ARN], Protocol="sqs", Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        self.alerts: list[Alert] = []
+        self._on_alert = on_alert
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="demo-phone", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            resp = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for m in resp.get("Messages", []):
+                alert = Alert.model_validate_json(m["Body"])
+                self.alerts.append(alert)
+                self._on_alert(alert)
+                self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _wait_queue_drained(ctx: AwsContext, timeout_s: float) -> None:
+    sqs, url = ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        if int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0:
+            return
+        time.sleep(0.5)
+    raise AdminError(f"crop queue not drained after {timeout_s:.0f}s")
+
+
+def run_demo_on(
+    ctx: AwsContext, plan: DemoPlan, session_s: int = 60, say: Callable[[str], None] = print
+) -> DemoSummary:
+    admin = Admin(ctx)
+    truth: dict[str, str] = {}  # track id -> who really walked past
+
+    def on_alert(a: Alert) -> None:
+        verdict = "TRUE " if truth.get(a.track_id) == a.watchlist_label else "FALSE"
+        say(f"  ALERT [{verdict}] {a.watchlist_label} similarity={a.similarity:.3f} camera={a.camera_id}")
+
+    phone = PhoneStandIn(ctx, on_alert)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lfr-demo-watchlist-") as tmp:
+            # Links, not copies: the dataset stays where it is.
+            for img in plan.watchlist:
+                (Path(tmp) / img.file).symlink_to(img.path)
+            rec = admin.create_deployment("demo", Path(tmp), duration_s=session_s)
+        dep = rec.deployment_id
+        say(f"deployment {dep}: watchlist of {len(plan.watchlist)} uploaded, session {session_s}s, "
+            f"threshold {rec.threshold:.3f}")
+        rec = admin.wait_for(dep, {DeploymentState.ACTIVE}, timeout_s=600)
+        say(f"ACTIVE: {rec.watchlist_size} enrolled, {len(rec.enrol_rejects)} rejected, "
+            f"expires {rec.expires_at:%H:%M:%S}")
+
+        probes = plan.watchlisted_probes + plan.passers_by
+        who = {img.path: img.identity for img in probes}
+        counts = GateCounts()
+        messages = []
+        for path, msg in image_folder_messages(
+            [img.path for img in probes], FaceCropper(), deployment_id=dep, camera_id=DEMO_CAMERA,
+            counts=counts, faces="central",
+        ):
+            truth[msg.track_id] = who[path]
+            messages.append(msg)
+        sender = SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL])
+        report = sender.send(messages)
+        say(f"edge: {len(probes)} people walked past, {counts.faces} faces, {counts.below_gate} below the "
+            f"quality gate, {report.sent} crops sent")
+        _wait_queue_drained(ctx, timeout_s=300)
+        time.sleep(2.0)  # let the last SNS deliveries reach the phone
+
+        say("waiting for the session to expire and the watchlist to be purged ...")
+        rec = admin.wait_for(dep, {DeploymentState.CLOSED}, timeout_s=session_s + 300)
+        # A crop that arrives after the end must be refused, not matched.
+        late_probe = plan.watchlisted_probes[0]
+        late = next(
+            (m for _, m in image_folder_messages(
+                [late_probe.path], FaceCropper(), deployment_id=dep, camera_id=DEMO_CAMERA,
+                counts=GateCounts(), faces="central",
+            )),
+            None,
+        )
+        if late is None:
+            raise AdminError("late probe produced no crop")
+        sender.send([late])
+        deadline = time.monotonic() + 60
+        while admin.get(dep).refused_crops < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        _wait_queue_drained(ctx, timeout_s=60)
+        rec = admin.get(dep)
+    finally:
+        phone.stop()
+
+    alerts = phone.alerts
+    true_alerts = [a for a in alerts if truth.get(a.track_id) == a.watchlist_label]
+    shown_ids = {img.identity for img in plan.watchlisted_probes}
+    hit_ids = {a.watchlist_label for a in true_alerts}
+    latencies = [a.queue_to_publish_ms for a in alerts if a.queue_to_publish_ms is not None]
+    return DemoSummary(
+        deployment_id=dep,
+        watchlist_size=rec.watchlist_size,
+        enrol_rejects=len(rec.enrol_rejects),
+        threshold=rec.threshold,
+        crops_sent=report.sent + 1,
+        faces_below_gate=counts.below_gate,
+        watchlisted_people_shown=len(plan.watchlisted_probes),
+        passers_by_shown=len(plan.passers_by),
+        alerts_true=len(true_alerts),
+        alerts_false=len(alerts) - len(true_alerts),
+        watchlisted_missed=len(shown_ids - hit_ids),
+        late_crops_refused=rec.refused_crops,
+        objects_remaining=admin.objects_remaining(dep),
+        final_state=str(rec.state),
+        median_queue_to_publish_ms=statistics.median(latencies) if latencies else None,
+        alerts=[a.model_dump(mode="json") for a in alerts],
+    )
+
+
+def run_demo(as_json: bool = False, session_s: int = 60) -> int:
+    from lfr_cli.local.stack import LocalStack
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    say("starting the embedded AWS stack (moto) and deploying the CDK template ...")
+    with LocalStack() as stack:
+        ctx = AwsContext(region=stack.region, endpoint_url=stack.endpoint)
+        summary = run_demo_on(ctx, plan_demo(), session_s=session_s, say=say)
+    doc = asdict(summary)
+    say("")
+    say("summary")
+    for key, value in doc.items():
+        if key != "alerts":
+            say(f"  {key:28s} {value}")
+    if as_json:
+        doc.pop("alerts")
+        print(json.dumps(doc), flush=True)
+    ok = summary.objects_remaining == 0 and summary.late_crops_refused >= 1
+    return 0 if ok else 1

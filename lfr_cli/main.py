@@ -1,0 +1,93 @@
+"""`lfr`: the admin and auditor command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lfr_cli.admin import Admin, AdminError
+from lfr_cli.aws import AwsContext, StackNotFoundError
+from lfr_cli.durations import parse_duration
+from lfr_core.errors import DatasetNotFoundError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lfr", description=__doc__)
+    p.add_argument("--endpoint-url", help="AWS endpoint (default: real AWS, or a running `lfr local up`)")
+    p.add_argument("--region")
+    p.add_argument("--profile")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    local = sub.add_parser("local", help="the embedded local AWS stack")
+    local_sub = local.add_subparsers(dest="sub", required=True)
+    up = local_sub.add_parser("up", help="start moto, deploy the CDK template, run its functions until Ctrl-C")
+    up.add_argument("--port", type=int, default=0)
+
+    dep = sub.add_parser("deployment", help="deployments").add_subparsers(dest="sub", required=True)
+    create = dep.add_parser("create", help="create a deployment and start its session")
+    create.add_argument("--name", required=True)
+    create.add_argument("--watchlist", required=True, type=Path, help="folder of enrolment images")
+    create.add_argument("--duration", required=True, help="e.g. 30m, 2h, 90s")
+    create.add_argument("--threshold", type=float, help="cosine threshold (default: calibrated default)")
+    create.add_argument("--wait", action="store_true", help="wait until the deployment is ACTIVE")
+    status = dep.add_parser("status", help="one deployment's record")
+    status.add_argument("deployment_id")
+    dep.add_parser("list", help="all deployments")
+
+    demo = sub.add_parser("demo", help="a local end-to-end deployment on lfw-dev, scored against truth")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    demo.add_argument("--session-seconds", type=int, default=60)
+    return p
+
+
+def _admin(args: argparse.Namespace) -> Admin:
+    return Admin(AwsContext.discover(args.endpoint_url, args.region, args.profile))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "local":
+            from lfr_cli.local.stack import run_forever
+
+            run_forever(port=args.port)
+            return EXIT_OK
+        if args.command == "demo":
+            from lfr_cli.demo import run_demo
+
+            return run_demo(as_json=args.json, session_s=args.session_seconds)
+        if args.command == "deployment":
+            admin = _admin(args)
+            if args.sub == "create":
+                rec = admin.create_deployment(
+                    args.name, args.watchlist, parse_duration(args.duration), args.threshold
+                )
+                print(f"created {rec.deployment_id} ({rec.state}); session started")
+                if args.wait:
+                    from lfr_core.contracts import DeploymentState
+
+                    rec = admin.wait_for(rec.deployment_id, {DeploymentState.ACTIVE}, timeout_s=900)
+                    print(f"{rec.deployment_id} ACTIVE until {rec.expires_at:%Y-%m-%d %H:%M:%S}Z; "
+                          f"{rec.watchlist_size} enrolled, {len(rec.enrol_rejects)} rejected")
+                    for r in rec.enrol_rejects:
+                        print(f"  rejected {r.file}: {r.reason}")
+                return EXIT_OK
+            if args.sub == "status":
+                print(json.dumps(admin.get(args.deployment_id).model_dump(mode="json"), indent=2))
+                return EXIT_OK
+            if args.sub == "list":
+                for rec in admin.list():
+                    print(f"{rec.deployment_id:40s} {rec.state:10s} {rec.name}")
+                return EXIT_OK
+    except (AdminError, StackNotFoundError, DatasetNotFoundError, ValueError) as exc:
+        print(f"lfr: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

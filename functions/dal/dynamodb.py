@@ -1,0 +1,217 @@
+"""DynamoDB adapters for the deployments and alerts tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from functions.dal._aws import LazyClient, error_code, transient
+from functions.dal.ports import AlertRepository, DeploymentRepository
+from functions.exceptions import DeploymentNotFoundError, StateConflictError
+from functions.models.records import AlertRecord, DeploymentRecord
+from lfr_core.contracts import DeploymentState
+
+_SER = TypeSerializer()
+_DESER = TypeDeserializer()
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    # DynamoDB numbers must be Decimal; a JSON round trip converts floats exactly as written.
+    return cast(dict[str, Any], _SER.serialize(json.loads(json.dumps(value), parse_float=Decimal)))
+
+
+def to_item(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: to_attr(v) for k, v in doc.items() if v is not None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_DESER.deserialize(v)) for k, v in item.items()}
+
+
+class DynamoDeploymentRepository(DeploymentRepository):
+    def __init__(self, table_name: str, client: Any | None = None) -> None:
+        self.table = table_name
+        self._ddb = LazyClient("dynamodb", client)
+
+    def _key(self, deployment_id: str) -> dict[str, Any]:
+        return {"deployment_id": {"S": deployment_id}}
+
+    def get(self, deployment_id: str) -> DeploymentRecord | None:
+        with transient("deployments.get"):
+            resp = self._ddb.client.get_item(
+                TableName=self.table, Key=self._key(deployment_id), ConsistentRead=True
+            )
+        item = resp.get("Item")
+        return None if item is None else DeploymentRecord.model_validate(from_item(item))
+
+    def list_all(self) -> list[DeploymentRecord]:
+        out: list[DeploymentRecord] = []
+        with transient("deployments.scan"):
+            for page in self._ddb.client.get_paginator("scan").paginate(
+                TableName=self.table, ConsistentRead=True
+            ):
+                out.extend(DeploymentRecord.model_validate(from_item(i)) for i in page.get("Items", []))
+        return sorted(out, key=lambda r: r.created_at)
+
+    def create(self, record: DeploymentRecord) -> None:
+        # Our own errors raised inside `transient` pass through it untouched.
+        with transient("deployments.create"):
+            try:
+                self._ddb.client.put_item(
+                    TableName=self.table,
+                    Item=to_item(record.to_item()),
+                    ConditionExpression="attribute_not_exists(deployment_id)",
+                )
+            except ClientError as exc:
+                if error_code(exc) == _CONDITION_FAILED:
+                    raise StateConflictError(f"deployment {record.deployment_id} exists") from exc
+                raise
+
+    def update(
+        self,
+        deployment_id: str,
+        fields: Mapping[str, Any],
+        expect_states: Collection[DeploymentState] | None = None,
+    ) -> DeploymentRecord:
+        names: dict[str, str] = {"#pk": "deployment_id"}
+        values: dict[str, Any] = {}
+        sets: list[str] = []
+        removes: list[str] = []
+        for i, (k, v) in enumerate(fields.items()):
+            names[f"#f{i}"] = k
+            if v is None:
+                removes.append(f"#f{i}")
+            else:
+                values[f":v{i}"] = to_attr(v)
+                sets.append(f"#f{i} = :v{i}")
+        expr = " ".join(
+            part
+            for part in (
+                f"SET {', '.join(sets)}" if sets else "",
+                f"REMOVE {', '.join(removes)}" if removes else "",
+            )
+            if part
+        )
+        condition = "attribute_exists(#pk)"
+        if expect_states is not None:
+            names["#state"] = "state"
+            placeholders = []
+            for j, s in enumerate(expect_states):
+                values[f":s{j}"] = {"S": str(s)}
+                placeholders.append(f":s{j}")
+            condition += f" AND #state IN ({', '.join(placeholders)})"
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._key(deployment_id),
+            "UpdateExpression": expr,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        with transient("deployments.update"):
+            try:
+                resp = self._ddb.client.update_item(**kwargs)
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+                current = self.get(deployment_id)
+                if current is None:
+                    raise DeploymentNotFoundError(deployment_id) from exc
+                raise StateConflictError(
+                    f"deployment {deployment_id} is {current.state}, expected one of "
+                    f"{sorted(str(s) for s in expect_states or ())}"
+                ) from exc
+        return DeploymentRecord.model_validate(from_item(resp["Attributes"]))
+
+    def add_refused_crops(self, deployment_id: str, count: int) -> None:
+        with transient("deployments.add_refused_crops"):
+            try:
+                self._ddb.client.update_item(
+                    TableName=self.table,
+                    Key=self._key(deployment_id),
+                    UpdateExpression="ADD refused_crops :n",
+                    # Never create a record for an id only a crop message claimed.
+                    ConditionExpression="attribute_exists(deployment_id)",
+                    ExpressionAttributeValues={":n": {"N": str(int(count))}},
+                )
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+
+
+class DynamoAlertRepository(AlertRepository):
+    def __init__(self, table_name: str, client: Any | None = None) -> None:
+        self.table = table_name
+        self._ddb = LazyClient("dynamodb", client)
+
+    def _key(self, deployment_id: str, alert_id: str) -> dict[str, Any]:
+        return {"deployment_id": {"S": deployment_id}, "alert_id": {"S": alert_id}}
+
+    def get(self, deployment_id: str, alert_id: str) -> AlertRecord | None:
+        with transient("alerts.get"):
+            resp = self._ddb.client.get_item(
+                TableName=self.table, Key=self._key(deployment_id, alert_id), ConsistentRead=True
+            )
+        item = resp.get("Item")
+        return None if item is None else AlertRecord.model_validate(from_item(item))
+
+    def put_new(self, record: AlertRecord) -> bool:
+        with transient("alerts.put_new"):
+            try:
+                self._ddb.client.put_item(
+                    TableName=self.table,
+                    Item=to_item(record.to_item()),
+                    ConditionExpression="attribute_not_exists(alert_id)",
+                )
+            except ClientError as exc:
+                if error_code(exc) == _CONDITION_FAILED:
+                    return False
+                raise
+        return True
+
+    def mark_published(
+        self, deployment_id: str, alert_id: str, published_at: datetime, queue_to_publish_ms: float | None
+    ) -> None:
+        values: dict[str, Any] = {":p": {"S": published_at.isoformat()}}
+        expr = "SET published_at = :p"
+        if queue_to_publish_ms is not None:
+            values[":q"] = to_attr(queue_to_publish_ms)
+            expr += ", queue_to_publish_ms = :q"
+        with transient("alerts.mark_published"):
+            self._ddb.client.update_item(
+                TableName=self.table,
+                Key=self._key(deployment_id, alert_id),
+                UpdateExpression=expr,
+                ExpressionAttributeValues=values,
+            )
+
+    def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]:
+        out: list[AlertRecord] = []
+        with transient("alerts.query"):
+            paginator = self._ddb.client.get_paginator("query")
+            for page in paginator.paginate(
+                TableName=self.table,
+                KeyConditionExpression="deployment_id = :d",
+                ExpressionAttributeValues={":d": {"S": deployment_id}},
+            ):
+                out.extend(AlertRecord.model_validate(from_item(i)) for i in page.get("Items", []))
+        return out

@@ -1,0 +1,188 @@
+"""In-memory adapters for unit tests, with fault injection to exercise retry paths."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any
+
+from functions.dal.ports import (
+    AlertCropStore,
+    AlertPublisher,
+    AlertRepository,
+    DeploymentRepository,
+    WatchlistStore,
+)
+from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
+from functions.models.records import AlertRecord, DeploymentRecord
+from lfr_core.contracts import Alert, DeploymentState
+
+
+class _Faults:
+    """`fail(method, exc, times)` makes the next `times` calls of `method` raise `exc`."""
+
+    def __init__(self) -> None:
+        self._faults: dict[str, list[BaseException]] = defaultdict(list)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def fail(self, method: str, exc: BaseException, times: int = 1) -> None:
+        self._faults[method].extend([exc] * times)
+
+    def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        pending = self._faults.get(method)
+        if pending:
+            raise pending.pop(0)
+
+
+class InMemoryDeploymentRepository(_Faults, DeploymentRepository):
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def get(self, deployment_id: str) -> DeploymentRecord | None:
+        self._enter("get")
+        item = self.items.get(deployment_id)
+        return None if item is None else DeploymentRecord.model_validate(copy.deepcopy(item))
+
+    def list_all(self) -> list[DeploymentRecord]:
+        self._enter("list_all")
+        return [DeploymentRecord.model_validate(copy.deepcopy(v)) for _, v in sorted(self.items.items())]
+
+    def create(self, record: DeploymentRecord) -> None:
+        self._enter("create")
+        if record.deployment_id in self.items:
+            raise StateConflictError(f"deployment {record.deployment_id} exists")
+        self.items[record.deployment_id] = record.to_item()
+
+    def update(
+        self,
+        deployment_id: str,
+        fields: Mapping[str, Any],
+        expect_states: Collection[DeploymentState] | None = None,
+    ) -> DeploymentRecord:
+        self._enter("update")
+        item = self.items.get(deployment_id)
+        if item is None:
+            raise DeploymentNotFoundError(deployment_id)
+        if expect_states is not None and item["state"] not in {str(s) for s in expect_states}:
+            raise StateConflictError(f"deployment {deployment_id} is {item['state']}")
+        new = copy.deepcopy(item)
+        for k, v in fields.items():
+            if v is None:
+                new.pop(k, None)
+            else:
+                new[k] = copy.deepcopy(v)
+        record = DeploymentRecord.model_validate(new)  # same validation the real table would need
+        self.items[deployment_id] = new
+        return record
+
+    def add_refused_crops(self, deployment_id: str, count: int) -> None:
+        self._enter("add_refused_crops")
+        if deployment_id in self.items:
+            self.items[deployment_id]["refused_crops"] = (
+                self.items[deployment_id].get("refused_crops", 0) + count
+            )
+
+
+class InMemoryAlertRepository(_Faults, AlertRepository):
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def get(self, deployment_id: str, alert_id: str) -> AlertRecord | None:
+        self._enter("get")
+        item = self.items.get((deployment_id, alert_id))
+        return None if item is None else AlertRecord.model_validate(copy.deepcopy(item))
+
+    def put_new(self, record: AlertRecord) -> bool:
+        self._enter("put_new")
+        key = (record.deployment_id, record.alert_id)
+        if key in self.items:
+            return False
+        self.items[key] = record.to_item()
+        return True
+
+    def mark_published(
+        self, deployment_id: str, alert_id: str, published_at: datetime, queue_to_publish_ms: float | None
+    ) -> None:
+        self._enter("mark_published")
+        item = self.items[(deployment_id, alert_id)]
+        item["published_at"] = published_at.isoformat()
+        if queue_to_publish_ms is not None:
+            item["queue_to_publish_ms"] = queue_to_publish_ms
+
+    def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]:
+        self._enter("list_for_deployment")
+        return [
+            AlertRecord.model_validate(v) for (d, _), v in sorted(self.items.items()) if d == deployment_id
+        ]
+
+
+class InMemoryObjectStore(_Faults, WatchlistStore, AlertCropStore):
+    """One bucket. Serves as the watchlist store and as the alert crop store."""
+
+    def __init__(self, bucket: str = "memory-bucket") -> None:
+        super().__init__()
+        self._bucket = bucket
+        self.objects: dict[str, bytes] = {}
+        # Keys that survive deletion, to simulate an incomplete purge (e.g. a concurrent upload).
+        self.undeletable: set[str] = set()
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def list_keys(self, prefix: str) -> list[str]:
+        self._enter("list_keys")
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def get_object(self, key: str) -> bytes:
+        self._enter("get_object")
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise ObjectNotFoundError(key) from None
+
+    def put_object(self, key: str, data: bytes) -> str:
+        self._enter("put_object")
+        self.objects[key] = bytes(data)
+        return _etag(data)
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        self._enter("get_with_etag")
+        data = self.get_object(key)
+        return data, _etag(data)
+
+    def delete_prefix(self, prefix: str) -> int:
+        self._enter("delete_prefix")
+        doomed = [k for k in self.objects if k.startswith(prefix) and k not in self.undeletable]
+        for k in doomed:
+            del self.objects[k]
+        return len(doomed)
+
+    def count_prefix(self, prefix: str) -> int:
+        self._enter("count_prefix")
+        return sum(1 for k in self.objects if k.startswith(prefix))
+
+    def put_crop(self, key: str, jpeg: bytes) -> None:
+        self._enter("put_crop")
+        self.objects[key] = bytes(jpeg)
+
+
+class InMemoryAlertPublisher(_Faults, AlertPublisher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, dict[str, str]]] = []  # (message JSON, attributes)
+
+    def publish(self, alert: Alert) -> str:
+        self._enter("publish")
+        self.published.append((alert.model_dump_json(), {"deployment_id": alert.deployment_id}))
+        return f"msg-{len(self.published)}"
+
+
+def _etag(data: bytes) -> str:
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'

@@ -1,0 +1,103 @@
+"""Storage and messaging ports. Logic depends on these; boto3 and in-memory adapters implement them.
+
+Contract for every adapter: a missing object raises `ObjectNotFoundError`, a failed
+condition `StateConflictError`, and any other AWS failure `TransientStorageError`
+(the match path turns that into a batch item failure, i.e. an SQS retry).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any
+
+from functions.models.records import AlertRecord, DeploymentRecord
+from lfr_core.contracts import Alert, DeploymentState
+
+
+class DeploymentRepository(ABC):
+    @abstractmethod
+    def get(self, deployment_id: str) -> DeploymentRecord | None: ...
+
+    @abstractmethod
+    def list_all(self) -> list[DeploymentRecord]:
+        """Every deployment (admin listing; a handful of records, so a scan)."""
+
+    @abstractmethod
+    def create(self, record: DeploymentRecord) -> None:
+        """Insert a new record; `StateConflictError` if the id exists."""
+
+    @abstractmethod
+    def update(
+        self,
+        deployment_id: str,
+        fields: Mapping[str, Any],
+        expect_states: Collection[DeploymentState] | None = None,
+    ) -> DeploymentRecord:
+        """SET the given attributes (JSON-able values; None removes) and return the new record.
+
+        Never rewrites the whole item, so the match function's atomic `refused_crops`
+        counter is not lost to a concurrent session update. `DeploymentNotFoundError` if
+        missing; `StateConflictError` if the state is not one of `expect_states`.
+        """
+
+    @abstractmethod
+    def add_refused_crops(self, deployment_id: str, count: int) -> None:
+        """Atomic ADD to `refused_crops`; does nothing for an unknown deployment."""
+
+
+class AlertRepository(ABC):
+    @abstractmethod
+    def get(self, deployment_id: str, alert_id: str) -> AlertRecord | None: ...
+
+    @abstractmethod
+    def put_new(self, record: AlertRecord) -> bool:
+        """Conditional insert; False (and no write) if the alert id already exists."""
+
+    @abstractmethod
+    def mark_published(
+        self, deployment_id: str, alert_id: str, published_at: datetime, queue_to_publish_ms: float | None
+    ) -> None: ...
+
+    @abstractmethod
+    def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]: ...
+
+
+class WatchlistStore(ABC):
+    """The watchlist bucket: a deployment's images, its index, and everything purge removes."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def get_object(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def put_object(self, key: str, data: bytes) -> str:
+        """Returns the ETag."""
+
+    @abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]: ...
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object (and version) under the prefix; returns how many were deleted."""
+
+    @abstractmethod
+    def count_prefix(self, prefix: str) -> int: ...
+
+    @property
+    @abstractmethod
+    def bucket(self) -> str: ...
+
+
+class AlertCropStore(ABC):
+    @abstractmethod
+    def put_crop(self, key: str, jpeg: bytes) -> None: ...
+
+
+class AlertPublisher(ABC):
+    @abstractmethod
+    def publish(self, alert: Alert) -> str:
+        """Publish the alert JSON with message attribute `deployment_id`; returns the message id."""

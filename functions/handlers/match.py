@@ -1,0 +1,76 @@
+"""Match function: SQS crop batch -> alerts. Handler string `functions.handlers.match.handler`."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
+from functions.dal.s3 import S3AlertCropStore, S3WatchlistStore
+from functions.dal.sns import SnsAlertPublisher
+from functions.logic.match import MatchService, Prepared
+from functions.logic.protocols import Embedder
+from functions.models.env import MatchEnv
+from functions.observability import PowertoolsMetricsSink, logger, metrics
+from lfr_core.layout import MODEL_SFACE
+
+# A batch where every record failed is reported as all-failed items rather than raised: SQS
+# retries exactly the same records either way, and the response stays one shape.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_service: MatchService | None = None
+
+
+def _embedder_factory(model_dir: str | None) -> Embedder:
+    from lfr_core.face.embed import FaceEmbedder  # onnxruntime import: only when a crop needs it
+
+    return FaceEmbedder(Path(model_dir) / MODEL_SFACE if model_dir else None)
+
+
+def get_service() -> MatchService:
+    """Built once per container; env is validated here, on the first (cold) invocation."""
+    global _service
+    if _service is None:
+        env = MatchEnv.from_environ()
+        crops = S3AlertCropStore(env.alerts_bucket)
+        _service = MatchService(
+            deployments=DynamoDeploymentRepository(env.deployments_table),
+            alerts=DynamoAlertRepository(env.alerts_table),
+            watchlists=S3WatchlistStore(env.watchlist_bucket),
+            crops=crops,
+            publisher=SnsAlertPublisher(env.alert_topic_arn),
+            embedder=partial(_embedder_factory, env.model_dir),
+            metrics=PowertoolsMetricsSink(metrics),
+        )
+    return _service
+
+
+def set_service(service: MatchService | None) -> None:
+    """For tests and the local runtime: run the handler over injected adapters."""
+    global _service
+    _service = service
+
+
+def _complete(service: MatchService, prepared: dict[str, Prepared], record: SQSRecord) -> str:
+    return service.complete(prepared.pop(record.message_id)).value
+
+
+# log_event=False explicitly: the event holds face crops, and the env var must not turn it on.
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    service = get_service()
+    # Phase 1 embeds the whole batch in one model call; phase 2 (per record, under the batch
+    # processor) performs alerts or raises, so failures are reported per record.
+    prepared = service.prepare(event.get("Records") or [])
+    return process_partial_response(
+        event=event,
+        record_handler=partial(_complete, service, prepared),
+        processor=processor,
+        context=context,
+    )

@@ -1,0 +1,38 @@
+"""Session function: state machine tasks. Handler string `functions.handlers.session.handler`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.dal.dynamodb import DynamoDeploymentRepository
+from functions.dal.s3 import S3WatchlistStore
+from functions.logic.session import SessionRequest, SessionService
+from functions.models.env import SessionEnv
+from functions.observability import logger
+
+_service: SessionService | None = None
+
+
+def get_service() -> SessionService:
+    global _service
+    if _service is None:
+        env = SessionEnv.from_environ()
+        _service = SessionService(
+            DynamoDeploymentRepository(env.deployments_table), S3WatchlistStore(env.watchlist_bucket)
+        )
+    return _service
+
+
+def set_service(service: SessionService | None) -> None:
+    global _service
+    _service = service
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@event_parser(model=SessionRequest)
+def handler(event: SessionRequest, context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(deployment_id=event.deployment_id, action=event.action)
+    return get_service().handle(event)

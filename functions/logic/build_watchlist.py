@@ -1,0 +1,193 @@
+"""Build a deployment's watchlist index from the images uploaded under its prefix.
+
+Per image: decode (any size) -> detect -> central face -> size check -> align; then one
+embedding call per chunk. Images that do not yield a usable face are recorded as
+`enrol_rejects` (file + reason, no biometric) instead of failing the build; no usable
+face at all raises `NoUsableFacesError`, which the state machine routes to purge + Fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from functions.dal.ports import DeploymentRepository, WatchlistStore
+from functions.exceptions import (
+    DeploymentNotActiveError,
+    DeploymentNotFoundError,
+    NoUsableFacesError,
+    WatchlistIndexError,
+)
+from functions.logic import watchlist
+from functions.logic.protocols import Embedder
+from functions.models.records import EnrolReject
+from functions.observability import logger
+from lfr_core.contracts import DeploymentState
+from lfr_core.errors import InvalidImageError
+from lfr_core.face.align import align_face, interocular_px
+from lfr_core.face.detect import Detection, pick_central
+from lfr_core.face.image import decode_jpeg
+from lfr_core.layout import watchlist_images_prefix, watchlist_index_key
+
+S = DeploymentState
+BUILDABLE = (S.PENDING, S.AUTHORISED, S.BUILDING)
+MANIFEST_NAME = "manifest.json"
+# Below ~16 px between the eyes SFace embeddings stop separating identities (as the edge gate).
+MIN_INTEROCULAR_PX = 16.0
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+EMBED_CHUNK = 32  # bounds memory on a large watchlist; one model call per chunk
+_SEQ_SUFFIX = re.compile(r"^(?P<label>.+)_\d+$")
+
+
+class Detector(Protocol):
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
+
+
+class ManifestEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    entry_id: str = Field(min_length=1, max_length=128)
+    label: str = Field(min_length=1, max_length=256)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    watchlist_size: int
+    rejected: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"watchlist_size": self.watchlist_size, "rejected": self.rejected}
+
+
+def label_for(file_name: str) -> tuple[str, str]:
+    """(entry_id, label): entry id is the stem; label drops an LFW-style `_NNNN` suffix."""
+    stem = PurePosixPath(file_name).stem
+    m = _SEQ_SUFFIX.match(stem)
+    return stem, (m.group("label") if m else stem)
+
+
+class BuildService:
+    def __init__(
+        self,
+        deployments: DeploymentRepository,
+        watchlists: WatchlistStore,
+        detector: Detector | Callable[[], Detector],
+        embedder: Embedder | Callable[[], Embedder],
+    ) -> None:
+        self.deployments = deployments
+        self.watchlists = watchlists
+        self._detector = detector
+        self._embedder = embedder
+
+    @property
+    def detector(self) -> Detector:
+        # A class or a factory is called once, on first use (the model load is the cold start).
+        if isinstance(self._detector, type) or not hasattr(self._detector, "detect"):
+            self._detector = self._detector()
+        return self._detector
+
+    @property
+    def embedder(self) -> Embedder:
+        if isinstance(self._embedder, type) or not hasattr(self._embedder, "embed"):
+            self._embedder = self._embedder()
+        return self._embedder
+
+    def build(self, deployment_id: str) -> BuildResult:
+        rec = self.deployments.get(deployment_id)
+        if rec is None:
+            raise DeploymentNotFoundError(deployment_id)
+        if rec.state not in BUILDABLE:
+            raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot build")
+        self.deployments.update(deployment_id, {"state": str(S.BUILDING)}, expect_states=BUILDABLE)
+
+        prefix = watchlist_images_prefix(deployment_id)
+        keys = self.watchlists.list_keys(prefix)
+        manifest = self._manifest(prefix + MANIFEST_NAME) if prefix + MANIFEST_NAME in keys else {}
+        files = [k[len(prefix) :] for k in keys if k != prefix + MANIFEST_NAME and not k.endswith("/")]
+
+        rejects: list[EnrolReject] = []
+        entry_ids: list[str] = []
+        labels: list[str] = []
+        chunks: list[np.ndarray] = []
+        pending: list[np.ndarray] = []
+        for file in files:
+            entry = manifest.get(file) or manifest.get(PurePosixPath(file).name)
+            entry_id, label = (entry.entry_id, entry.label) if entry else label_for(file)
+            if entry_id in entry_ids:
+                rejects.append(EnrolReject(file=file, reason="duplicate_entry_id"))
+                continue
+            crop_or_reason = self._crop(prefix + file)
+            if isinstance(crop_or_reason, str):
+                rejects.append(EnrolReject(file=file, reason=crop_or_reason))
+                continue
+            entry_ids.append(entry_id)
+            labels.append(label)
+            pending.append(crop_or_reason)
+            if len(pending) >= EMBED_CHUNK:
+                chunks.append(self.embedder.embed(np.stack(pending)))
+                pending = []
+        if pending:
+            chunks.append(self.embedder.embed(np.stack(pending)))
+
+        for r in rejects:
+            logger.info("watchlist image rejected", extra={"deployment_id": deployment_id, **r.model_dump()})
+        reject_docs = [r.model_dump() for r in rejects]
+        if not entry_ids:
+            self.deployments.update(
+                deployment_id, {"watchlist_size": 0, "enrol_rejects": reject_docs, "index_etag": None}
+            )
+            raise NoUsableFacesError(f"none of {len(files)} watchlist image(s) yielded a usable face")
+
+        data = watchlist.index_bytes(entry_ids, labels, np.concatenate(chunks, axis=0))
+        etag = self.watchlists.put_object(watchlist_index_key(deployment_id), data)
+        self.deployments.update(
+            deployment_id,
+            {"watchlist_size": len(entry_ids), "enrol_rejects": reject_docs, "index_etag": etag},
+            expect_states=(S.BUILDING,),
+        )
+        logger.info(
+            "watchlist built",
+            extra={
+                "deployment_id": deployment_id,
+                "watchlist_size": len(entry_ids),
+                "rejected": len(rejects),
+            },
+        )
+        return BuildResult(watchlist_size=len(entry_ids), rejected=len(rejects))
+
+    def _manifest(self, key: str) -> dict[str, ManifestEntry]:
+        try:
+            raw = json.loads(self.watchlists.get_object(key))
+            if not isinstance(raw, dict):
+                raise ValueError("manifest must be an object keyed by file name")
+            return {str(k): ManifestEntry.model_validate(v) for k, v in raw.items()}
+        except (ValueError, ValidationError) as exc:
+            # An operator error: building with guessed labels would put wrong names on alerts.
+            raise WatchlistIndexError(f"{MANIFEST_NAME} is invalid: {type(exc).__name__}") from exc
+
+    def _crop(self, key: str) -> np.ndarray | str:
+        """The aligned 112x112 crop of the image's central face, or a reject reason."""
+        data = self.watchlists.get_object(key)
+        if len(data) > MAX_IMAGE_BYTES:
+            return "too_large"
+        try:
+            image = decode_jpeg(data)
+        except InvalidImageError:
+            return "undecodable"
+        faces = self.detector.detect(image)
+        face = pick_central(faces, image.shape)
+        if face is None:
+            return "no_face"
+        if interocular_px(face.landmarks) < MIN_INTEROCULAR_PX:
+            return "face_too_small"
+        try:
+            return align_face(image, face.landmarks)
+        except ValueError:
+            return "alignment_failed"

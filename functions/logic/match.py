@@ -1,0 +1,390 @@
+"""The match path (docs/ARCHITECTURE.md "Match path") for one SQS batch.
+
+Two phases, because the whole batch is embedded in ONE onnxruntime call:
+`prepare` parses, refuses, decodes, embeds and searches every record and returns a
+per-record `Prepared`; the batch processor's record handler then calls `complete` for
+each record, which performs the (idempotent) alert side effects of a match or
+re-raises that record's transient error so only that record is retried.
+
+Privacy rules enforced here: a crop of a face that does not match is never stored,
+logged or counted by score; refused crops are consumed, not retried (a DLQ copy would
+keep a face); logs carry SQS message ids and reason tags, never message content.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from functions.dal.ports import (
+    AlertCropStore,
+    AlertPublisher,
+    AlertRepository,
+    DeploymentRepository,
+    WatchlistStore,
+)
+from functions.exceptions import (
+    InvalidCropError,
+    ObjectNotFoundError,
+    TransientStorageError,
+    WatchlistIndexError,
+)
+from functions.logic import watchlist
+from functions.logic.protocols import Embedder
+from functions.models.records import AlertRecord, DeploymentRecord
+from functions.observability import MetricsSink, logger
+from lfr_core.contracts import CROP_SIZE, CropMessage, InlineJpeg, S3Pointer, utcnow
+from lfr_core.errors import InvalidImageError
+from lfr_core.face.image import decode_jpeg
+from lfr_core.layout import alert_crop_key, deployment_prefix, watchlist_index_key
+
+# Idempotency choice: a deterministic alert id, uuid5(deployment_id/message_id), with a
+# conditional put of the alert record and a `published_at` marker, rather than the
+# Powertools idempotency table. Why: a replay of the same crop lands on the SAME alert
+# record and the SAME crop key (an overwrite, never a second copy of the face), the
+# idempotency state lives and expires with the alert itself (one TTL, one place to
+# purge), non-matched crops cost no idempotency write, and the logic stays testable
+# without DynamoDB. Like the Powertools table, it is at-least-once for SNS: a crash
+# between publish and `mark_published` republishes the same alert_id, which subscribers
+# can de-duplicate.
+ALERT_ID_NAMESPACE = uuid.UUID("0b5e8f3e-6a57-4c6e-9d0c-1f2a7c1e4b9d")
+
+DEPLOYMENT_CACHE_TTL_S = 2.0  # a STOP takes effect within this long on a warm container
+MAX_CACHED_INDEXES = 8
+
+
+def alert_id_for(deployment_id: str, crop_message_id: str) -> str:
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{deployment_id}/{crop_message_id}"))
+
+
+class Outcome(StrEnum):
+    REFUSED = "refused"
+    REJECTED = "rejected"
+    NO_MATCH = "no_match"
+    ALERTED = "alerted"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    """A matched crop: the only case where the crop bytes outlive `prepare`."""
+
+    message: CropMessage
+    jpeg: bytes
+    entry_id: str
+    label: str
+    similarity: float
+    threshold: float
+    sent_timestamp_ms: int | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    outcome: Outcome | None = None
+    reason: str | None = None
+    error: Exception | None = None
+    alert: PendingAlert | None = None
+
+
+@dataclass
+class _Valid:
+    sqs_id: str
+    message: CropMessage
+    deployment: DeploymentRecord
+    jpeg: bytes
+    image: np.ndarray
+    sent_ms: int | None
+
+
+@dataclass
+class _Caches:
+    deployments: dict[str, tuple[float, DeploymentRecord | None]] = field(default_factory=dict)
+    indexes: dict[str, tuple[str, Any]] = field(default_factory=dict)  # deployment -> (etag, index)
+
+
+def sent_timestamp_ms(record: Mapping[str, Any]) -> int | None:
+    raw = (record.get("attributes") or {}).get("SentTimestamp")
+    try:
+        return int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class MatchService:
+    def __init__(
+        self,
+        *,
+        deployments: DeploymentRepository,
+        alerts: AlertRepository,
+        watchlists: WatchlistStore,
+        crops: AlertCropStore,
+        publisher: AlertPublisher,
+        embedder: Embedder | Callable[[], Embedder],
+        metrics: MetricsSink,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        deployment_cache_ttl_s: float = DEPLOYMENT_CACHE_TTL_S,
+    ) -> None:
+        self.deployments = deployments
+        self.alerts = alerts
+        self.watchlists = watchlists
+        self.crops = crops
+        self.publisher = publisher
+        self._embedder = embedder
+        self.metrics = metrics
+        self.clock = clock
+        self.monotonic = monotonic
+        self.deployment_cache_ttl_s = deployment_cache_ttl_s
+        self._caches = _Caches()
+
+    # -- phase 1: the whole batch ------------------------------------------------------------
+
+    def prepare(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Prepared]:
+        """Per SQS messageId, what the record handler should do. Raises nothing per record."""
+        results: dict[str, Prepared] = {}
+        now = self.clock()
+        self.metrics.count("CropsReceived", len(records))
+
+        parsed: list[tuple[str, CropMessage, int | None]] = []
+        for rec in records:
+            sqs_id = str(rec.get("messageId", ""))
+            try:
+                msg = CropMessage.model_validate_json(rec.get("body") or "")
+            except ValidationError:
+                # The pydantic error text echoes the input, which may be a face: reason only.
+                results[sqs_id] = self._reject(sqs_id, "invalid_message")
+                continue
+            parsed.append((sqs_id, msg, sent_timestamp_ms(rec)))
+
+        deployments = self._lookup_deployments({m.deployment_id for _, m, _ in parsed})
+
+        # Refuse BEFORE decoding or embedding: an inactive deployment must not process faces.
+        refused: Counter[str] = Counter()
+        live: list[tuple[str, CropMessage, DeploymentRecord, int | None]] = []
+        for sqs_id, msg, sent in parsed:
+            dep = deployments[msg.deployment_id]
+            if isinstance(dep, Exception):
+                results[sqs_id] = Prepared(error=dep)
+            elif dep is None or not dep.is_live(now):
+                refused[msg.deployment_id] += 1
+                results[sqs_id] = Prepared(outcome=Outcome.REFUSED, reason="deployment_not_active")
+            else:
+                live.append((sqs_id, msg, dep, sent))
+        self._count_refused(refused, deployments)
+
+        valid: list[_Valid] = []
+        for sqs_id, msg, dep, sent in live:
+            try:
+                jpeg = self._crop_bytes(msg)
+                image = decode_jpeg(jpeg, expect_size=(CROP_SIZE, CROP_SIZE))
+            except InvalidImageError as exc:
+                results[sqs_id] = self._reject(sqs_id, exc.reason)
+            except InvalidCropError as exc:
+                results[sqs_id] = self._reject(sqs_id, exc.reason)
+            except TransientStorageError as exc:
+                results[sqs_id] = Prepared(error=exc)
+            else:
+                valid.append(_Valid(sqs_id, msg, dep, jpeg, image, sent))
+
+        indexes: dict[str, Any] = {}
+        for dep in {v.deployment.deployment_id: v.deployment for v in valid}.values():
+            try:
+                indexes[dep.deployment_id] = self._index_for(dep)
+            except (WatchlistIndexError, TransientStorageError) as exc:
+                indexes[dep.deployment_id] = exc
+        ready: list[_Valid] = []
+        for v in valid:
+            idx = indexes[v.deployment.deployment_id]
+            if isinstance(idx, WatchlistIndexError):
+                # An ACTIVE deployment without a readable index is a build fault; a retry
+                # cannot fix it and a DLQ copy would keep the face.
+                results[v.sqs_id] = self._reject(v.sqs_id, "no_index")
+            elif isinstance(idx, Exception):
+                results[v.sqs_id] = Prepared(error=idx)
+            else:
+                ready.append(v)
+        if not ready:
+            return results
+
+        try:
+            started = self.monotonic()
+            embeddings = self.embedder.embed(np.stack([v.image for v in ready]))
+            self.metrics.milliseconds("EmbedBatchMs", (self.monotonic() - started) * 1000.0)
+        except Exception as exc:  # the model failing is not the crops' fault: retry them all
+            logger.exception("embedding failed", extra={"error_type": type(exc).__name__})
+            for v in ready:
+                results[v.sqs_id] = Prepared(error=exc)
+            return results
+        self.metrics.count("CropsEmbedded", len(ready))
+
+        by_deployment: dict[str, list[int]] = {}
+        for i, v in enumerate(ready):
+            by_deployment.setdefault(v.deployment.deployment_id, []).append(i)
+        for dep_id, rows in by_deployment.items():
+            best = watchlist.best_matches(indexes[dep_id], embeddings[rows])
+            for i, match in zip(rows, best, strict=True):
+                v = ready[i]
+                if match is not None and match.score >= v.deployment.threshold:
+                    results[v.sqs_id] = Prepared(
+                        alert=PendingAlert(
+                            message=v.message,
+                            jpeg=v.jpeg,
+                            entry_id=match.entry_id,
+                            label=match.label,
+                            similarity=float(match.score),
+                            threshold=v.deployment.threshold,
+                            sent_timestamp_ms=v.sent_ms,
+                        )
+                    )
+                else:
+                    # Below threshold: nothing about this face leaves this function.
+                    results[v.sqs_id] = Prepared(outcome=Outcome.NO_MATCH)
+        return results
+
+    @property
+    def embedder(self) -> Embedder:
+        # A class or a factory is called once, on first use: the model load is the cold start.
+        if isinstance(self._embedder, type) or not hasattr(self._embedder, "embed"):
+            self._embedder = self._embedder()
+        return self._embedder
+
+    def _reject(self, sqs_id: str, reason: str) -> Prepared:
+        self.metrics.count("CropsRejected", 1, {"reason": reason})
+        logger.warning("crop rejected", extra={"sqs_message_id": sqs_id, "reason": reason})
+        return Prepared(outcome=Outcome.REJECTED, reason=reason)
+
+    def _lookup_deployments(self, ids: set[str]) -> dict[str, DeploymentRecord | Exception | None]:
+        out: dict[str, DeploymentRecord | Exception | None] = {}
+        t = self.monotonic()
+        for dep_id in ids:
+            cached = self._caches.deployments.get(dep_id)
+            if cached is not None and t - cached[0] < self.deployment_cache_ttl_s:
+                out[dep_id] = cached[1]
+                continue
+            try:
+                rec = self.deployments.get(dep_id)
+            except TransientStorageError as exc:
+                out[dep_id] = exc
+                continue
+            self._caches.deployments[dep_id] = (t, rec)
+            out[dep_id] = rec
+        return out
+
+    def _count_refused(
+        self, refused: Counter[str], deployments: Mapping[str, DeploymentRecord | Exception | None]
+    ) -> None:
+        for dep_id, n in refused.items():
+            self.metrics.count("CropsRefused", n)
+            logger.warning(
+                "crops refused: deployment not active", extra={"deployment_id": dep_id, "count": n}
+            )
+            if not isinstance(deployments.get(dep_id), DeploymentRecord):
+                continue  # unknown id: never create a record for it
+            try:
+                self.deployments.add_refused_crops(dep_id, n)
+            except TransientStorageError:
+                # Still consumed: retrying a refused crop cannot make it valid, only keep a face
+                # around longer; the metric above already counted it.
+                logger.warning("refused_crops counter not updated", extra={"deployment_id": dep_id})
+
+    def _crop_bytes(self, msg: CropMessage) -> bytes:
+        image = msg.image
+        if isinstance(image, InlineJpeg):
+            try:
+                return image.to_bytes()
+            except ValueError:
+                raise InvalidCropError("bad_base64") from None
+        assert isinstance(image, S3Pointer)
+        # Only the deployment's own prefix in our bucket: a message must not make us read elsewhere.
+        if image.bucket != self.watchlists.bucket or not image.key.startswith(
+            deployment_prefix(msg.deployment_id)
+        ):
+            raise InvalidCropError("pointer_outside_deployment")
+        try:
+            return self.watchlists.get_object(image.key)
+        except ObjectNotFoundError:
+            raise InvalidCropError("pointer_missing") from None
+
+    def _index_for(self, dep: DeploymentRecord) -> Any:
+        cached = self._caches.indexes.get(dep.deployment_id)
+        if cached is not None and dep.index_etag is not None and cached[0] == dep.index_etag:
+            return cached[1]
+        try:
+            data, etag = self.watchlists.get_with_etag(watchlist_index_key(dep.deployment_id))
+        except ObjectNotFoundError as exc:
+            logger.error("watchlist index missing", extra={"deployment_id": dep.deployment_id})
+            raise WatchlistIndexError(f"no index for {dep.deployment_id}") from exc
+        index = watchlist.load_index(data)
+        if len(self._caches.indexes) >= MAX_CACHED_INDEXES and dep.deployment_id not in self._caches.indexes:
+            self._caches.indexes.pop(next(iter(self._caches.indexes)))
+        self._caches.indexes[dep.deployment_id] = (etag, index)
+        return index
+
+    # -- phase 2: one record -----------------------------------------------------------------
+
+    def complete(self, prepared: Prepared) -> Outcome:
+        """Finish one record: raise its transient error, or perform its alert (idempotently)."""
+        if prepared.error is not None:
+            raise prepared.error
+        if prepared.alert is not None:
+            return self._raise_alert(prepared.alert)
+        assert prepared.outcome is not None
+        return prepared.outcome
+
+    def _raise_alert(self, p: PendingAlert) -> Outcome:
+        msg = p.message
+        alert_id = alert_id_for(msg.deployment_id, msg.message_id)
+        record = self.alerts.get(msg.deployment_id, alert_id)
+        if record is not None and record.published_at is not None:
+            self.metrics.count("AlertsDuplicate", 1)
+            return Outcome.DUPLICATE
+        if record is None:
+            # Crop before record, so a record never points at a missing crop; a retry
+            # overwrites the same key rather than leaving a second copy.
+            key = alert_crop_key(msg.deployment_id, alert_id)
+            self.crops.put_crop(key, p.jpeg)
+            alerted_at = self.clock()
+            candidate = AlertRecord(
+                alert_id=alert_id,
+                deployment_id=msg.deployment_id,
+                camera_id=msg.camera_id,
+                track_id=msg.track_id,
+                crop_message_id=msg.message_id,
+                captured_at=msg.captured_at,
+                alerted_at=alerted_at,
+                watchlist_entry_id=p.entry_id,
+                watchlist_label=p.label,
+                similarity=p.similarity,
+                threshold=p.threshold,
+                crop_key=key,
+                expires_at_epoch=AlertRecord.expiry_epoch(alerted_at),
+            )
+            if self.alerts.put_new(candidate):
+                record = candidate
+            else:  # a concurrent delivery of the same message wrote it first
+                record = self.alerts.get(msg.deployment_id, alert_id) or candidate
+                if record.published_at is not None:
+                    self.metrics.count("AlertsDuplicate", 1)
+                    return Outcome.DUPLICATE
+
+        published_at = self.clock()
+        q_ms = None
+        if p.sent_timestamp_ms is not None:
+            q_ms = max(0.0, published_at.timestamp() * 1000.0 - p.sent_timestamp_ms)
+        alert = record.to_alert().model_copy(update={"queue_to_publish_ms": q_ms})
+        self.publisher.publish(alert)
+        self.alerts.mark_published(msg.deployment_id, alert_id, published_at, q_ms)
+        self.metrics.count("AlertsPublished", 1)
+        if q_ms is not None:
+            self.metrics.milliseconds("QueueToPublishMs", q_ms)
+        logger.info("alert published", extra={"deployment_id": msg.deployment_id, "alert_id": alert_id})
+        return Outcome.ALERTED

@@ -1,0 +1,55 @@
+"""Each function's environment, validated once at cold start.
+
+The variable names are spelled here rather than imported from `infra.constants`
+because the Lambda code asset ships `functions/` (and the layer `lfr_core/`) but
+not `infra/`; the aliases are literals because mypy's pydantic support needs them so;
+`tests/unit/test_env_models.py` asserts both equal the constants.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEPLOYMENTS_TABLE = "DEPLOYMENTS_TABLE"
+ALERTS_TABLE = "ALERTS_TABLE"
+IDEMPOTENCY_TABLE = "IDEMPOTENCY_TABLE"
+WATCHLIST_BUCKET = "WATCHLIST_BUCKET"
+ALERTS_BUCKET = "ALERTS_BUCKET"
+ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
+MODEL_DIR = "MODEL_DIR"
+
+
+class _Env(BaseModel):
+    # Lambda's environment holds much more than ours; only our names are validated.
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Self:
+        return cls.model_validate(dict(os.environ if environ is None else environ))
+
+
+class MatchEnv(_Env):
+    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
+    alerts_table: str = Field(alias="ALERTS_TABLE", min_length=1)
+    # Alert idempotency is carried by a deterministic alert id (see logic/match.py), so the
+    # Powertools table is accepted but not required.
+    idempotency_table: str | None = Field(default=None, alias="IDEMPOTENCY_TABLE")
+    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
+    alerts_bucket: str = Field(alias="ALERTS_BUCKET", min_length=1)
+    alert_topic_arn: str = Field(alias="ALERT_TOPIC_ARN", min_length=1)
+    model_dir: str | None = Field(default=None, alias="MODEL_DIR")
+
+
+class BuildWatchlistEnv(_Env):
+    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
+    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
+    model_dir: str | None = Field(default=None, alias="MODEL_DIR")
+
+
+class SessionEnv(_Env):
+    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
+    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)

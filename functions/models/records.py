@@ -1,0 +1,81 @@
+"""What the functions persist: the deployment record and the alert record.
+
+Times are timezone-aware datetimes in Python and ISO-8601 UTC strings in DynamoDB.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from lfr_core.contracts import Alert, DeploymentId, DeploymentState
+
+ALERT_RETENTION_DAYS = 31  # = infra.constants.ALERT_RETENTION_DAYS (asserted in tests)
+
+
+class EnrolReject(BaseModel):
+    """One watchlist image that did not yield a usable face, and why (no biometric)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    reason: str
+
+
+class PurgeResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    deleted: int = Field(ge=0)
+    remaining: int = Field(ge=0)
+    verified_at: AwareDatetime | None = None
+
+
+class DeploymentRecord(BaseModel):
+    # Unknown attributes are ignored so the CLI can add its own (e.g. who authorised)
+    # without breaking older function code reading the same item.
+    model_config = ConfigDict(extra="ignore")
+
+    deployment_id: DeploymentId
+    name: str
+    state: DeploymentState
+    created_at: AwareDatetime
+    duration_s: int = Field(gt=0)
+    threshold: float = Field(ge=-1.0, le=1.0)
+    started_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    watchlist_size: int = Field(default=0, ge=0)
+    enrol_rejects: list[EnrolReject] = Field(default_factory=list)
+    refused_crops: int = Field(default=0, ge=0)
+    purge: PurgeResult | None = None
+    closed_at: AwareDatetime | None = None
+    # S3 ETag of the index written by build_watchlist: the match function's cache key.
+    index_etag: str | None = None
+    failure_reason: str | None = None
+
+    def is_live(self, now: datetime) -> bool:
+        """True only while crops may be matched: ACTIVE and before its expiry."""
+        return self.state == DeploymentState.ACTIVE and self.expires_at is not None and now < self.expires_at
+
+    def to_item(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class AlertRecord(Alert):
+    """The published `Alert`, plus storage-only attributes."""
+
+    crop_key: str
+    expires_at_epoch: int  # DynamoDB TTL attribute
+    # Set once the SNS publish succeeded; a replay of the same crop with it set publishes nothing.
+    published_at: AwareDatetime | None = None
+
+    @staticmethod
+    def expiry_epoch(alerted_at: datetime, days: int = ALERT_RETENTION_DAYS) -> int:
+        return int((alerted_at + timedelta(days=days)).timestamp())
+
+    def to_alert(self) -> Alert:
+        return Alert.model_validate(self.model_dump(include=set(Alert.model_fields)))
+
+    def to_item(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,121 @@
+"""Watchlist build on the REAL detector/embedder and REAL faces, over in-memory adapters."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from functions.dal.memory import InMemoryDeploymentRepository, InMemoryObjectStore
+from functions.exceptions import DeploymentNotActiveError, NoUsableFacesError
+from functions.handlers import build_watchlist as build_handler
+from functions.logic import watchlist
+from functions.logic.build_watchlist import BuildService, label_for
+from lfr_core.contracts import DeploymentState as S
+from lfr_core.layout import watchlist_images_prefix, watchlist_index_key
+from tests.unit.functions_support import deployment, lambda_context, lfw_image, real_embedder, require_models
+
+DEP = "dep-build"
+PEOPLE = ["Colin_Powell", "Ariel_Sharon", "Bill_Clinton"]
+
+
+@pytest.fixture
+def setup() -> tuple[BuildService, InMemoryDeploymentRepository, InMemoryObjectStore]:
+    require_models()
+    pytest.importorskip("lfr_core.matching")
+    from lfr_core.face.detect import FaceDetector
+
+    repo = InMemoryDeploymentRepository()
+    repo.create(deployment(DEP, S.PENDING))
+    store = InMemoryObjectStore("watchlist")
+    return BuildService(repo, store, detector=FaceDetector, embedder=real_embedder), repo, store
+
+
+def _jpeg(img: np.ndarray) -> bytes:
+    return bytes(cv2.imencode(".jpg", img)[1].tobytes())
+
+
+def test_label_for() -> None:
+    assert label_for("Colin_Powell_0001.jpg") == ("Colin_Powell_0001", "Colin_Powell")
+    assert label_for("suspect-a.png") == ("suspect-a", "suspect-a")
+    assert label_for("sub/Jane_Doe_12.jpeg") == ("Jane_Doe_12", "Jane_Doe")
+
+
+def test_build_indexes_faces_and_records_rejects(setup) -> None:
+    svc, repo, store = setup
+    prefix = watchlist_images_prefix(DEP)
+    for p in PEOPLE:
+        store.objects[prefix + f"{p}_0001.jpg"] = lfw_image(p, 1).read_bytes()
+    store.objects[prefix + "broken.jpg"] = b"this is not an image"
+    store.objects[prefix + "blank.jpg"] = _jpeg(np.full((200, 200, 3), 128, np.uint8))
+    src = cv2.imread(str(lfw_image("Bill_Clinton", 2)))
+    assert src is not None
+    tiny = cv2.resize(src, (24, 24), interpolation=cv2.INTER_AREA)
+    store.objects[prefix + "tiny.jpg"] = _jpeg(tiny)
+
+    result = build_handler_result(svc, DEP)
+    assert result == {"watchlist_size": 3, "rejected": 3}
+
+    rec = repo.get(DEP)
+    assert rec is not None and rec.state == S.BUILDING  # stays until Activate
+    assert rec.watchlist_size == 3
+    reasons = {r.file: r.reason for r in rec.enrol_rejects}
+    assert reasons["broken.jpg"] == "undecodable"
+    assert reasons["blank.jpg"] == "no_face"
+    assert reasons["tiny.jpg"] in {"face_too_small", "no_face"}
+    data, etag = store.get_with_etag(watchlist_index_key(DEP))
+    assert rec.index_etag == etag
+
+    # The index finds each person from ANOTHER photo of them.
+    from tests.unit.functions_support import aligned_crop
+
+    index = watchlist.load_index(data)
+    probes = real_embedder().embed(np.stack([aligned_crop(lfw_image(p, 2)) for p in PEOPLE]))
+    best = watchlist.best_matches(index, probes)
+    assert [b.label for b in best if b is not None] == PEOPLE
+    assert [b.entry_id for b in best if b is not None] == [f"{p}_0001" for p in PEOPLE]
+
+
+def build_handler_result(svc: BuildService, deployment_id: str) -> dict[str, int]:
+    build_handler.set_service(svc)
+    try:
+        return build_handler.handler({"deployment_id": deployment_id}, lambda_context())
+    finally:
+        build_handler.set_service(None)
+
+
+def test_manifest_overrides_labels(setup) -> None:
+    svc, _, store = setup
+    prefix = watchlist_images_prefix(DEP)
+    store.objects[prefix + "a.jpg"] = lfw_image("Colin_Powell", 1).read_bytes()
+    store.objects[prefix + "manifest.json"] = json.dumps(
+        {"a.jpg": {"entry_id": "wl-001", "label": "Subject A"}}
+    ).encode()
+    assert svc.build(DEP).watchlist_size == 1
+    index = watchlist.load_index(store.objects[watchlist_index_key(DEP)])
+    from tests.unit.functions_support import aligned_crop
+
+    (best,) = watchlist.best_matches(index, real_embedder().embed([aligned_crop(lfw_image("Colin_Powell", 1))]))
+    assert best is not None and (best.entry_id, best.label) == ("wl-001", "Subject A")
+
+
+def test_no_usable_faces_raises(setup) -> None:
+    svc, repo, store = setup
+    prefix = watchlist_images_prefix(DEP)
+    store.objects[prefix + "broken.jpg"] = b"nope"
+    store.objects[prefix + "blank.jpg"] = _jpeg(np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(NoUsableFacesError):
+        svc.build(DEP)
+    assert type(NoUsableFacesError()).__name__ == "NoUsableFacesError"  # the ASL matches this name
+    rec = repo.get(DEP)
+    assert rec is not None and rec.watchlist_size == 0 and len(rec.enrol_rejects) == 2
+    assert watchlist_index_key(DEP) not in store.objects
+
+
+def test_build_refused_once_active(setup) -> None:
+    svc, repo, _ = setup
+    repo.update(DEP, {"state": "ACTIVE"})
+    with pytest.raises(DeploymentNotActiveError):
+        svc.build(DEP)

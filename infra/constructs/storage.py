@@ -1,0 +1,67 @@
+"""S3: the watchlist bucket (biometric data, purged per deployment) and the alerts bucket."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.constants import ALERT_RETENTION_DAYS
+from infra.constructs.nag import acknowledge
+
+ACCESS_LOG_RETENTION_DAYS = 365
+
+
+class Storage(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+
+        # Server access logs record who read or deleted biometric objects. S3 log
+        # delivery cannot write to SSE-KMS buckets, hence S3-managed encryption here.
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_RETENTION_DAYS))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            self.access_logs,
+            "AwsSolutions-S1",
+            "This is the access-log bucket; logging it to itself would loop.",
+        )
+
+        # No versioning: a purge must really delete (no noncurrent versions keep a face).
+        self.watchlist = s3.Bucket(
+            self,
+            "Watchlist",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=False,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="watchlist/",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        self.alerts = s3.Bucket(
+            self,
+            "Alerts",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=False,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="alerts/",
+            # Alert evidence is kept only for the review period, then deleted by S3.
+            lifecycle_rules=[s3.LifecycleRule(id="ExpireAlertCrops", expiration=Duration.days(ALERT_RETENTION_DAYS))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )

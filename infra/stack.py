@@ -1,0 +1,86 @@
+"""The lfr stack: one construct per capability, wired together, plus the outputs the CLI reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infra.constants import (
+    OUTPUT_ALERT_TOPIC_ARN,
+    OUTPUT_ALERTS_BUCKET,
+    OUTPUT_ALERTS_TABLE,
+    OUTPUT_CROP_DLQ_URL,
+    OUTPUT_CROP_QUEUE_URL,
+    OUTPUT_DEPLOYMENTS_TABLE,
+    OUTPUT_SESSION_STATE_MACHINE_ARN,
+    OUTPUT_WATCHLIST_BUCKET,
+)
+from infra.constructs.alerts import AlertTopic
+from infra.constructs.functions import CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
+from infra.constructs.queues import Queues
+from infra.constructs.session import SessionStateMachine
+from infra.constructs.storage import Storage
+from infra.constructs.tables import Tables
+
+
+class LfrStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        layer_dir: Path = CORE_LAYER_DIR,
+        code_dir: Path = CODE_ASSET_DIR,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        # One customer-managed key for data at rest that holds or points at faces
+        # (buckets, crop queues) and for alerts: revocable, audited in CloudTrail.
+        self.data_key = kms.Key(
+            self,
+            "DataKey",
+            description="lfr: watchlist, alert evidence, crop queues, alert topic",
+            enable_key_rotation=True,
+            pending_window=Duration.days(7),
+        )
+        self.storage = Storage(self, "Storage", key=self.data_key)
+        self.tables = Tables(self, "Tables")
+        self.queues = Queues(self, "Queues", key=self.data_key)
+        self.alerts = AlertTopic(self, "Alerts", key=self.data_key)
+        self.functions = Functions(
+            self,
+            "Functions",
+            deps=FunctionDeps(
+                deployments=self.tables.deployments,
+                alerts_table=self.tables.alerts,
+                idempotency=self.tables.idempotency,
+                watchlist=self.storage.watchlist,
+                alerts_bucket=self.storage.alerts,
+                topic=self.alerts.topic,
+                crop_queue=self.queues.crops,
+                key=self.data_key,
+            ),
+            layer_dir=layer_dir,
+            code_dir=code_dir,
+        )
+        self.session = SessionStateMachine(
+            self, "Session", build_fn=self.functions.build_watchlist, session_fn=self.functions.session
+        )
+
+        outputs = {
+            OUTPUT_CROP_QUEUE_URL: self.queues.crops.queue_url,
+            OUTPUT_CROP_DLQ_URL: self.queues.dlq.queue_url,
+            OUTPUT_WATCHLIST_BUCKET: self.storage.watchlist.bucket_name,
+            OUTPUT_ALERTS_BUCKET: self.storage.alerts.bucket_name,
+            OUTPUT_DEPLOYMENTS_TABLE: self.tables.deployments.table_name,
+            OUTPUT_ALERTS_TABLE: self.tables.alerts.table_name,
+            OUTPUT_ALERT_TOPIC_ARN: self.alerts.topic.topic_arn,
+            OUTPUT_SESSION_STATE_MACHINE_ARN: self.session.state_machine.state_machine_arn,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)

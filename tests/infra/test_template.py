@@ -1,0 +1,202 @@
+"""The synthesised template carries the safeguards the architecture promises."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk import App
+from aws_cdk.assertions import Annotations, Match, Template
+
+from infra.app import build_app
+from infra.constants import (
+    ALERT_RETENTION_DAYS,
+    CROP_DLQ_RETENTION_S,
+    CROP_MAX_RECEIVE_COUNT,
+    CROP_QUEUE_RETENTION_S,
+    DEFAULT_STACK_NAME,
+    MATCH_BATCH_SIZE,
+    MATCH_TIMEOUT_S,
+)
+from infra.stack import LfrStack
+
+pytestmark = pytest.mark.usefixtures("built_assets")
+
+
+@pytest.fixture(scope="module")
+def app_and_stack(built_assets: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[App, LfrStack]:
+    app = build_app(outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    stack = app.node.find_child(DEFAULT_STACK_NAME)
+    assert isinstance(stack, LfrStack)
+    app.synth()  # runs the cdk-nag aspect
+    return app, stack
+
+
+@pytest.fixture(scope="module")
+def template(app_and_stack: tuple[App, LfrStack]) -> Template:
+    return Template.from_stack(app_and_stack[1])
+
+
+def _definition(template: Template) -> dict[str, Any]:
+    (sm,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
+    parts = sm["Properties"]["DefinitionString"]["Fn::Join"][1]
+    # Token parts (function ARNs) are dicts; substitute a string so the JSON parses.
+    return json.loads("".join(p if isinstance(p, str) else "ARN" for p in parts))
+
+
+def test_match_event_source_reports_batch_item_failures(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"FunctionResponseTypes": ["ReportBatchItemFailures"], "BatchSize": MATCH_BATCH_SIZE},
+    )
+
+
+def test_crop_queue_encrypted_bounded_and_redriven(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::SQS::Queue",
+        {
+            "RedrivePolicy": {"maxReceiveCount": CROP_MAX_RECEIVE_COUNT, "deadLetterTargetArn": Match.any_value()},
+            "KmsMasterKeyId": Match.any_value(),
+            "MessageRetentionPeriod": CROP_QUEUE_RETENTION_S,
+            "VisibilityTimeout": 6 * MATCH_TIMEOUT_S,
+        },
+    )
+    assert CROP_QUEUE_RETENTION_S <= 900
+    template.has_resource_properties(
+        "AWS::SQS::Queue",
+        {"MessageRetentionPeriod": CROP_DLQ_RETENTION_S, "KmsMasterKeyId": Match.any_value()},
+    )
+
+
+def test_buckets_encrypted_and_private(template: Template) -> None:
+    buckets = template.find_resources("AWS::S3::Bucket")
+    assert len(buckets) == 3  # watchlist, alerts, access logs
+    for b in buckets.values():
+        props = b["Properties"]
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert "VersioningConfiguration" not in props  # deletes are real
+    # Every bucket refuses non-TLS access.
+    policies = template.find_resources("AWS::S3::BucketPolicy")
+    assert len(policies) == 3
+    for p in policies.values():
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in p["Properties"]["PolicyDocument"]["Statement"]
+        )
+
+
+def test_alerts_bucket_expires_after_retention(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [Match.object_like({"ExpirationInDays": ALERT_RETENTION_DAYS, "Status": "Enabled"})]
+                )
+            },
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    Match.object_like({"ServerSideEncryptionByDefault": Match.object_like({"SSEAlgorithm": "aws:kms"})})
+                ]
+            },
+        },
+    )
+
+
+def test_tables(template: Template) -> None:
+    common = {
+        "BillingMode": "PAY_PER_REQUEST",
+        "SSESpecification": {"SSEEnabled": True},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+    }
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {**common, "TimeToLiveSpecification": {"AttributeName": "expires_at_epoch", "Enabled": True}},
+    )
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            **common,
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+            "TimeToLiveSpecification": {"AttributeName": "expiration", "Enabled": True},
+        },
+    )
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table", {**common, "KeySchema": [{"AttributeName": "deployment_id", "KeyType": "HASH"}]}
+    )
+    template.resource_count_is("AWS::DynamoDB::Table", 3)
+
+
+def test_state_machine_states(template: Template) -> None:
+    template.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    states = _definition(template)["States"]
+    for name in ("BuildWatchlist", "Activate", "CheckActive", "IsActive", "WaitABit", "Purge", "Close"):
+        assert name in states, name
+    assert {"MarkFailed", "PurgeAfterFailure", "PurgeFailed", "SessionFailed"} <= set(states)
+    assert states["WaitABit"]["SecondsPath"] == "$.check.wait_s"
+    assert states["CheckActive"]["ResultPath"] == "$.check"
+    assert states["Activate"]["Parameters"]["Payload"] == {"action": "activate", "deployment_id.$": "$.deployment_id"}
+    for purge in ("Purge", "PurgeAfterFailure"):
+        assert any(r["ErrorEquals"] == ["PurgeIncompleteError"] for r in states[purge]["Retry"])
+        assert states[purge]["Catch"][0]["Next"] == "PurgeFailed"
+    assert states["PurgeFailed"]["Type"] == "Fail"
+    assert states["BuildWatchlist"]["Catch"][0]["Next"] == "MarkFailed"
+    # Only the ASL subset the local executor implements.
+    allowed = {"Task", "Wait", "Choice", "Pass", "Succeed", "Fail"}
+    assert {s["Type"] for s in states.values()} <= allowed
+    for s in states.values():
+        if s["Type"] == "Task":
+            assert s["Resource"].endswith(":states:::lambda:invoke")
+
+
+def test_state_machine_failure_alarm(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm", {"MetricName": "ExecutionsFailed", "Namespace": "AWS/States", "Threshold": 1}
+    )
+
+
+def test_topic_encrypted(template: Template) -> None:
+    template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+
+
+def test_functions_runtime_layer_and_handlers(template: Template) -> None:
+    fns = template.find_resources("AWS::Lambda::Function")
+    assert len(fns) == 3
+    handlers = set()
+    for f in fns.values():
+        props = f["Properties"]
+        assert props["Runtime"] == "python3.12"
+        assert props["Architectures"] == ["x86_64"]
+        assert len(props["Layers"]) == 1
+        env = props["Environment"]["Variables"]
+        assert env["MODEL_DIR"] == "/opt/models"
+        for var in ("DEPLOYMENTS_TABLE", "ALERTS_TABLE", "IDEMPOTENCY_TABLE", "WATCHLIST_BUCKET", "ALERTS_BUCKET"):
+            assert var in env
+        handlers.add(props["Handler"])
+    assert handlers == {
+        "functions.handlers.match.handler",
+        "functions.handlers.build_watchlist.handler",
+        "functions.handlers.session.handler",
+    }
+
+
+def test_outputs(template: Template) -> None:
+    from infra import constants
+
+    names = {v for k, v in vars(constants).items() if k.startswith("OUTPUT_")}
+    assert names <= set(template.find_outputs("*"))
+
+
+def test_no_unsuppressed_nag_findings(app_and_stack: tuple[App, LfrStack]) -> None:
+    annotations = Annotations.from_stack(app_and_stack[1])
+    errors = annotations.find_error("*", Match.string_like_regexp("AwsSolutions-.*"))
+    assert errors == [], [f"{e.id}: {str(e.entry.data)[:160]}" for e in errors]
+    warnings = annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*"))
+    assert warnings == [], [f"{w.id}: {str(w.entry.data)[:160]}" for w in warnings]

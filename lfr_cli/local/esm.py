@@ -1,0 +1,234 @@
+"""SQS event-source mapping pollers: what the Lambda service does for an SQS trigger, locally.
+
+Semantics kept from Lambda: success deletes the batch; with ReportBatchItemFailures, only the listed
+items stay; an invocation error deletes nothing, so the messages come back after the visibility
+timeout and the queue's RedrivePolicy (applied by moto on receive) moves them to the DLQ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lfr_cli.local.runtime import InvokeResult
+
+log = logging.getLogger(__name__)
+
+Invoker = Callable[[str, Any], InvokeResult]
+
+
+@dataclass
+class MappingConfig:
+    uuid: str
+    event_source_arn: str
+    function_arn: str
+    batch_size: int
+    report_batch_item_failures: bool
+    batching_window_s: int
+    enabled: bool
+
+
+def queue_url_from_arn(arn: str, sqs: Any) -> str:
+    _, _, _, _, account, name = arn.split(":", 5)
+    url: str = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return url
+
+
+def discover_mappings(lam: Any, function_arns: set[str] | None = None) -> list[MappingConfig]:
+    """SQS mappings from moto (optionally only those of the given functions)."""
+    mappings: list[MappingConfig] = []
+    for page in lam.get_paginator("list_event_source_mappings").paginate():
+        for m in page["EventSourceMappings"]:
+            if ":sqs:" not in m.get("EventSourceArn", ""):
+                continue
+            if function_arns is not None and m["FunctionArn"] not in function_arns:
+                continue
+            mappings.append(
+                MappingConfig(
+                    uuid=m["UUID"],
+                    event_source_arn=m["EventSourceArn"],
+                    function_arn=m["FunctionArn"],
+                    batch_size=int(m.get("BatchSize", 10)),
+                    report_batch_item_failures="ReportBatchItemFailures" in m.get("FunctionResponseTypes", []),
+                    batching_window_s=int(m.get("MaximumBatchingWindowInSeconds", 0) or 0),
+                    enabled=m.get("State", "Enabled") in ("Enabled", "Enabling"),
+                )
+            )
+    return mappings
+
+
+def _message_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    """SQS API shape -> Lambda event shape (camelCase keys, list fields always present)."""
+    out: dict[str, Any] = {}
+    for name, value in attrs.items():
+        out[name] = {
+            "stringValue": value.get("StringValue"),
+            "binaryValue": value.get("BinaryValue"),
+            "stringListValues": value.get("StringListValues", []),
+            "binaryListValues": value.get("BinaryListValues", []),
+            "dataType": value["DataType"],
+        }
+        if out[name]["binaryValue"] is None:
+            del out[name]["binaryValue"]
+        if out[name]["stringValue"] is None:
+            del out[name]["stringValue"]
+    return out
+
+
+def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    attributes = message.get("Attributes", {})
+    keep = (
+        "ApproximateReceiveCount",
+        "SentTimestamp",
+        "SenderId",
+        "ApproximateFirstReceiveTimestamp",
+        "MessageGroupId",
+        "MessageDeduplicationId",
+        "SequenceNumber",
+        "AWSTraceHeader",
+    )
+    body = message["Body"]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": {k: attributes[k] for k in keep if k in attributes},
+        "messageAttributes": _message_attributes(message.get("MessageAttributes", {})),
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+class SqsPoller:
+    """One thread per mapping; `stop()` returns within about one long-poll (1 s)."""
+
+    def __init__(self, mapping: MappingConfig, sqs: Any, invoke: Invoker, region: str) -> None:
+        self.mapping = mapping
+        self._sqs = sqs
+        self._invoke = invoke
+        self._region = region
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.queue_url = queue_url_from_arn(mapping.event_source_arn, sqs)
+        self.batches = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"esm-{self.mapping.uuid[:8]}")
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception as exc:  # keep polling like the service does; record why
+                self.last_error = repr(exc)
+                log.exception("ESM %s poll failed", self.mapping.uuid)
+                self._stop.wait(1.0)
+
+    def _receive(self) -> list[dict[str, Any]]:
+        batch_size = self.mapping.batch_size
+        messages: list[dict[str, Any]] = []
+        # Batching window: keep collecting until the batch is full or the window closes.
+        window_end = time.monotonic() + self.mapping.batching_window_s
+        while len(messages) < batch_size and not self._stop.is_set():
+            resp = self._sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, batch_size - len(messages)),
+                WaitTimeSeconds=1,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            messages.extend(resp.get("Messages", []))
+            if not messages or time.monotonic() >= window_end:
+                break
+        return messages
+
+    def poll_once(self) -> int:
+        """Receive one batch, invoke, delete per the outcome. Returns the batch size (0: queue empty)."""
+        if not self.mapping.enabled:
+            self._stop.wait(1.0)
+            return 0
+        messages = self._receive()
+        if not messages:
+            return 0
+        records = [sqs_record(m, self.mapping.event_source_arn, self._region) for m in messages]
+        result = self._invoke(self.mapping.function_arn, {"Records": records})
+        self.batches += 1
+        if not result.ok:
+            # Whole batch failed: leave every message for redelivery (and the DLQ after maxReceiveCount).
+            log.warning(
+                "ESM %s: %s failed (%s: %s); %d message(s) left on the queue",
+                self.mapping.uuid,
+                self.mapping.function_arn,
+                result.error_type,
+                result.error_message,
+                len(messages),
+            )
+            return len(messages)
+        keep = self._failed_ids(result.payload, {m["MessageId"] for m in messages})
+        to_delete = [m for m in messages if m["MessageId"] not in keep]
+        for start in range(0, len(to_delete), 10):
+            chunk = to_delete[start : start + 10]
+            self._sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        return len(messages)
+
+    def _failed_ids(self, payload: Any, batch_ids: set[str]) -> set[str]:
+        if not self.mapping.report_batch_item_failures or not isinstance(payload, dict):
+            return set()
+        failures = payload.get("batchItemFailures") or []
+        ids: set[str] = set()
+        for item in failures:
+            ident = item.get("itemIdentifier") if isinstance(item, dict) else None
+            if not ident or ident not in batch_ids:
+                # Lambda treats a malformed/unknown identifier as a failure of the whole batch.
+                return batch_ids
+            ids.add(ident)
+        return ids
+
+
+class EsmPollers:
+    def __init__(self, pollers: list[SqsPoller]) -> None:
+        self.pollers = pollers
+
+    def start(self) -> None:
+        for p in self.pollers:
+            p.start()
+
+    def stop(self) -> None:
+        for p in self.pollers:
+            p._stop.set()
+        for p in self.pollers:
+            p.stop()
+
+
+def detach_moto_sqs_invoker(account: str, region: str) -> int:
+    """Stop moto invoking Lambda (via Docker) itself on SendMessage for SQS mappings.
+
+    moto's SQS backend calls the function synchronously inside SendMessage when a mapping exists; with
+    no Docker engine that fails *after receiving the messages*, bumping their receive count. The
+    mapping stays listed by the Lambda API; only moto's in-process shortcut is removed, and these
+    pollers take its place. Returns how many queue->function links were removed.
+    """
+    from moto.sqs.models import sqs_backends
+
+    removed = 0
+    for q in sqs_backends[account][region].queues.values():
+        removed += len(q.lambda_event_source_mappings)
+        q.lambda_event_source_mappings.clear()
+    return removed

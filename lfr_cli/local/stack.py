@@ -1,0 +1,200 @@
+"""`LocalStack`: the whole embedded AWS for lfr from the synthesised CDK app, and `lfr local up`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from lfr_cli.local.deploy import DeployedStack, Synthesiser, deploy
+from lfr_cli.local.esm import EsmPollers, SqsPoller, detach_moto_sqs_invoker, discover_mappings
+from lfr_cli.local.runtime import REPO_ROOT, LocalRuntime
+from lfr_cli.local.server import ACCOUNT_ID, REGION, MotoServer, make_client
+from lfr_cli.local.sfn import SfnExecutor, moto_status_hook
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN_DIR = REPO_ROOT / "build" / "local"
+
+
+class LocalStack:
+    """Context manager: `with LocalStack() as stack:` -> server up, stack deployed, functions runnable."""
+
+    def __init__(
+        self,
+        stack_name: str | None = None,
+        run_dir: Path = DEFAULT_RUN_DIR,
+        synth_fn: Synthesiser | None = None,
+        assembly_dir: Path | None = None,
+        model_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        start_pollers: bool = True,
+        start_executor: bool = True,
+        port: int = 0,
+    ) -> None:
+        if stack_name is None:
+            from infra.constants import DEFAULT_STACK_NAME
+
+            stack_name = DEFAULT_STACK_NAME
+        self.stack_name = stack_name
+        self.run_dir = Path(run_dir)
+        self._synth_fn = synth_fn
+        self._assembly_dir = assembly_dir
+        self._model_dir = model_dir
+        self._extra_env = extra_env
+        self._start_pollers = start_pollers
+        self._start_executor = start_executor
+        self._server = MotoServer(port)
+        self.deployed: DeployedStack | None = None
+        self._runtime: LocalRuntime | None = None
+        self._executor: SfnExecutor | None = None
+        self.pollers: EsmPollers | None = None
+
+    # -- lifecycle
+
+    def up(self) -> LocalStack:
+        try:
+            return self._up()
+        except BaseException:
+            self.down()
+            raise
+
+    def _up(self) -> LocalStack:
+        t0 = time.perf_counter()
+        endpoint = self._server.start()
+        log.info("moto server at %s", endpoint)
+        self.deployed = deploy(
+            self.client,
+            self.stack_name,
+            assembly_dir=self._assembly_dir,
+            synth_fn=self._synth_fn,
+            outdir=self.run_dir / "cdk.out",
+        )
+        self._runtime = LocalRuntime(
+            self.client, endpoint, self.deployed, self.log_dir, model_dir=self._model_dir, extra_env=self._extra_env
+        )
+        self._runtime.discover()
+        detach_moto_sqs_invoker(ACCOUNT_ID, REGION)
+        function_arns = {fn.arn for fn in self._runtime.functions.values()}
+        mappings = discover_mappings(self.client("lambda"), function_arns)
+        self.pollers = EsmPollers([SqsPoller(m, self.client("sqs"), self._runtime.invoke, REGION) for m in mappings])
+        machines = [r.physical_id for r in self.deployed.of_type("AWS::StepFunctions::StateMachine")]
+        self._executor = SfnExecutor(
+            self.client,
+            machines,
+            self._runtime.invoke,
+            self.run_dir / "executions",
+            mark_in_moto=moto_status_hook(ACCOUNT_ID, REGION),
+        )
+        self._executor.load_definitions()
+        if self._start_pollers:
+            self.pollers.start()
+        if self._start_executor:
+            self._executor.start()
+        self.deployed.timings["up_s"] = time.perf_counter() - t0
+        return self
+
+    def down(self) -> None:
+        if self._executor is not None:
+            self._executor.stop()
+        if self.pollers is not None:
+            self.pollers.stop()
+        if self._runtime is not None:
+            self._runtime.stop()
+        if self._server.endpoint:
+            _reset_moto(self._server.endpoint)  # moto's backends are per process: leave none behind
+        self._server.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.up()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    # -- accessors
+
+    @property
+    def endpoint(self) -> str:
+        return self._server.endpoint
+
+    @property
+    def region(self) -> str:
+        return REGION
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return self._require(self.deployed).outputs
+
+    @property
+    def runtime(self) -> LocalRuntime:
+        return self._require(self._runtime)
+
+    @property
+    def executor(self) -> SfnExecutor:
+        return self._require(self._executor)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    def client(self, service: str, **config: Any) -> Any:
+        return make_client(service, self.endpoint, REGION, **config)
+
+    @staticmethod
+    def _require(value: Any) -> Any:
+        if value is None:
+            raise RuntimeError("LocalStack is not up")
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "outputs": self.outputs, "region": REGION, "stack": self.stack_name}
+
+
+def _reset_moto(endpoint: str) -> None:
+    try:
+        req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+    except OSError:
+        log.warning("could not reset moto at %s", endpoint)
+
+
+def endpoint_file(run_dir: Path = DEFAULT_RUN_DIR) -> Path:
+    return run_dir / "endpoint.json"
+
+
+def run_forever(
+    stack_name: str | None = None,
+    run_dir: Path = DEFAULT_RUN_DIR,
+    synth_fn: Synthesiser | None = None,
+    stop: threading.Event | None = None,
+    port: int = 0,
+) -> None:
+    """`lfr local up`: bring the stack up, publish where it is, print the outputs, wait for Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stack = LocalStack(stack_name=stack_name, run_dir=run_dir, synth_fn=synth_fn, port=port)
+    with stack:
+        info = stack.describe()
+        path = endpoint_file(run_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=2))
+        timings = stack._require(stack.deployed).timings
+        print(f"lfr local stack '{stack.stack_name}' up at {stack.endpoint} ({timings.get('up_s', 0):.1f}s)")
+        for key, value in sorted(stack.outputs.items()):
+            print(f"  {key} = {value}")
+        print(f"endpoint file: {path}\nfunction logs: {stack.log_dir}\nCtrl-C to stop")
+        waiter = stop or threading.Event()
+        try:
+            while not waiter.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            print("stopping")
+        finally:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,170 @@
+"""The watchlist index: an npz artifact of normalised embeddings, and top-1 cosine search over it.
+
+Search is exact (one matrix product) behind the `Searcher` protocol, so an approximate searcher
+(e.g. pynndescent) can be plugged in for very large watchlists without changing callers.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from lfr_core.errors import InvalidIndexError
+from lfr_core.layout import MODEL_SFACE
+
+EMBEDDING_DIM = 128
+INDEX_FORMAT_VERSION = 1
+_NORM_TOLERANCE = 1e-3
+_KEYS = frozenset({"format_version", "entry_ids", "labels", "embeddings", "model"})
+
+
+@runtime_checkable
+class Searcher(Protocol):
+    """Top-1 search over a fixed set of L2-normalised embeddings."""
+
+    def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """queries (M, D) normalised -> (index (M,) int64, cosine (M,) float32) of the best entry."""
+        ...
+
+
+class ExactSearcher:
+    """Brute-force cosine: at watchlist sizes of thousands this is one small BLAS call."""
+
+    def __init__(self, embeddings: np.ndarray) -> None:
+        self._embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+
+    def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = queries @ self._embeddings.T
+        idx = np.argmax(scores, axis=1)
+        best = scores[np.arange(scores.shape[0]), idx]
+        return idx.astype(np.int64), best.astype(np.float32)
+
+
+def _check_embeddings(emb: np.ndarray, what: str) -> None:
+    if emb.ndim != 2 or emb.shape[1] != EMBEDDING_DIM:
+        raise InvalidIndexError(f"{what} must be (N, {EMBEDDING_DIM}), got {emb.shape}")
+    if not np.all(np.isfinite(emb)):
+        raise InvalidIndexError(f"{what} contain non-finite values")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """The best watchlist entry for one query."""
+
+    index: int
+    entry_id: str
+    label: str
+    score: float
+
+
+@dataclass
+class WatchlistIndex:
+    entry_ids: list[str]
+    labels: list[str]
+    embeddings: np.ndarray
+    # Which model made the embeddings: scores from different models are not comparable.
+    model: str = MODEL_SFACE
+    _searcher: Searcher | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.entry_ids = [str(e) for e in self.entry_ids]
+        self.labels = [str(label) for label in self.labels]
+        emb = np.asarray(self.embeddings)
+        if not np.issubdtype(emb.dtype, np.floating):
+            raise InvalidIndexError(f"embeddings must be floating point, got {emb.dtype}")
+        self.embeddings = np.ascontiguousarray(emb, dtype=np.float32)
+        _check_embeddings(self.embeddings, "embeddings")
+        n = self.embeddings.shape[0]
+        if n == 0:
+            raise InvalidIndexError("a watchlist index needs at least one entry")
+        if len(self.entry_ids) != n or len(self.labels) != n:
+            raise InvalidIndexError(f"{n} embeddings but {len(self.entry_ids)} entry ids and {len(self.labels)} labels")
+        if len(set(self.entry_ids)) != n:
+            raise InvalidIndexError("entry ids are not unique")
+        norms = np.linalg.norm(self.embeddings, axis=1)
+        if np.any(np.abs(norms - 1.0) > _NORM_TOLERANCE):
+            raise InvalidIndexError("embeddings are not L2-normalised")
+        if not self.model:
+            raise InvalidIndexError("model name is empty")
+
+    def __len__(self) -> int:
+        return len(self.entry_ids)
+
+    def use_searcher(self, searcher: Searcher) -> None:
+        """Replace the exact search (e.g. with an ANN index built over `self.embeddings`)."""
+        self._searcher = searcher
+
+    def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-1 over the watchlist: (index into entry_ids (M,), cosine (M,) float32)."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            raise ValueError("queries must be (M, 128); wrap a single query as queries[None]")
+        if q.ndim != 2 or q.shape[1] != EMBEDDING_DIM or not np.all(np.isfinite(q)):
+            raise ValueError(f"queries must be finite (M, {EMBEDDING_DIM}), got {q.shape}")
+        if q.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        # Normalise defensively: a score is only a cosine if both sides are unit length.
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        if self._searcher is None:
+            self._searcher = ExactSearcher(self.embeddings)
+        return self._searcher.search(q)
+
+    def top1(self, queries: np.ndarray) -> list[Hit]:
+        """`search` with the entry id and label resolved, one Hit per query row."""
+        idx, score = self.search(queries)
+        return [
+            Hit(index=int(i), entry_id=self.entry_ids[i], label=self.labels[i], score=float(s))
+            for i, s in zip(idx, score, strict=True)
+        ]
+
+    def to_npz_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        # Fixed-width unicode arrays, so loading never needs pickle.
+        np.savez(
+            buf,
+            format_version=np.int64(INDEX_FORMAT_VERSION),
+            entry_ids=np.array(self.entry_ids, dtype=np.str_),
+            labels=np.array(self.labels, dtype=np.str_),
+            embeddings=self.embeddings,
+            model=np.array(self.model, dtype=np.str_),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes) -> WatchlistIndex:
+        """Parse and validate an index artifact; any defect raises InvalidIndexError."""
+        if not data:
+            raise InvalidIndexError("empty index artifact")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                missing = _KEYS - set(npz.files)
+                if missing:
+                    raise InvalidIndexError(f"index artifact lacks {sorted(missing)}")
+                arrays = {k: npz[k] for k in _KEYS}
+        except InvalidIndexError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            # allow_pickle=False makes object arrays fail here with ValueError, as intended.
+            raise InvalidIndexError(f"unreadable index artifact: {type(e).__name__}: {e}") from e
+
+        version = arrays["format_version"]
+        if version.shape != () or int(version) != INDEX_FORMAT_VERSION:
+            raise InvalidIndexError(f"unsupported index format version {version!r}")
+        for key in ("entry_ids", "labels"):
+            if arrays[key].dtype.kind != "U" or arrays[key].ndim != 1:
+                raise InvalidIndexError(f"{key} must be a 1-D string array")
+        if arrays["model"].dtype.kind != "U" or arrays["model"].shape != ():
+            raise InvalidIndexError("model must be a string")
+        emb = arrays["embeddings"]
+        if emb.dtype != np.float32:
+            raise InvalidIndexError(f"embeddings must be float32, got {emb.dtype}")
+        return cls(
+            entry_ids=arrays["entry_ids"].tolist(),
+            labels=arrays["labels"].tolist(),
+            embeddings=emb,
+            model=str(arrays["model"]),
+        )

@@ -1,0 +1,124 @@
+"""WatchlistIndex: artifact round trip, exact top-1 search, refusal of malformed artifacts."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from lfr_core.errors import InvalidIndexError
+from lfr_core.matching import ExactSearcher, Searcher, WatchlistIndex
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _index(n: int = 5, seed: int = 0) -> WatchlistIndex:
+    emb = _unit(np.random.default_rng(seed).normal(size=(n, 128)))
+    return WatchlistIndex(
+        entry_ids=[f"e{i}" for i in range(n)], labels=[f"Person {i}" for i in range(n)], embeddings=emb, model="m"
+    )
+
+
+def test_npz_round_trip() -> None:
+    idx = _index()
+    back = WatchlistIndex.from_npz_bytes(idx.to_npz_bytes())
+    assert back.entry_ids == idx.entry_ids
+    assert back.labels == idx.labels
+    assert back.model == "m"
+    assert back.embeddings.dtype == np.float32
+    np.testing.assert_array_equal(back.embeddings, idx.embeddings)
+
+
+def test_search_finds_the_nearest_entry() -> None:
+    idx = _index(50)
+    rng = np.random.default_rng(1)
+    targets = np.array([3, 17, 49, 0])
+    # Each query is a small perturbation of its target, left unnormalised on purpose.
+    queries = 3.0 * (idx.embeddings[targets] + 0.05 * rng.normal(size=(4, 128)).astype(np.float32))
+    got, score = idx.search(queries)
+    np.testing.assert_array_equal(got, targets)
+    assert score.dtype == np.float32 and np.all(score > 0.8) and np.all(score <= 1.0 + 1e-6)
+    # Exact cosine against a brute-force reference.
+    ref = _unit(queries) @ idx.embeddings.T
+    np.testing.assert_allclose(score, ref.max(axis=1), rtol=1e-5)
+    hits = idx.top1(queries)
+    assert [h.entry_id for h in hits] == ["e3", "e17", "e49", "e0"]
+
+
+def test_search_of_an_orthogonal_query_scores_zero() -> None:
+    emb = np.eye(128, dtype=np.float32)[:3]
+    idx = WatchlistIndex(entry_ids=["a", "b", "c"], labels=["A", "B", "C"], embeddings=emb, model="m")
+    i, s = idx.search(np.eye(128, dtype=np.float32)[[1, 100]])
+    assert i[0] == 1 and s[0] == pytest.approx(1.0)
+    assert s[1] == pytest.approx(0.0)
+
+
+def test_empty_query_batch() -> None:
+    i, s = _index().search(np.zeros((0, 128), np.float32))
+    assert i.shape == (0,) and s.shape == (0,)
+
+
+def test_searcher_can_be_replaced() -> None:
+    idx = _index()
+    assert isinstance(ExactSearcher(idx.embeddings), Searcher)
+
+    class Always2:
+        def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return np.full(len(queries), 2), np.ones(len(queries), np.float32)
+
+    idx.use_searcher(Always2())
+    assert idx.search(idx.embeddings[:1])[0][0] == 2
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _good_arrays() -> dict[str, np.ndarray]:
+    idx = _index(3)
+    return {
+        "format_version": np.array(1, dtype=np.int64),
+        "entry_ids": np.array(idx.entry_ids),
+        "labels": np.array(idx.labels),
+        "embeddings": idx.embeddings,
+        "model": np.array("m"),
+    }
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda a: a.pop("embeddings"), id="missing-embeddings"),
+        pytest.param(lambda a: a.update(embeddings=a["embeddings"][:, :64]), id="wrong-dim"),
+        pytest.param(lambda a: a.update(embeddings=a["embeddings"][:2]), id="count-mismatch"),
+        pytest.param(lambda a: a.update(embeddings=a["embeddings"].astype(np.float64)), id="float64"),
+        pytest.param(lambda a: a.update(embeddings=a["embeddings"] * 2), id="not-normalised"),
+        pytest.param(lambda a: a.update(embeddings=np.full((3, 128), np.nan, np.float32)), id="nan"),
+        pytest.param(lambda a: a.update(entry_ids=np.array(["x", "x", "y"])), id="duplicate-ids"),
+        pytest.param(lambda a: a.update(labels=np.array([1, 2, 3])), id="labels-not-strings"),
+        pytest.param(lambda a: a.update(entry_ids=np.array(["a", None, "c"], dtype=object)), id="pickled-object"),
+        pytest.param(lambda a: a.update(format_version=np.array(99)), id="future-version"),
+    ],
+)
+def test_malformed_artifacts_are_rejected(mutate: Callable[[dict[str, np.ndarray]], object]) -> None:
+    arrays = _good_arrays()
+    mutate(arrays)
+    with pytest.raises(InvalidIndexError):
+        WatchlistIndex.from_npz_bytes(_npz(**arrays))
+
+
+@pytest.mark.parametrize("data", [b"", b"not a zip", _index().to_npz_bytes()[:100]])
+def test_garbage_bytes_are_rejected(data: bytes) -> None:
+    with pytest.raises(InvalidIndexError):
+        WatchlistIndex.from_npz_bytes(data)
+
+
+def test_empty_watchlist_is_refused() -> None:
+    with pytest.raises(InvalidIndexError):
+        WatchlistIndex(entry_ids=[], labels=[], embeddings=np.zeros((0, 128), np.float32), model="m")

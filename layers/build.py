@@ -35,10 +35,11 @@ DEPS_STAMP = LAYER_BUILD_DIR / "deps.stamp.json"
 MODELS_SRC_DIR = ROOT / "build" / "models"
 CODE_ASSET_DIR = ROOT / "build" / "lambda"
 
-# boto3/botocore are left out: the Lambda python runtime ships them.
+# boto3/botocore are left out: the Lambda python runtime ships them. No OpenCV: lfr_core's face path
+# is onnxruntime + numpy + Pillow, and opencv-python-headless alone (~143 MiB) put the layer over 250 MiB.
 REQUIREMENTS: tuple[str, ...] = (
     "numpy>=2.0,<3",
-    "opencv-python-headless>=4.10",
+    "pillow>=10",
     "onnxruntime>=1.18",
     "pydantic>=2.7,<3",
     "aws-lambda-powertools>=3.0,<4",

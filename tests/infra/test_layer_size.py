@@ -25,6 +25,9 @@ def test_native_modules_are_cp312_manylinux_x86_64() -> None:
     assert (site / "onnxruntime/capi/onnxruntime_pybind11_state.cpython-312-x86_64-linux-gnu.so").is_file()
     assert list((site / "numpy/_core").glob("_multiarray_umath.cpython-312-x86_64-linux-gnu.so"))
     assert list((site / "pydantic_core").glob("_pydantic_core.cpython-312-x86_64-linux-gnu.so"))
+    # OpenCV is deliberately not in the layer (size); lfr_core's face path runs without it.
+    assert not (site / "cv2").exists()
+    assert list(site.glob("PIL/_imaging.cpython-312-x86_64-linux-gnu.so"))
     foreign = [p.name for p in site.rglob("*.cpython-3*.so") if "cpython-312-x86_64-linux-gnu" not in p.name]
     assert foreign == []
     # boto3 comes from the Lambda runtime; bundling it would pin a stale copy.
@@ -47,7 +50,12 @@ def test_trimmed_layer_still_imports_under_python312() -> None:
     py = _python312()
     if py is None:
         pytest.skip("no python3.12 interpreter on this machine")
-    code = "import numpy, cv2, onnxruntime, pydantic, aws_lambda_powertools, lfr_core.contracts; print(cv2.__version__)"
+    code = (
+        "import sys, numpy, PIL.Image, onnxruntime, pydantic, aws_lambda_powertools, lfr_core.contracts\n"
+        "import lfr_core.face.detect, lfr_core.face.align, lfr_core.face.image, lfr_core.face.embed\n"
+        "assert 'cv2' not in sys.modules\n"
+        "print(PIL.__version__)"
+    )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(layer_build.CORE_PYTHON_DIR)}
     proc = subprocess.run([py, "-S", "-B", "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 CROP_SIZE = 112  # SFace input: aligned 112x112
 # SQS caps a message at 256 KiB; an aligned 112x112 JPEG is a few KiB, so a
 # crop this large is not an aligned crop and is refused before decoding.

@@ -46,6 +46,7 @@ from lfr_core.contracts import CROP_SIZE, CropMessage, InlineJpeg, S3Pointer, ut
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.image import decode_jpeg
 from lfr_core.layout import alert_crop_key, deployment_prefix, watchlist_index_key
+from lfr_core.matching import WatchlistIndex
 
 # Idempotency choice: a deterministic alert id, uuid5(deployment_id/message_id), with a
 # conditional put of the alert record and a `published_at` marker, rather than the
@@ -108,7 +109,7 @@ class _Valid:
 @dataclass
 class _Caches:
     deployments: dict[str, tuple[float, DeploymentRecord | None]] = field(default_factory=dict)
-    indexes: dict[str, tuple[str, Any]] = field(default_factory=dict)  # deployment -> (etag, index)
+    indexes: dict[str, tuple[str, WatchlistIndex]] = field(default_factory=dict)  # deployment -> (etag, index)
 
 
 def sent_timestamp_ms(record: Mapping[str, Any]) -> int | None:
@@ -195,20 +196,21 @@ class MatchService:
             else:
                 valid.append(_Valid(sqs_id, msg, dep, jpeg, image, sent))
 
-        indexes: dict[str, Any] = {}
+        indexes: dict[str, WatchlistIndex] = {}
+        index_errors: dict[str, WatchlistIndexError | TransientStorageError] = {}
         for dep in {v.deployment.deployment_id: v.deployment for v in valid}.values():
             try:
                 indexes[dep.deployment_id] = self._index_for(dep)
             except (WatchlistIndexError, TransientStorageError) as exc:
-                indexes[dep.deployment_id] = exc
+                index_errors[dep.deployment_id] = exc
         ready: list[_Valid] = []
         for v in valid:
-            idx = indexes[v.deployment.deployment_id]
+            idx = index_errors.get(v.deployment.deployment_id)
             if isinstance(idx, WatchlistIndexError):
                 # An ACTIVE deployment without a readable index is a build fault; a retry
                 # cannot fix it and a DLQ copy would keep the face.
                 results[v.sqs_id] = self._reject(v.sqs_id, "no_index")
-            elif isinstance(idx, Exception):
+            elif idx is not None:
                 results[v.sqs_id] = Prepared(error=idx)
             else:
                 ready.append(v)
@@ -233,7 +235,7 @@ class MatchService:
             best = watchlist.best_matches(indexes[dep_id], embeddings[rows])
             for i, match in zip(rows, best, strict=True):
                 v = ready[i]
-                if match is not None and match.score >= v.deployment.threshold:
+                if match.score >= v.deployment.threshold:
                     results[v.sqs_id] = Prepared(
                         alert=PendingAlert(
                             message=v.message,
@@ -314,7 +316,7 @@ class MatchService:
         except ObjectNotFoundError:
             raise InvalidCropError("pointer_missing") from None
 
-    def _index_for(self, dep: DeploymentRecord) -> Any:
+    def _index_for(self, dep: DeploymentRecord) -> WatchlistIndex:
         cached = self._caches.indexes.get(dep.deployment_id)
         if cached is not None and dep.index_etag is not None and cached[0] == dep.index_etag:
             return cached[1]

@@ -16,12 +16,16 @@ from cdk_nag import AwsSolutionsChecks
 
 from infra.constants import DEFAULT_STACK_NAME, SERVICE_NAME
 from infra.stack import LfrStack
+from layers.build import build_code_asset
 
 STACK_TAGS = {"project": SERVICE_NAME, "data-classification": "biometric"}
 
 
 def build_app(outdir: str | None = None, context: dict[str, Any] | None = None) -> cdk.App:
     """The app with the lfr stack and cdk-nag AwsSolutions checks (findings are error annotations)."""
+    # Stage the function code from the working tree on every synth (a cheap copy, like CDK bundling),
+    # so a deploy never ships a stale `functions/`; the heavy layer stays a `make layer` step.
+    build_code_asset()
     app = cdk.App(outdir=outdir, context=context)
     LfrStack(
         app,

@@ -29,8 +29,8 @@ def aws_env(endpoint: str, region: str = REGION) -> dict[str, str]:
         **_FAKE_CREDENTIALS,
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
-        # No profile, instance metadata or proxy can redirect a call off the loopback.
-        "AWS_PROFILE": "",
+        # No profile, instance metadata or proxy can redirect a call off the loopback (the worker
+        # environment is built from scratch, so no AWS_PROFILE reaches it; an empty one breaks boto3).
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",

@@ -134,7 +134,7 @@ def test_bad_crops_fail_alone(ctx: AwsContext, deployment: str, phone: PhoneStan
     # Consumed, not retried: a retry cannot fix them and a DLQ copy would keep a face.
     dlq = sqs.receive_message(QueueUrl=ctx.outputs[C.OUTPUT_CROP_DLQ_URL], WaitTimeSeconds=1)
     assert dlq.get("Messages", []) == []
-    log = stack.runtime.log_path(stack.runtime.resolve(_match_function(stack))).read_text()
+    log = stack.runtime.log_path(_match_function(stack)).read_text()
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(r.get("reason") in {"corrupt", "truncated"} for r in lines), "corrupt crop not reported"
     assert any("refused" in r.get("message", "") and r.get("deployment_id") == "no-such-deployment"

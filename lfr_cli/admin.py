@@ -9,8 +9,6 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from lfr_core.thresholds import DEFAULT_THRESHOLD
-
 from edge_uploader.pipeline import SourceError, list_images
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
@@ -19,6 +17,7 @@ from infra import constants as C
 from lfr_cli.aws import AwsContext
 from lfr_core.contracts import DeploymentState, utcnow
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix
+from lfr_core.thresholds import DEFAULT_THRESHOLD
 
 ENDED = {DeploymentState.CLOSED, DeploymentState.FAILED}
 
@@ -78,7 +77,7 @@ class Admin:
             raise AdminError(f"no deployment {deployment_id!r}")
         return rec
 
-    def list(self) -> list[DeploymentRecord]:
+    def list_deployments(self) -> list[DeploymentRecord]:
         return self.deployments.list_all()
 
     def alerts_of(self, deployment_id: str) -> list[AlertRecord]:

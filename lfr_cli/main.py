@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(admin.get(args.deployment_id).model_dump(mode="json"), indent=2))
                 return EXIT_OK
             if args.sub == "list":
-                for rec in admin.list():
+                for rec in admin.list_deployments():
                     print(f"{rec.deployment_id:40s} {rec.state:10s} {rec.name}")
                 return EXIT_OK
     except (AdminError, StackNotFoundError, DatasetNotFoundError, ValueError) as exc:

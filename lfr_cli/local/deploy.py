@@ -13,7 +13,9 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,23 @@ from typing import Any
 from lfr_cli.local.server import ACCOUNT_ID, REGION
 
 log = logging.getLogger(__name__)
+
+# Resource types moto's CloudFormation skips (with a warning per resource, twice): policies that
+# enforce TLS/least privilege and the failed-session alarm. They are asserted on the synthesised
+# template in tests/infra; locally they are reported once instead of flooding the console.
+MOTO_UNSUPPORTED = ("AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy", "AWS::CloudWatch::Alarm")
+logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
+
+
+def _note_unsupported(template: dict[str, Any]) -> None:
+    skipped = Counter(
+        r["Type"] for r in template.get("Resources", {}).values() if r.get("Type") in MOTO_UNSUPPORTED
+    )
+    if skipped:
+        log.warning(
+            "not emulated locally (moto): %s", ", ".join(f"{n} {t}" for t, n in sorted(skipped.items()))
+        )
 
 BOOTSTRAP_QUALIFIER = "hnb659fds"
 BOOTSTRAP_VERSION = "30"  # any value the template's CheckBootstrapVersion rule accepts (>= 6)
@@ -205,6 +224,7 @@ def deploy(
     t = time.perf_counter()
     template_path = assembly_dir / f"{stack_name}.template.json"
     body = template_path.read_text()
+    _note_unsupported(json.loads(body))
     cfn = client("cloudformation")
     kwargs: dict[str, Any] = {
         "StackName": stack_name,

@@ -75,6 +75,7 @@ def test_real_faces_become_valid_crop_messages(lfw_sample: list[Path], cropper: 
 
 def test_quality_prefers_sharp_frontal_faces(lfw_sample: list[Path], cropper: FaceCropper) -> None:
     frame = cv2.imread(str(lfw_sample[0]))
+    assert frame is not None
     crop = cropper.crops(frame, faces="central")[0]
     blurred = cv2.GaussianBlur(crop.aligned_bgr, (0, 0), 3.0)
     q_blur = assess(crop.detection.landmarks, blurred, crop.detection.score)

@@ -23,10 +23,10 @@ models: venv
 layer: models
 	$(BIN)/python -m layers.build
 
-test: layer
+test: layer lint
 	$(BIN)/python -m pytest
 
-test-fast: layer
+test-fast: layer lint
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: layer
@@ -34,7 +34,7 @@ demo: layer
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli
+	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli tests
 
 clean:
 	rm -rf build layers/build cdk.out

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from edge_uploader.delivery import DEFAULT_PROBE_INTERVAL_S
 from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
+from edge_uploader.sampler import DEFAULT_BEST_K, DEFAULT_MIN_HITS, DEFAULT_MIN_INTERVAL_S
+from edge_uploader.sources import DEFAULT_QUEUE_SIZE
+from edge_uploader.spool import DEFAULT_TTL_S
+from edge_uploader.tracker import DEFAULT_MAX_GAP_S
+
+
+def default_spool_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "lfr-edge-spool"
 
 
 class EdgeConfig(BaseModel):
@@ -20,6 +30,20 @@ class EdgeConfig(BaseModel):
     profile: str | None = None
     endpoint_url: str | None = Field(default=None, description="only for the local embedded stack")
     min_quality: float = Field(default=DEFAULT_MIN_QUALITY, ge=0.0, le=1.0)
+    # Sampling: best K crops per track, at most one per track per `min_interval_s`.
+    best_k: int = Field(default=DEFAULT_BEST_K, ge=1, le=20)
+    min_interval_s: float = Field(default=DEFAULT_MIN_INTERVAL_S, ge=0.0)
+    min_track_hits: int = Field(default=DEFAULT_MIN_HITS, ge=1)
+    max_track_gap_s: float = Field(default=DEFAULT_MAX_GAP_S, gt=0.0)
+    # Capture: frames buffered between the reader and the processing loop (older ones are dropped).
+    frame_queue: int = Field(default=DEFAULT_QUEUE_SIZE, ge=1, le=8)
+    detector_threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
+    # Delivery.
+    spool_dir: Path = Field(default_factory=default_spool_dir)
+    spool_ttl_s: float = Field(default=DEFAULT_TTL_S, gt=0.0)
+    probe_interval_s: float = Field(default=DEFAULT_PROBE_INTERVAL_S, gt=0.0)
+    drain_timeout_s: float = Field(default=10.0, ge=0.0)
+    expires_at: AwareDatetime | None = Field(default=None, description="the deployment's end: nothing sent after")
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> EdgeConfig:

@@ -15,19 +15,17 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from edge_uploader.exceptions import SourceError
 from edge_uploader.quality import MIN_INTEROCULAR_PX, assess
+from edge_uploader.sources import IMAGE_SUFFIXES, list_images
 from lfr_core.contracts import CropMessage, InlineJpeg, Quality, new_id, utcnow
 from lfr_core.face.align import align_face
 from lfr_core.face.detect import Detection, FaceDetector, pick_central
 from lfr_core.face.image import encode_jpeg
 
 DEFAULT_MIN_QUALITY = 0.3
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp"}
 FaceChoice = Literal["all", "central"]
-
-
-class SourceError(Exception):
-    """A source that cannot be read: missing, empty or not an image/video."""
+__all__ = ["IMAGE_SUFFIXES", "Crop", "FaceCropper", "GateCounts", "SourceError", "image_folder_messages", "list_images"]
 
 
 @dataclass(frozen=True)
@@ -72,25 +70,15 @@ class FaceCropper:
         if faces == "central":
             central = pick_central(dets, frame_bgr.shape)
             dets = [central] if central is not None else []
-        out = []
-        for det in dets:
-            aligned = align_face(frame_bgr, det.landmarks)
-            out.append(Crop(aligned, det, assess(det.landmarks, aligned, det.score)))
-        return out
+        return [self.crop(frame_bgr, det) for det in dets]
+
+    def crop(self, frame_bgr: np.ndarray, det: Detection) -> Crop:
+        """Align one detected face and assess its quality."""
+        aligned = align_face(frame_bgr, det.landmarks)
+        return Crop(aligned, det, assess(det.landmarks, aligned, det.score))
 
     def passes(self, crop: Crop) -> bool:
         return crop.quality.score >= self.min_quality and crop.quality.interocular_px >= MIN_INTEROCULAR_PX
-
-
-def list_images(folder: Path) -> list[Path]:
-    if not folder.exists():
-        raise SourceError(f"source folder does not exist: {folder}")
-    if not folder.is_dir():
-        raise SourceError(f"source is not a folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    return files
 
 
 def image_folder_messages(

@@ -20,6 +20,8 @@ class SendReport:
     sent: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)  # message ids + reasons, never the crop
+    # Ids given up on after every attempt (network, throttling): worth keeping for later, unlike sender faults.
+    gave_up: list[str] = field(default_factory=list)
 
 
 class SqsSender:
@@ -89,4 +91,5 @@ class SqsSender:
             last_error = "; ".join(f"{f['Id']}: {f.get('Code')}" for f in failed)
         for mid in pending:
             report.failed += 1
+            report.gave_up.append(mid)
             report.failures.append(f"{mid}: gave up after {self._max_attempts} attempts ({last_error})")

@@ -1,0 +1,219 @@
+"""Gets crops to the deployment's queue through network loss, and keeps nothing longer than needed.
+
+`Delivery` runs one sender thread over a small in-memory queue:
+- batches of up to 10 go through `SqsSender` (SendMessageBatch, retry with exponential back-off);
+- entries it gives up on (network down, throttled) go to the encrypted `Spool`; while the link is
+  down, new crops go straight to the spool and the link is probed with the oldest spooled batch
+  every `probe_interval_s`; once a send succeeds the spool is drained, oldest first;
+- a crop older than `ttl_s` (from its capture time) is expired, in memory or in the spool: deleted,
+  never sent;
+- after the deployment's `expires_at` nothing more is sent (the cloud refuses late crops too;
+  this is defence in depth): queued and spooled crops are dropped and counted as refused;
+- `close()` gives the spool a bounded time to drain, then destroys it, so at exit it is empty or gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge_uploader.sender import SQS_BATCH, SqsSender
+from edge_uploader.spool import DEFAULT_TTL_S, Spool
+from lfr_core.contracts import CropMessage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROBE_INTERVAL_S = 2.0
+DEFAULT_MAX_QUEUE = 200
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    sent: int
+    queued: int  # in memory, waiting for the sender thread
+    spooled: int  # total ever written to the spool
+    in_spool: int  # currently in the spool
+    expired: int  # past the TTL: deleted, not sent
+    refused_after_expiry: int  # dropped because the deployment had expired
+    failed: int  # refused by SQS as malformed (will never succeed)
+    link_up: bool
+    spool_destroyed: int = 0  # entries still in the spool when it was destroyed at exit
+
+
+class Delivery:
+    def __init__(
+        self,
+        sqs_client: Any,
+        queue_url: str,
+        spool: Spool,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        expires_at: datetime | None = None,
+        probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_attempts: int = 3,
+        base_delay_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sender = SqsSender(sqs_client, queue_url, max_attempts=max_attempts, base_delay_s=base_delay_s)
+        # While the link is down one attempt per probe: back-off there would only stall the spooling.
+        self._probe = SqsSender(sqs_client, queue_url, max_attempts=1)
+        self.spool = spool
+        self.ttl_s = ttl_s
+        self.expires_at = expires_at.timestamp() if expires_at is not None else None
+        self.probe_interval_s = probe_interval_s
+        self.max_queue = max_queue
+        self._clock = clock
+        self._queue: deque[CropMessage] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._link_up = True
+        self._next_probe = 0.0
+        self._sent = self._spooled = self._expired = self._refused = self._failed = 0
+        self._destroyed = 0
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="lfr-edge-sender", daemon=True)
+        self._thread.start()
+
+    # -- producer side -------------------------------------------------------------------------
+
+    def deployment_expired(self) -> bool:
+        return self.expires_at is not None and self._clock() >= self.expires_at
+
+    def submit(self, msg: CropMessage) -> None:
+        if self.deployment_expired():
+            with self._cond:
+                self._refused += 1
+            return
+        with self._cond:
+            if len(self._queue) < self.max_queue:
+                self._queue.append(msg)
+                self._cond.notify_all()
+                return
+        # The sender is stuck behind a dead link: keep the crop encrypted rather than in an unbounded queue.
+        self._to_spool([msg])
+
+    def stats(self) -> DeliveryStats:
+        with self._cond:
+            return DeliveryStats(
+                sent=self._sent, queued=len(self._queue), spooled=self._spooled, in_spool=len(self.spool),
+                expired=self._expired + self.spool.expired, refused_after_expiry=self._refused,
+                failed=self._failed, link_up=self._link_up, spool_destroyed=self._destroyed,
+            )
+
+    # -- sender thread ---------------------------------------------------------------------------
+
+    def _expiry_of(self, msg: CropMessage) -> float:
+        return msg.captured_at.timestamp() + self.ttl_s
+
+    def _to_spool(self, msgs: list[CropMessage]) -> None:
+        for m in msgs:
+            self.spool.put(m, self._expiry_of(m))
+        with self._cond:
+            self._spooled += len(msgs)
+
+    def _send(self, msgs: list[CropMessage], probe: bool) -> set[str]:
+        """Sends; returns the ids SQS did not take for a reason that may pass (to keep for later)."""
+        report = (self._probe if probe else self._sender).send(msgs)
+        with self._cond:
+            self._sent += report.sent
+            self._failed += report.failed - len(report.gave_up)
+            now_up = not report.gave_up
+            if now_up != self._link_up:
+                log.warning("SQS link %s", "restored" if now_up else "down: spooling crops (encrypted)")
+            self._link_up = now_up
+            if not now_up:
+                self._next_probe = self._clock() + self.probe_interval_s
+        return set(report.gave_up)
+
+    def _refuse_all(self) -> None:
+        with self._cond:
+            n = len(self._queue)
+            self._queue.clear()
+            self._refused += n + len(self.spool)
+        self.spool.destroy()
+
+    def _step(self) -> None:
+        with self._cond:
+            batch = [self._queue.popleft() for _ in range(min(SQS_BATCH, len(self._queue)))]
+            self._busy = True
+        try:
+            self._step_with(batch)
+        finally:
+            with self._cond:
+                self._busy = False
+
+    def _step_with(self, batch: list[CropMessage]) -> None:
+        now = self._clock()
+        if self.deployment_expired():
+            with self._cond:
+                self._refused += len(batch)
+            if len(self.spool) or self._queue:
+                self._refuse_all()
+            return
+        live = [m for m in batch if self._expiry_of(m) > now]
+        if len(live) < len(batch):
+            with self._cond:
+                self._expired += len(batch) - len(live)
+        if live:
+            if not self._link_up and now < self._next_probe:
+                self._to_spool(live)
+            else:
+                kept = self._send(live, probe=not self._link_up)
+                if kept:
+                    self._to_spool([m for m in live if m.message_id in kept])
+        self.spool.purge_expired()
+        if len(self.spool) and (self._link_up or self._clock() >= self._next_probe):
+            entries = self.spool.oldest(SQS_BATCH)
+            if entries:
+                kept = self._send([m for _, m in entries], probe=not self._link_up)
+                for entry_id, m in entries:
+                    if m.message_id not in kept:
+                        self.spool.delete(entry_id)  # sent (or refused as malformed): gone either way
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._stopping:
+                    self._cond.wait(0.25)
+                if self._stopping and not self._queue:
+                    return
+            try:
+                self._step()
+            except Exception:  # the sender thread must outlive any one bad batch
+                log.exception("delivery step failed")
+                time.sleep(0.5)
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    def close(self, drain_timeout_s: float = 10.0) -> DeliveryStats:
+        """Flush the queue, give the spool `drain_timeout_s` to empty, then destroy it."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+        deadline = time.monotonic() + drain_timeout_s
+        while len(self.spool) and time.monotonic() < deadline and not self.deployment_expired():
+            if self._link_up or self._clock() >= self._next_probe:
+                self._step()
+            else:
+                time.sleep(0.1)
+        with self._cond:
+            self._destroyed = self.spool.destroy()
+        return self.stats()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True once the queue is empty and nothing is spooled (for tests and the demo)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._queue and not self._busy and not len(self.spool):
+                    return True
+            time.sleep(0.05)
+        return False

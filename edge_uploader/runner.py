@@ -1,0 +1,154 @@
+"""The uploader's loop: frames -> detect -> track -> align + quality gate -> sample -> deliver.
+
+Detection runs on every processed frame (YuNet); the tracker keeps one id per person; the sampler
+chooses which gate-passing crops leave the van; `Delivery` gets them to SQS or the encrypted spool.
+Nothing here writes a crop anywhere but the delivery path (and the preview, when asked for).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edge_uploader.delivery import Delivery, DeliveryStats
+from edge_uploader.pipeline import FaceCropper
+from edge_uploader.preview import Annotation, PreviewWriter, Status
+from edge_uploader.sampler import SamplingPolicy, TrackSampler
+from edge_uploader.sources import Frame, FrameSource
+from edge_uploader.tracker import DEFAULT_MAX_GAP_S, Tracker
+from lfr_core.contracts import CropMessage
+from lfr_core.face.detect import Detection
+
+CropHook = Callable[[CropMessage, Frame, Detection], None]
+
+
+@dataclass
+class RunStats:
+    frames_read: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    frames_bad: int = 0
+    faces: int = 0
+    below_gate: int = 0
+    passed_gate: int = 0
+    tracks: int = 0  # confirmed tracks (>= min_hits detections)
+    crops_selected: int = 0
+    crops_per_track: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    detect_s: float = 0.0
+    stopped_by_expiry: bool = False
+    delivery: DeliveryStats | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def line(self) -> str:
+        d = self.delivery
+        deliv = (f"sent={d.sent} queued={d.queued} spooled={d.spooled} in_spool={d.in_spool} "
+                 f"expired={d.expired} refused={d.refused_after_expiry}") if d else ""
+        return (f"frames read={self.frames_read} processed={self.frames_processed} dropped={self.frames_dropped} "
+                f"bad={self.frames_bad} | faces={self.faces} below_gate={self.below_gate} tracks={self.tracks} | "
+                f"crops {deliv} | {self.fps:.1f} fps")
+
+
+class Uploader:
+    def __init__(
+        self,
+        cropper: FaceCropper,
+        delivery: Delivery,
+        *,
+        deployment_id: str,
+        camera_id: str,
+        policy: SamplingPolicy | None = None,
+        max_gap_s: float = DEFAULT_MAX_GAP_S,
+        preview: PreviewWriter | None = None,
+        on_crop: CropHook | None = None,
+        progress: Callable[[str], None] | None = None,
+        progress_every_s: float = 2.0,
+    ) -> None:
+        self.cropper = cropper
+        self.delivery = delivery
+        self.deployment_id = deployment_id
+        self.camera_id = camera_id
+        self.policy = policy or SamplingPolicy()
+        self.max_gap_s = max_gap_s
+        self.preview = preview
+        self.on_crop = on_crop
+        self.progress = progress
+        self.progress_every_s = progress_every_s
+
+    def run(self, source: FrameSource) -> RunStats:
+        """Process the source until it ends (or the deployment expires). Source errors propagate."""
+        stats = RunStats()
+        # Stills are unrelated moments: every face in every image is its own one-frame track.
+        independent = source.kind == "folder"
+        policy = SamplingPolicy(self.policy.best_k, self.policy.min_interval_s, 1) if independent else self.policy
+        tracker = Tracker(self.max_gap_s)
+        sampler = TrackSampler(policy)
+        started = time.perf_counter()
+        last_progress = started
+        try:
+            for frame in source.frames():
+                if self.delivery.deployment_expired():
+                    stats.stopped_by_expiry = True
+                    break
+                stats.frames_processed += 1
+                t0 = time.perf_counter()
+                dets = self.cropper.detector.detect(frame.image)
+                stats.detect_s += time.perf_counter() - t0
+                if independent:
+                    for tr in tracker.end_all():
+                        sampler.end(tr.track_id)
+                assignments, ended = tracker.update(dets, frame.t)
+                for tr in ended:
+                    sampler.end(tr.track_id)
+                status: dict[str, Status] = {}
+                for a in assignments:
+                    stats.faces += 1
+                    if a.track.hits == policy.min_hits:
+                        stats.tracks += 1
+                    crop = self.cropper.crop(frame.image, a.detection)
+                    if not self.cropper.passes(crop):
+                        stats.below_gate += 1
+                        status[a.track.track_id] = "below_gate"
+                        continue
+                    stats.passed_gate += 1
+                    status[a.track.track_id] = "tracked"
+                    sampler.offer(a.track, crop, frame)
+                for sel in sampler.due(tracker.active, frame.t):
+                    msg = sel.crop.to_message(
+                        deployment_id=self.deployment_id, camera_id=self.camera_id, track_id=sel.track_id,
+                        captured_at=sel.frame.captured_at,
+                    )
+                    self.delivery.submit(msg)
+                    stats.crops_selected += 1
+                    stats.crops_per_track[sel.track_id] = sel.nth
+                    status[sel.track_id] = "sent"
+                    if self.on_crop is not None:
+                        self.on_crop(msg, sel.frame, sel.crop.detection)
+                self._counts(stats, source, started)
+                if self.preview is not None:
+                    self.preview.write(frame.image, [
+                        Annotation(a.detection.box, a.track.track_id, status.get(a.track.track_id, "tracked"),
+                                   sampler.sent_for(a.track.track_id))
+                        for a in assignments
+                    ], f"{self.camera_id} frame {frame.index}  tracks {len(tracker.active)}  "
+                       f"crops {stats.crops_selected}")
+                now = time.perf_counter()
+                if self.progress is not None and now - last_progress >= self.progress_every_s:
+                    last_progress = now
+                    self.progress(stats.line())
+        finally:
+            for tr in tracker.end_all():
+                sampler.end(tr.track_id)
+            self._counts(stats, source, started)
+        return stats
+
+    def _counts(self, stats: RunStats, source: FrameSource, started: float) -> None:
+        stats.frames_read = source.counts.read
+        stats.frames_dropped = source.counts.dropped
+        stats.frames_bad = source.counts.bad
+        stats.elapsed_s = time.perf_counter() - started
+        stats.delivery = self.delivery.stats()

@@ -24,8 +24,12 @@ from lfr_core.face.detect import Detection
 
 DEFAULT_MAX_GAP_S = 1.0
 MIN_IOU = 0.2
-# A detection whose centre is within this many face-widths of the prediction may still continue a track.
+# A detection whose centre is within CENTRE_GATE + speed * dt face-widths of the prediction may still continue
+# a track: the speed allowance is what a walker can cover unpredicted (a new track has no velocity yet, so
+# it gets more), so a low processing rate or dropped frames widen the gate instead of splitting the track.
 CENTRE_GATE = 0.6
+UNPREDICTED_SPEED = 4.0  # face-widths per second: a walker crossing near the camera
+RESIDUAL_SPEED = 1.5  # what the constant-velocity prediction misses (turns, speed changes)
 MAX_SIZE_RATIO = 1.6
 VELOCITY_SMOOTHING = 0.5
 
@@ -65,7 +69,7 @@ class Tracker:
         self.active: dict[str, Track] = {}
         self.started = 0
 
-    def _affinity(self, pred: np.ndarray, box: np.ndarray) -> float:
+    def _affinity(self, pred: np.ndarray, box: np.ndarray, gate: float) -> float:
         o = iou(pred, box)
         if o >= MIN_IOU:
             return 1.0 + o  # any real overlap beats a centre-distance match
@@ -76,7 +80,7 @@ class Tracker:
         pc = pred[:2] + pred[2:] / 2
         bc = box[:2] + box[2:] / 2
         d = float(np.linalg.norm(pc - bc)) / size
-        return 1.0 - d / CENTRE_GATE if d < CENTRE_GATE else 0.0
+        return 1.0 - d / gate if d < gate else 0.0
 
     def update(self, detections: Sequence[Detection], t: float) -> tuple[list[Assignment], list[Track]]:
         """Assign this frame's detections; returns the assignments and the tracks that ended."""
@@ -88,8 +92,10 @@ class Tracker:
         pairs = []
         for ti, tr in enumerate(tracks):
             pred = tr.predict(t)
+            dt = max(t - tr.last_t, 0.0)
+            gate = CENTRE_GATE + (UNPREDICTED_SPEED if tr.hits == 1 else RESIDUAL_SPEED) * dt
             for di, box in enumerate(boxes):
-                a = self._affinity(pred, box)
+                a = self._affinity(pred, box, gate)
                 if a > 0:
                     pairs.append((a, ti, di))
         pairs.sort(reverse=True)

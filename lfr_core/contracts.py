@@ -136,6 +136,8 @@ class AuditAction(StrEnum):
     EXPORT = "export"
     FAILED_ACCESS = "failed_access"
     REFUSED = "refused"
+    FAIL = "fail"
+    CLOSE = "close"
 
 
 AuditValue = str | int | float | bool | None

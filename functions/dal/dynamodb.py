@@ -143,12 +143,18 @@ class DynamoDeploymentRepository(DeploymentRepository):
         return DeploymentRecord.model_validate(from_item(resp["Attributes"]))
 
     def add_refused_crops(self, deployment_id: str, count: int) -> None:
-        with transient("deployments.add_refused_crops"):
+        self._add(deployment_id, "refused_crops", count)
+
+    def add_faces_seen(self, deployment_id: str, count: int) -> None:
+        self._add(deployment_id, "faces_seen", count)
+
+    def _add(self, deployment_id: str, counter: str, count: int) -> None:
+        with transient(f"deployments.add_{counter}"):
             try:
                 self._ddb.client.update_item(
                     TableName=self.table,
                     Key=self._key(deployment_id),
-                    UpdateExpression="ADD refused_crops :n",
+                    UpdateExpression=f"ADD {counter} :n",
                     # Never create a record for an id only a crop message claimed.
                     ConditionExpression="attribute_exists(deployment_id)",
                     ExpressionAttributeValues={":n": {"N": str(int(count))}},
@@ -215,3 +221,4 @@ class DynamoAlertRepository(AlertRepository):
             ):
                 out.extend(AlertRecord.model_validate(from_item(i)) for i in page.get("Items", []))
         return out
+

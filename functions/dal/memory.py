@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from datetime import datetime
@@ -13,6 +14,8 @@ from functions.dal.ports import (
     AlertCropStore,
     AlertPublisher,
     AlertRepository,
+    AuditStore,
+    CropQueues,
     DeploymentRepository,
     WatchlistStore,
 )
@@ -87,6 +90,11 @@ class InMemoryDeploymentRepository(_Faults, DeploymentRepository):
                 self.items[deployment_id].get("refused_crops", 0) + count
             )
 
+    def add_faces_seen(self, deployment_id: str, count: int) -> None:
+        self._enter("add_faces_seen")
+        if deployment_id in self.items:
+            self.items[deployment_id]["faces_seen"] = self.items[deployment_id].get("faces_seen", 0) + count
+
 
 class InMemoryAlertRepository(_Faults, AlertRepository):
     def __init__(self) -> None:
@@ -131,6 +139,7 @@ class InMemoryObjectStore(_Faults, WatchlistStore, AlertCropStore):
         self.objects: dict[str, bytes] = {}
         # Keys that survive deletion, to simulate an incomplete purge (e.g. a concurrent upload).
         self.undeletable: set[str] = set()
+        self.tags: dict[str, dict[str, str]] = {}
 
     @property
     def bucket(self) -> str:
@@ -168,9 +177,11 @@ class InMemoryObjectStore(_Faults, WatchlistStore, AlertCropStore):
         self._enter("count_prefix")
         return sum(1 for k in self.objects if k.startswith(prefix))
 
-    def put_crop(self, key: str, jpeg: bytes) -> None:
+    def put_crop(self, key: str, jpeg: bytes, retention_days: int | None = None) -> None:
         self._enter("put_crop")
         self.objects[key] = bytes(jpeg)
+        if retention_days is not None:
+            self.tags[key] = {"retention-days": str(retention_days)}
 
 
 class InMemoryAlertPublisher(_Faults, AlertPublisher):
@@ -186,3 +197,57 @@ class InMemoryAlertPublisher(_Faults, AlertPublisher):
 
 def _etag(data: bytes) -> str:
     return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+
+class InMemoryAuditStore(_Faults, AuditStore):
+    """Entries by sequence number; `put_new` is atomic (a lock), like S3's conditional put."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: dict[int, bytes] = {}
+        self.overwritten: set[int] = set()  # what a versioned bucket would show as a second version
+        self._lock = threading.Lock()
+
+    def last_seq(self, after: int = 0) -> int:
+        self._enter("last_seq")
+        return max(self.objects, default=0)
+
+    def get_entry(self, seq: int) -> bytes:
+        self._enter("get_entry")
+        try:
+            return self.objects[seq]
+        except KeyError:
+            raise ObjectNotFoundError(f"audit entry {seq}") from None
+
+    def put_new(self, seq: int, body: bytes) -> bool:
+        self._enter("put_new")
+        with self._lock:
+            if seq in self.objects:
+                return False
+            self.objects[seq] = bytes(body)
+            return True
+
+    def entries(self) -> list[tuple[int, bytes]]:
+        self._enter("entries")
+        return sorted(self.objects.items())
+
+    def anomalies(self) -> list[str]:
+        return [f"entry {s} has been overwritten" for s in sorted(self.overwritten)]
+
+
+class InMemoryCropQueues(_Faults, CropQueues):
+    """Two lists of (deployment_id, body)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: list[tuple[str, str]] = []
+        self.dlq: list[tuple[str, str]] = []
+
+    def purge_deployment(self, deployment_id: str) -> tuple[int, int]:
+        self._enter("purge_deployment")
+        counts = []
+        for q in (self.queue, self.dlq):
+            keep = [m for m in q if m[0] != deployment_id]
+            counts.append(len(q) - len(keep))
+            q[:] = keep
+        return counts[0], counts[1]

@@ -46,6 +46,10 @@ class DeploymentRepository(ABC):
     def add_refused_crops(self, deployment_id: str, count: int) -> None:
         """Atomic ADD to `refused_crops`; does nothing for an unknown deployment."""
 
+    @abstractmethod
+    def add_faces_seen(self, deployment_id: str, count: int) -> None:
+        """Atomic ADD to `faces_seen` (crops compared with the watchlist); nothing for an unknown id."""
+
 
 class AlertRepository(ABC):
     @abstractmethod
@@ -62,6 +66,7 @@ class AlertRepository(ABC):
 
     @abstractmethod
     def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]: ...
+
 
 
 class WatchlistStore(ABC):
@@ -94,10 +99,48 @@ class WatchlistStore(ABC):
 
 class AlertCropStore(ABC):
     @abstractmethod
-    def put_crop(self, key: str, jpeg: bytes) -> None: ...
+    def put_crop(self, key: str, jpeg: bytes, retention_days: int | None = None) -> None:
+        """`retention_days` (a shortened retention) tags the object for its lifecycle rule."""
 
 
 class AlertPublisher(ABC):
     @abstractmethod
     def publish(self, alert: Alert) -> str:
         """Publish the alert JSON with message attribute `deployment_id`; returns the message id."""
+
+
+class AuditStore(ABC):
+    """The append-only audit chain: entry `seq` (1, 2, ...) is one immutable object.
+
+    `put_new` is the only write and it is conditional, so two writers can never both own a
+    sequence number (the chain cannot fork); storage-level evidence of tampering (overwritten
+    versions, delete markers) is reported by `anomalies`.
+    """
+
+    @abstractmethod
+    def last_seq(self, after: int = 0) -> int:
+        """The highest stored sequence number (0 if none), scanning forward from `after`."""
+
+    @abstractmethod
+    def get_entry(self, seq: int) -> bytes:
+        """`ObjectNotFoundError` if missing."""
+
+    @abstractmethod
+    def put_new(self, seq: int, body: bytes) -> bool:
+        """Create entry `seq`; False (and no write) if it already exists."""
+
+    @abstractmethod
+    def entries(self) -> list[tuple[int, bytes]]:
+        """Every stored entry as (sequence number from its key, body), in key order."""
+
+    @abstractmethod
+    def anomalies(self) -> list[str]:
+        """Storage evidence of tampering: keys with more than one version, delete markers, stray keys."""
+
+
+class CropQueues(ABC):
+    """The crop queue and its DLQ, as purge sees them: remove one deployment's messages."""
+
+    @abstractmethod
+    def purge_deployment(self, deployment_id: str) -> tuple[int, int]:
+        """Delete every message of this deployment from (crop queue, DLQ); returns the counts."""

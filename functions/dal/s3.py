@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
 from functions.dal._aws import LazyClient, error_code, transient
 from functions.dal.ports import AlertCropStore, WatchlistStore
 from functions.exceptions import ObjectNotFoundError
+from functions.models.records import ALERT_RETENTION_TAG
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DELETE_BATCH = 1000  # DeleteObjects limit
@@ -85,6 +87,12 @@ class S3AlertCropStore(AlertCropStore):
         self.bucket = bucket
         self._s3 = LazyClient("s3", client)
 
-    def put_crop(self, key: str, jpeg: bytes) -> None:
+    def put_crop(self, key: str, jpeg: bytes, retention_days: int | None = None) -> None:
+        extra: dict[str, Any] = {}
+        if retention_days is not None:
+            # Matches the bucket's per-tag lifecycle rule (infra/constructs/storage.py).
+            extra["Tagging"] = urlencode({ALERT_RETENTION_TAG: str(retention_days)})
         with transient("s3.put_crop"):
-            self._s3.client.put_object(Bucket=self.bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
+            self._s3.client.put_object(
+                Bucket=self.bucket, Key=key, Body=jpeg, ContentType="image/jpeg", **extra
+            )

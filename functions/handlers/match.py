@@ -11,9 +11,11 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.s3 import S3AlertCropStore, S3WatchlistStore
 from functions.dal.sns import SnsAlertPublisher
+from functions.logic.audit import AuditLog
 from functions.logic.match import MatchService, Prepared
 from functions.logic.protocols import Embedder
 from functions.models.env import MatchEnv
@@ -46,6 +48,7 @@ def get_service() -> MatchService:
             publisher=SnsAlertPublisher(env.alert_topic_arn),
             embedder=partial(_embedder_factory, env.model_dir),
             metrics=PowertoolsMetricsSink(metrics),
+            audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
         )
     return _service
 

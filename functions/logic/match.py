@@ -39,10 +39,11 @@ from functions.exceptions import (
     WatchlistIndexError,
 )
 from functions.logic import watchlist
+from functions.logic.audit import AuditLog
 from functions.logic.protocols import Embedder
-from functions.models.records import AlertRecord, DeploymentRecord
+from functions.models.records import ALERT_RETENTION_DAYS, AlertRecord, DeploymentRecord
 from functions.observability import MetricsSink, logger
-from lfr_core.contracts import CROP_SIZE, CropMessage, InlineJpeg, S3Pointer, utcnow
+from lfr_core.contracts import CROP_SIZE, AuditAction, CropMessage, InlineJpeg, S3Pointer, utcnow
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.image import decode_jpeg
 from lfr_core.layout import alert_crop_key, deployment_prefix, watchlist_index_key
@@ -86,6 +87,7 @@ class PendingAlert:
     similarity: float
     threshold: float
     sent_timestamp_ms: int | None
+    retention_days: int = ALERT_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,9 @@ class MatchService:
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         deployment_cache_ttl_s: float = DEPLOYMENT_CACHE_TTL_S,
+        audit: AuditLog | None = None,
     ) -> None:
+        self.audit = audit
         self.deployments = deployments
         self.alerts = alerts
         self.watchlists = watchlists
@@ -231,6 +235,7 @@ class MatchService:
         by_deployment: dict[str, list[int]] = {}
         for i, v in enumerate(ready):
             by_deployment.setdefault(v.deployment.deployment_id, []).append(i)
+        self._count_seen({dep_id: len(rows) for dep_id, rows in by_deployment.items()})
         for dep_id, rows in by_deployment.items():
             best = watchlist.best_matches(indexes[dep_id], embeddings[rows])
             for i, match in zip(rows, best, strict=True):
@@ -245,6 +250,7 @@ class MatchService:
                             similarity=float(match.score),
                             threshold=v.deployment.threshold,
                             sent_timestamp_ms=v.sent_ms,
+                            retention_days=v.deployment.alert_retention_days,
                         )
                     )
                 else:
@@ -297,6 +303,14 @@ class MatchService:
                 # Still consumed: retrying a refused crop cannot make it valid, only keep a face
                 # around longer; the metric above already counted it.
                 logger.warning("refused_crops counter not updated", extra={"deployment_id": dep_id})
+
+    def _count_seen(self, seen: Mapping[str, int]) -> None:
+        # "Faces seen" for the transparency report: a count per deployment, nothing about the faces.
+        for dep_id, n in seen.items():
+            try:
+                self.deployments.add_faces_seen(dep_id, n)
+            except TransientStorageError:
+                logger.warning("faces_seen counter not updated", extra={"deployment_id": dep_id})
 
     def _crop_bytes(self, msg: CropMessage) -> bytes:
         image = msg.image
@@ -353,7 +367,8 @@ class MatchService:
             # Crop before record, so a record never points at a missing crop; a retry
             # overwrites the same key rather than leaving a second copy.
             key = alert_crop_key(msg.deployment_id, alert_id)
-            self.crops.put_crop(key, p.jpeg)
+            shortened = p.retention_days if p.retention_days < ALERT_RETENTION_DAYS else None
+            self.crops.put_crop(key, p.jpeg, shortened)
             alerted_at = self.clock()
             candidate = AlertRecord(
                 alert_id=alert_id,
@@ -368,7 +383,7 @@ class MatchService:
                 similarity=p.similarity,
                 threshold=p.threshold,
                 crop_key=key,
-                expires_at_epoch=AlertRecord.expiry_epoch(alerted_at),
+                expires_at_epoch=AlertRecord.expiry_epoch(alerted_at, p.retention_days),
             )
             if self.alerts.put_new(candidate):
                 record = candidate
@@ -384,6 +399,13 @@ class MatchService:
             q_ms = max(0.0, published_at.timestamp() * 1000.0 - p.sent_timestamp_ms)
         alert = record.to_alert().model_copy(update={"queue_to_publish_ms": q_ms})
         self.publisher.publish(alert)
+        if self.audit is not None:
+            # Before mark_published: a failed audit write retries the record (at-least-once,
+            # like the SNS publish), so no published alert goes unaudited. Ids only.
+            self.audit.record(
+                "match-function", AuditAction.ALERT, msg.deployment_id,
+                alert_id=alert_id, camera_id=msg.camera_id, watchlist_entry_id=p.entry_id,
+            )
         self.alerts.mark_published(msg.deployment_id, alert_id, published_at, q_ms)
         self.metrics.count("AlertsPublished", 1)
         if q_ms is not None:

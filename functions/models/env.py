@@ -21,6 +21,9 @@ WATCHLIST_BUCKET = "WATCHLIST_BUCKET"
 ALERTS_BUCKET = "ALERTS_BUCKET"
 ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
 MODEL_DIR = "MODEL_DIR"
+AUDIT_BUCKET = "AUDIT_BUCKET"
+CROP_QUEUE_URL = "CROP_QUEUE_URL"
+CROP_DLQ_URL = "CROP_DLQ_URL"
 
 
 class _Env(BaseModel):
@@ -42,6 +45,8 @@ class MatchEnv(_Env):
     alerts_bucket: str = Field(alias="ALERTS_BUCKET", min_length=1)
     alert_topic_arn: str = Field(alias="ALERT_TOPIC_ARN", min_length=1)
     model_dir: str | None = Field(default=None, alias="MODEL_DIR")
+    # Alerts are audited (alert id only) when the stack provides the audit bucket.
+    audit_bucket: str | None = Field(default=None, alias="AUDIT_BUCKET")
 
 
 class BuildWatchlistEnv(_Env):
@@ -53,3 +58,6 @@ class BuildWatchlistEnv(_Env):
 class SessionEnv(_Env):
     deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
     watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
+    audit_bucket: str = Field(alias="AUDIT_BUCKET", min_length=1)
+    crop_queue_url: str = Field(alias="CROP_QUEUE_URL", min_length=1)
+    crop_dlq_url: str = Field(alias="CROP_DLQ_URL", min_length=1)

@@ -63,3 +63,18 @@ class TransientStorageError(LfrFunctionError):
 
 class UnknownActionError(LfrFunctionError):
     """The session function was asked for an action it does not implement."""
+
+
+class AuthorisationError(LfrFunctionError):
+    """A deployment may not start: no authorisation, or its watchlist or duration exceeds it.
+
+    The state machine routes this (like any failure before activation) to fail + purge.
+    """
+
+
+class AuditRejectedError(LfrFunctionError):
+    """An audit event was refused: it could carry data that must never be in the audit log."""
+
+
+class AuditAppendError(LfrFunctionError):
+    """The audit chain could not be extended (contention did not settle, or storage failed)."""

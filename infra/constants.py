@@ -20,10 +20,25 @@ BUILD_TIMEOUT_S = 300
 BUILD_MEMORY_MB = 2048
 SESSION_TIMEOUT_S = 120
 CROP_QUEUE_RETENTION_S = 15 * 60  # a crop older than this is no longer a live alert
-CROP_DLQ_RETENTION_S = 60 * 60
+# A DLQ keeps a message's original enqueue time, so it must outlast the crop queue to be of
+# any use; 20 min is the least that does, and a session purge empties it of its deployment.
+CROP_DLQ_RETENTION_S = 20 * 60
 CROP_MAX_RECEIVE_COUNT = 3
 
 ALERT_RETENTION_DAYS = 31
+# A deployment may shorten (never lengthen) alert retention to one of these day counts; each
+# has an S3 lifecycle rule on the alert crop tag below (S3 lifecycle is per bucket, not per key).
+ALERT_RETENTION_CHOICES_DAYS = (1, 2, 3, 7, 14, ALERT_RETENTION_DAYS)
+ALERT_RETENTION_TAG = "retention-days"
+
+# Sessions: the longest a deployment may run, and how soon after its end the watchlist must be gone.
+MAX_SESSION_DURATION_S = 12 * 60 * 60
+PURGE_TARGET_S = 5 * 60
+
+# Audit log: S3 Object Lock retention (COMPLIANCE: not even the account root can shorten or
+# delete it). A policy choice; six years follows the usual UK public-sector audit horizon.
+AUDIT_LOCK_MODE = "COMPLIANCE"
+AUDIT_RETENTION_DAYS = 6 * 365
 
 # Environment variable names (read by functions/models/env.py).
 ENV_DEPLOYMENTS_TABLE = "DEPLOYMENTS_TABLE"
@@ -33,6 +48,9 @@ ENV_WATCHLIST_BUCKET = "WATCHLIST_BUCKET"
 ENV_ALERTS_BUCKET = "ALERTS_BUCKET"
 ENV_ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
 ENV_MODEL_DIR = "MODEL_DIR"
+ENV_AUDIT_BUCKET = "AUDIT_BUCKET"
+ENV_CROP_QUEUE_URL = "CROP_QUEUE_URL"
+ENV_CROP_DLQ_URL = "CROP_DLQ_URL"
 
 # CloudFormation outputs the CLI and local runtime read.
 OUTPUT_CROP_QUEUE_URL = "CropQueueUrl"
@@ -43,3 +61,4 @@ OUTPUT_DEPLOYMENTS_TABLE = "DeploymentsTableName"
 OUTPUT_ALERTS_TABLE = "AlertsTableName"
 OUTPUT_ALERT_TOPIC_ARN = "AlertTopicArn"
 OUTPUT_SESSION_STATE_MACHINE_ARN = "SessionStateMachineArn"
+OUTPUT_AUDIT_BUCKET = "AuditBucketName"

@@ -13,6 +13,7 @@ from infra.constants import (
     OUTPUT_ALERT_TOPIC_ARN,
     OUTPUT_ALERTS_BUCKET,
     OUTPUT_ALERTS_TABLE,
+    OUTPUT_AUDIT_BUCKET,
     OUTPUT_CROP_DLQ_URL,
     OUTPUT_CROP_QUEUE_URL,
     OUTPUT_DEPLOYMENTS_TABLE,
@@ -20,6 +21,7 @@ from infra.constants import (
     OUTPUT_WATCHLIST_BUCKET,
 )
 from infra.constructs.alerts import AlertTopic
+from infra.constructs.audit import AuditLog, grant_queue_purge
 from infra.constructs.functions import CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
 from infra.constructs.queues import Queues
 from infra.constructs.session import SessionStateMachine
@@ -68,6 +70,11 @@ class LfrStack(Stack):
             layer_dir=layer_dir,
             code_dir=code_dir,
         )
+        # Audit: session transitions (session fn) and alerts (match fn) are appended to the chain.
+        self.audit = AuditLog(self, "Audit", access_logs=self.storage.access_logs)
+        for fn in (self.functions.session, self.functions.match):
+            self.audit.grant_append(fn)
+        grant_queue_purge(self.functions.session, self.data_key, self.queues.crops, self.queues.dlq)
         self.session = SessionStateMachine(
             self, "Session", build_fn=self.functions.build_watchlist, session_fn=self.functions.session
         )
@@ -81,6 +88,7 @@ class LfrStack(Stack):
             OUTPUT_ALERTS_TABLE: self.tables.alerts.table_name,
             OUTPUT_ALERT_TOPIC_ARN: self.alerts.topic.topic_arn,
             OUTPUT_SESSION_STATE_MACHINE_ARN: self.session.state_machine.state_machine_arn,
+            OUTPUT_AUDIT_BUCKET: self.audit.bucket.bucket_name,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -7,8 +7,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoDeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
+from functions.dal.sqs import SqsCropQueues
+from functions.logic.audit import AuditLog
 from functions.logic.session import SessionRequest, SessionService
 from functions.models.env import SessionEnv
 from functions.observability import logger
@@ -21,7 +24,10 @@ def get_service() -> SessionService:
     if _service is None:
         env = SessionEnv.from_environ()
         _service = SessionService(
-            DynamoDeploymentRepository(env.deployments_table), S3WatchlistStore(env.watchlist_bucket)
+            DynamoDeploymentRepository(env.deployments_table),
+            S3WatchlistStore(env.watchlist_bucket),
+            audit=AuditLog(S3AuditStore(env.audit_bucket)),
+            queues=SqsCropQueues(env.crop_queue_url, env.crop_dlq_url),
         )
     return _service
 

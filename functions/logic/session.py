@@ -1,4 +1,9 @@
-"""Session state machine tasks: activate, check, purge, close, fail.
+"""Session state machine tasks: validate, activate, check, purge, close, fail.
+
+`validate` is the machine's first step: no authorisation, a watchlist larger than
+authorised, a session longer than the maximum or outside the authorised window raises
+`AuthorisationError`, which the machine routes to fail -> purge (the uploaded watchlist
+is destroyed) -> Fail. Every transition is written to the audit log.
 
 Every transition is a conditional update on the expected state(s), so a Step Functions
 retry or a concurrent admin STOP cannot move a deployment backwards. Each action is
@@ -7,6 +12,7 @@ idempotent: repeating it after success returns the same result.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -14,8 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.dal.ports import DeploymentRepository, WatchlistStore
+from functions.dal.ports import CropQueues, DeploymentRepository, WatchlistStore
 from functions.exceptions import (
+    AuthorisationError,
     DeploymentNotActiveError,
     DeploymentNotFoundError,
     PurgeIncompleteError,
@@ -23,15 +30,19 @@ from functions.exceptions import (
     UnknownActionError,
     WatchlistNotBuiltError,
 )
-from functions.models.records import DeploymentRecord, PurgeResult
+from functions.logic.audit import AuditLog
+from functions.models.records import MAX_SESSION_DURATION_S, DeploymentRecord, PurgeResult
 from functions.observability import logger
-from lfr_core.contracts import DeploymentId, DeploymentState, utcnow
-from lfr_core.layout import deployment_prefix
+from lfr_core.contracts import AuditAction, AuditValue, DeploymentId, DeploymentState, utcnow
+from lfr_core.layout import deployment_prefix, watchlist_images_prefix
 
 S = DeploymentState
-ACTIONS = ("activate", "check", "purge", "close", "fail")
+ACTIONS = ("validate", "activate", "check", "purge", "close", "fail")
 MAX_WAIT_S = 5
-MAX_REASON_CHARS = 1000
+MAX_REASON_CHARS = 400  # fits an audit detail (functions.logic.audit.MAX_DETAIL_CHARS)
+ACTOR = "session-state-machine"
+# Clock skew tolerated between the authorising officer's start time and the machine's clock.
+START_SKEW_S = 300
 
 ACTIVATABLE = (S.PENDING, S.AUTHORISED, S.BUILDING)
 # Purge is reachable from every non-terminal state: the fail path purges a deployment
@@ -62,13 +73,27 @@ class SessionService:
         deployments: DeploymentRepository,
         watchlists: WatchlistStore,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        audit: AuditLog | None = None,
+        queues: CropQueues | None = None,
+        max_duration_s: int = MAX_SESSION_DURATION_S,
     ) -> None:
         self.deployments = deployments
         self.watchlists = watchlists
         self.clock = clock
+        self.audit = audit
+        self.queues = queues
+        self.max_duration_s = max_duration_s
+
+    def _audit(self, action: AuditAction, deployment_id: str, **details: AuditValue) -> None:
+        # Written before the task reports success: a transition the log cannot record fails
+        # the task (and so the session), rather than happening unrecorded.
+        if self.audit is not None:
+            self.audit.record(ACTOR, action, deployment_id, **details)
 
     def handle(self, request: SessionRequest) -> dict[str, Any]:
         actions: dict[str, Callable[[SessionRequest], dict[str, Any]]] = {
+            "validate": lambda r: self.validate(r.deployment_id),
             "activate": lambda r: self.activate(r.deployment_id).model_dump(mode="json"),
             "check": lambda r: self.check(r.deployment_id).model_dump(mode="json"),
             "purge": lambda r: self.purge(r.deployment_id).model_dump(mode="json"),
@@ -88,6 +113,42 @@ class SessionService:
             raise DeploymentNotFoundError(deployment_id)
         return rec
 
+    def _authorised_problem(self, rec: DeploymentRecord, images: int | None) -> str | None:
+        """Why this deployment may not go live, or None. Checked at validate AND at activate."""
+        auth = rec.authorisation
+        if rec.state == S.PENDING or auth is None:
+            return "no authorisation recorded"
+        if rec.duration_s > self.max_duration_s:
+            return f"duration {rec.duration_s}s exceeds the maximum {self.max_duration_s}s"
+        if images is not None and images > auth.max_watchlist_size:
+            return f"watchlist of {images} images exceeds the authorised maximum {auth.max_watchlist_size}"
+        if rec.watchlist_size > auth.max_watchlist_size:
+            return f"watchlist of {rec.watchlist_size} exceeds the authorised maximum {auth.max_watchlist_size}"
+        now = self.clock()
+        if now >= auth.end:
+            return f"authorisation ended at {auth.end.isoformat()}"
+        if now < auth.start - timedelta(seconds=START_SKEW_S):
+            return f"authorisation starts at {auth.start.isoformat()}"
+        if rec.duration_s > (auth.end - auth.start).total_seconds() + START_SKEW_S:
+            return "duration longer than the authorised period"
+        return None
+
+    def validate(self, deployment_id: str) -> dict[str, Any]:
+        """The machine's first step: refuse (AuthorisationError) anything not authorised as it stands."""
+        rec = self._get(deployment_id)
+        if rec.state not in (S.PENDING, S.AUTHORISED):
+            raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot start")
+        images = len(self.watchlists.list_keys(watchlist_images_prefix(deployment_id)))
+        problem = self._authorised_problem(rec, images)
+        if problem is not None:
+            self._audit(AuditAction.REFUSED, deployment_id, reason=problem, watchlist_images=images)
+            logger.warning("start refused", extra={"deployment_id": deployment_id, "reason": problem})
+            raise AuthorisationError(f"deployment {deployment_id} refused: {problem}")
+        self._audit(
+            AuditAction.START, deployment_id, stage="validated", watchlist_images=images, duration_s=rec.duration_s
+        )
+        return {"valid": True, "watchlist_images": images}
+
     def activate(self, deployment_id: str) -> DeploymentRecord:
         rec = self._get(deployment_id)
         if rec.state == S.ACTIVE:
@@ -96,14 +157,21 @@ class SessionService:
             raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot activate")
         if rec.watchlist_size <= 0 or not rec.index_etag:
             raise WatchlistNotBuiltError(f"deployment {deployment_id} has no built watchlist")
+        problem = self._authorised_problem(rec, None)  # again: time has passed since validate
+        if problem is not None:
+            self._audit(AuditAction.REFUSED, deployment_id, reason=problem)
+            raise AuthorisationError(f"deployment {deployment_id} refused: {problem}")
         now = self.clock()
+        expires = now + timedelta(seconds=rec.duration_s)
+        if rec.authorisation is not None:
+            expires = min(expires, rec.authorisation.end)  # never beyond what was authorised
+        self._audit(
+            AuditAction.START, deployment_id, stage="active", expires_at=expires.isoformat(),
+            watchlist_size=rec.watchlist_size,
+        )
         rec = self.deployments.update(
             deployment_id,
-            {
-                "state": str(S.ACTIVE),
-                "started_at": now.isoformat(),
-                "expires_at": (now + timedelta(seconds=rec.duration_s)).isoformat(),
-            },
+            {"state": str(S.ACTIVE), "started_at": now.isoformat(), "expires_at": expires.isoformat()},
             expect_states=ACTIVATABLE,
         )
         logger.info(
@@ -121,6 +189,7 @@ class SessionService:
                 rec = self.deployments.update(
                     deployment_id, {"state": str(S.EXPIRED)}, expect_states=(S.ACTIVE,)
                 )
+                self._audit(AuditAction.EXPIRE, deployment_id, faces_seen=rec.faces_seen)
                 logger.info("deployment expired", extra={"deployment_id": deployment_id})
             except StateConflictError:
                 rec = self._get(deployment_id)  # stopped meanwhile: inactive either way
@@ -139,12 +208,32 @@ class SessionService:
             rec = self.deployments.update(deployment_id, {"state": str(S.PURGING)}, expect_states=PURGEABLE)
         prefix = deployment_prefix(deployment_id)
         deleted = self.watchlists.delete_prefix(prefix)
+        # Pending crops and DLQ copies of this deployment go too: a crop must not outlive its session.
+        q_deleted, dlq_deleted = self.queues.purge_deployment(deployment_id) if self.queues else (0, 0)
         remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
-        total_deleted = deleted + (rec.purge.deleted if rec.purge else 0)
+        before = rec.purge
+        total_deleted = deleted + (before.deleted if before else 0)
         result = PurgeResult(
-            deleted=total_deleted, remaining=remaining, verified_at=self.clock() if remaining == 0 else None
+            deleted=total_deleted,
+            remaining=remaining,
+            verified_at=self.clock() if remaining == 0 else None,
+            queue_deleted=q_deleted + (before.queue_deleted if before else 0),
+            dlq_deleted=dlq_deleted + (before.dlq_deleted if before else 0),
         )
         self.deployments.update(deployment_id, {"purge": result.model_dump(mode="json", exclude_none=True)})
+        ends = [t for t in (rec.stopped_at, rec.expires_at) if t is not None]
+        ended = min(ends) if ends and rec.started_at is not None else None
+        self._audit(
+            AuditAction.PURGE,
+            deployment_id,
+            prefix=prefix,
+            objects_deleted=result.deleted,
+            objects_remaining=remaining,
+            queue_messages_deleted=result.queue_deleted,
+            dlq_messages_deleted=result.dlq_deleted,
+            verified=remaining == 0,
+            seconds_after_end=round((self.clock() - ended).total_seconds(), 1) if ended else None,
+        )
         logger.info(
             "purge", extra={"deployment_id": deployment_id, "deleted": total_deleted, "remaining": remaining}
         )
@@ -163,6 +252,7 @@ class SessionService:
             {"state": str(S.CLOSED), "closed_at": self.clock().isoformat()},
             expect_states=(S.PURGING,),
         )
+        self._audit(AuditAction.CLOSE, deployment_id, faces_seen=rec.faces_seen, refused_crops=rec.refused_crops)
         logger.info("deployment closed", extra={"deployment_id": deployment_id})
         return rec
 
@@ -175,6 +265,7 @@ class SessionService:
             {"state": str(S.FAILED), "failure_reason": reason[:MAX_REASON_CHARS]},
             expect_states=FAILABLE,
         )
+        self._audit(AuditAction.FAIL, deployment_id, reason=reason[:MAX_REASON_CHARS])
         logger.warning("deployment failed", extra={"deployment_id": deployment_id, "reason": reason})
         return rec
 
@@ -185,5 +276,10 @@ def _failure_reason(request: SessionRequest) -> str:
     if isinstance(request.error, dict):
         err = request.error.get("Error") or request.error.get("error")
         if err:
-            return str(err)
+            # The Cause is the function's error JSON; its message names ids and counts only.
+            try:
+                message = json.loads(request.error.get("Cause") or "").get("errorMessage")
+            except (ValueError, AttributeError):
+                message = None
+            return f"{err}: {message}" if message else str(err)
     return "unspecified"

@@ -8,11 +8,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lfr_core.contracts import Alert, DeploymentId, DeploymentState
 
-ALERT_RETENTION_DAYS = 31  # = infra.constants.ALERT_RETENTION_DAYS (asserted in tests)
+# Mirrors of infra.constants (the Lambda asset does not ship infra/; tests assert equality).
+ALERT_RETENTION_DAYS = 31
+ALERT_RETENTION_CHOICES_DAYS = (1, 2, 3, 7, 14, ALERT_RETENTION_DAYS)
+ALERT_RETENTION_TAG = "retention-days"
+MAX_SESSION_DURATION_S = 12 * 60 * 60
 
 
 class EnrolReject(BaseModel):
@@ -30,6 +34,35 @@ class PurgeResult(BaseModel):
     deleted: int = Field(ge=0)
     remaining: int = Field(ge=0)
     verified_at: AwareDatetime | None = None
+    # Crop messages of this deployment removed from the crop queue and its DLQ.
+    queue_deleted: int = Field(default=0, ge=0)
+    dlq_deleted: int = Field(default=0, ge=0)
+
+
+class Authorisation(BaseModel):
+    """Who decided this deployment and on what grounds (the record Bridges v SWP found missing).
+
+    Statements are free text written by officers; they never hold images or biometric data.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    authorising_officer: str = Field(min_length=2, max_length=200)
+    legitimate_aim: str = Field(min_length=3, max_length=2000)
+    necessity: str = Field(min_length=3, max_length=2000)
+    proportionality: str = Field(min_length=3, max_length=2000)
+    location: str = Field(min_length=2, max_length=500)
+    start: AwareDatetime
+    end: AwareDatetime
+    watchlist_criteria: str = Field(min_length=3, max_length=2000)
+    max_watchlist_size: int = Field(gt=0, le=100_000)
+    authorised_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Authorisation:
+        if self.end <= self.start:
+            raise ValueError("authorisation end must be after its start")
+        return self
 
 
 class DeploymentRecord(BaseModel):
@@ -53,6 +86,19 @@ class DeploymentRecord(BaseModel):
     # S3 ETag of the index written by build_watchlist: the match function's cache key.
     index_etag: str | None = None
     failure_reason: str | None = None
+    authorisation: Authorisation | None = None
+    stopped_at: AwareDatetime | None = None  # an early stop (lfr deployment stop)
+    # Crops compared with the watchlist (the transparency report's "faces seen"): a count only.
+    faces_seen: int = Field(default=0, ge=0)
+    # Alert records and crops of this deployment expire after this many days (<= the default).
+    alert_retention_days: int = Field(default=ALERT_RETENTION_DAYS, ge=1, le=ALERT_RETENTION_DAYS)
+
+    @field_validator("alert_retention_days")
+    @classmethod
+    def _retention_choice(cls, v: int) -> int:
+        if v not in ALERT_RETENTION_CHOICES_DAYS:
+            raise ValueError(f"alert retention must be one of {ALERT_RETENTION_CHOICES_DAYS} days")
+        return v
 
     def is_live(self, now: datetime) -> bool:
         """True only while crops may be matched: ACTIVE and before its expiry."""
@@ -60,6 +106,7 @@ class DeploymentRecord(BaseModel):
 
     def to_item(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
 
 
 class AlertRecord(Alert):

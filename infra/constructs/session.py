@@ -20,6 +20,8 @@ from constructs import Construct
 from infra.constructs.nag import acknowledge
 
 PURGE_INCOMPLETE_ERROR = "PurgeIncompleteError"  # raised by the session fn (functions/exceptions.py)
+# A purge attempt whose storage or audit write failed transiently is retried the same way.
+PURGE_RETRY_ERRORS = [PURGE_INCOMPLETE_ERROR, "TransientStorageError", "AuditAppendError"]
 PURGE_RETRY = {"interval": Duration.seconds(2), "backoff_rate": 2.0, "max_attempts": 6}
 SESSION_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 
@@ -74,10 +76,13 @@ class SessionStateMachine(Construct):
 
         def purge(state_id: str) -> tasks.LambdaInvoke:
             task = invoke(state_id, session_fn, "purge", "$.purge")
-            task.add_retry(errors=[PURGE_INCOMPLETE_ERROR], **PURGE_RETRY)  # type: ignore[arg-type]
+            task.add_retry(errors=PURGE_RETRY_ERRORS, **PURGE_RETRY)  # type: ignore[arg-type]
             task.add_catch(purge_failed, errors=[sfn.Errors.ALL], result_path="$.error")
             return task
 
+        # First step: authorisation, watchlist size and duration are checked by the machine itself,
+        # so no client can start an unauthorised session; a refusal fails and purges (below).
+        validate = invoke("Validate", session_fn, "validate", "$.validate")
         build = invoke("BuildWatchlist", build_fn, None, "$.build")
         activate = invoke("Activate", session_fn, "activate", "$.activate")
         check = invoke(
@@ -98,11 +103,12 @@ class SessionStateMachine(Construct):
         mark_failed.add_catch(failure_purge, errors=[sfn.Errors.ALL], result_path="$.fail_error")
         mark_failed.next(failure_purge)
         failure_purge.next(build_failed)
-        for step in (build, activate, check):
+        for step in (validate, build, activate, check):
             step.add_catch(mark_failed, errors=[sfn.Errors.ALL], result_path="$.error")
 
         definition = (
-            build.next(activate)
+            validate.next(build)
+            .next(activate)
             .next(check)
             .next(
                 is_active.when(sfn.Condition.boolean_equals("$.check.active", True), wait.next(check)).otherwise(

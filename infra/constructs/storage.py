@@ -7,7 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.constants import ALERT_RETENTION_DAYS
+from infra.constants import ALERT_RETENTION_CHOICES_DAYS, ALERT_RETENTION_DAYS, ALERT_RETENTION_TAG
 from infra.constructs.nag import acknowledge
 
 ACCESS_LOG_RETENTION_DAYS = 365
@@ -62,6 +62,17 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="alerts/",
             # Alert evidence is kept only for the review period, then deleted by S3.
-            lifecycle_rules=[s3.LifecycleRule(id="ExpireAlertCrops", expiration=Duration.days(ALERT_RETENTION_DAYS))],
+            # A deployment may shorten its retention: its crops carry a tag with the day count and
+            # each allowed count has its own rule (S3 lifecycle is per bucket, not per object).
+            lifecycle_rules=[s3.LifecycleRule(id="ExpireAlertCrops", expiration=Duration.days(ALERT_RETENTION_DAYS))]
+            + [
+                s3.LifecycleRule(
+                    id=f"ExpireAlertCrops{days}d",
+                    expiration=Duration.days(days),
+                    tag_filters={ALERT_RETENTION_TAG: str(days)},
+                )
+                for days in ALERT_RETENTION_CHOICES_DAYS
+                if days < ALERT_RETENTION_DAYS
+            ],
             removal_policy=RemovalPolicy.RETAIN,
         )

@@ -11,13 +11,20 @@ from aws_cdk.assertions import Annotations, Match, Template
 
 from infra.app import build_app
 from infra.constants import (
+    ALERT_RETENTION_CHOICES_DAYS,
     ALERT_RETENTION_DAYS,
+    ALERT_RETENTION_TAG,
+    AUDIT_RETENTION_DAYS,
     CROP_DLQ_RETENTION_S,
     CROP_MAX_RECEIVE_COUNT,
     CROP_QUEUE_RETENTION_S,
     DEFAULT_STACK_NAME,
+    ENV_AUDIT_BUCKET,
+    ENV_CROP_DLQ_URL,
+    ENV_CROP_QUEUE_URL,
     MATCH_BATCH_SIZE,
     MATCH_TIMEOUT_S,
+    MAX_SESSION_DURATION_S,
 )
 from infra.stack import LfrStack
 
@@ -71,7 +78,7 @@ def test_crop_queue_encrypted_bounded_and_redriven(template: Template) -> None:
 
 def test_buckets_encrypted_and_private(template: Template) -> None:
     buckets = template.find_resources("AWS::S3::Bucket")
-    assert len(buckets) == 3  # watchlist, alerts, access logs
+    assert len(buckets) == 4  # watchlist, alerts, access logs, audit
     for b in buckets.values():
         props = b["Properties"]
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
@@ -81,10 +88,11 @@ def test_buckets_encrypted_and_private(template: Template) -> None:
             "IgnorePublicAcls": True,
             "RestrictPublicBuckets": True,
         }
-        assert "VersioningConfiguration" not in props  # deletes are real
+        if "ObjectLockEnabled" not in props:
+            assert "VersioningConfiguration" not in props  # deletes are real
     # Every bucket refuses non-TLS access.
     policies = template.find_resources("AWS::S3::BucketPolicy")
-    assert len(policies) == 3
+    assert len(policies) == 4
     for p in policies.values():
         assert any(
             s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -137,6 +145,10 @@ def test_tables(template: Template) -> None:
 def test_state_machine_states(template: Template) -> None:
     template.resource_count_is("AWS::StepFunctions::StateMachine", 1)
     states = _definition(template)["States"]
+    assert _definition(template)["StartAt"] == "Validate"
+    assert states["Validate"]["Parameters"]["Payload"] == {"action": "validate", "deployment_id.$": "$.deployment_id"}
+    assert states["Validate"]["Next"] == "BuildWatchlist"
+    assert states["Validate"]["Catch"][0]["Next"] == "MarkFailed"  # refused -> FAILED + purge + Fail
     for name in ("BuildWatchlist", "Activate", "CheckActive", "IsActive", "WaitABit", "Purge", "Close"):
         assert name in states, name
     assert {"MarkFailed", "PurgeAfterFailure", "PurgeFailed", "SessionFailed"} <= set(states)
@@ -144,7 +156,7 @@ def test_state_machine_states(template: Template) -> None:
     assert states["CheckActive"]["ResultPath"] == "$.check"
     assert states["Activate"]["Parameters"]["Payload"] == {"action": "activate", "deployment_id.$": "$.deployment_id"}
     for purge in ("Purge", "PurgeAfterFailure"):
-        assert any(r["ErrorEquals"] == ["PurgeIncompleteError"] for r in states[purge]["Retry"])
+        assert any("PurgeIncompleteError" in r["ErrorEquals"] for r in states[purge]["Retry"])
         assert states[purge]["Catch"][0]["Next"] == "PurgeFailed"
     assert states["PurgeFailed"]["Type"] == "Fail"
     assert states["BuildWatchlist"]["Catch"][0]["Next"] == "MarkFailed"
@@ -200,3 +212,68 @@ def test_no_unsuppressed_nag_findings(app_and_stack: tuple[App, LfrStack]) -> No
     assert errors == [], [f"{e.id}: {str(e.entry.data)[:160]}" for e in errors]
     warnings = annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*"))
     assert warnings == [], [f"{w.id}: {str(w.entry.data)[:160]}" for w in warnings]
+
+
+# -- issue 4: retention, audit Object Lock, queue retention, session limits -------------------------
+
+
+def test_retention_settings(template: Template) -> None:
+    """Alert records expire by TTL, crops by lifecycle (with shorter per-deployment rules), queues in minutes."""
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {"TimeToLiveSpecification": {"AttributeName": "expires_at_epoch", "Enabled": True},
+         "KeySchema": Match.array_with([{"AttributeName": "alert_id", "KeyType": "RANGE"}])},
+    )
+    (alerts_bucket,) = [
+        b["Properties"] for b in template.find_resources("AWS::S3::Bucket").values()
+        if any(r.get("Id") == "ExpireAlertCrops" for r in b["Properties"].get("LifecycleConfiguration", {}).get("Rules", []))
+    ]
+    rules = alerts_bucket["LifecycleConfiguration"]["Rules"]
+    default = [r for r in rules if "TagFilters" not in r]
+    assert [r["ExpirationInDays"] for r in default] == [ALERT_RETENTION_DAYS]
+    tagged = {r["TagFilters"][0]["Value"]: r["ExpirationInDays"] for r in rules if "TagFilters" in r}
+    assert tagged == {str(d): d for d in ALERT_RETENTION_CHOICES_DAYS if d < ALERT_RETENTION_DAYS}
+    assert all(r["TagFilters"][0]["Key"] == ALERT_RETENTION_TAG for r in rules if "TagFilters" in r)
+    assert all(d <= ALERT_RETENTION_DAYS for d in tagged.values())  # only ever shorter
+    # Queues hold crops for minutes, never SQS's 4-day default; the DLQ outlasts the queue only a little.
+    periods = sorted(q["Properties"]["MessageRetentionPeriod"] for q in template.find_resources("AWS::SQS::Queue").values())
+    assert periods == [CROP_QUEUE_RETENTION_S, CROP_DLQ_RETENTION_S]
+    assert CROP_QUEUE_RETENTION_S <= CROP_DLQ_RETENTION_S <= 30 * 60
+    assert MAX_SESSION_DURATION_S == 12 * 3600
+
+
+def test_audit_bucket_object_lock(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "ObjectLockEnabled": True,
+            "ObjectLockConfiguration": {
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": AUDIT_RETENTION_DAYS}},
+            },
+            "VersioningConfiguration": {"Status": "Enabled"},
+        },
+    )
+    # Deletes denied to everyone, and PutObject only as a conditional create (no overwrite).
+    statements = [
+        s for p in template.find_resources("AWS::S3::BucketPolicy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    deny_delete = [s for s in statements if s.get("Sid") == "DenyAuditDeletes"]
+    assert deny_delete and deny_delete[0]["Effect"] == "Deny" and "s3:DeleteObjectVersion" in deny_delete[0]["Action"]
+    deny_put = [s for s in statements if s.get("Sid") == "DenyOverwrites"]
+    assert deny_put and deny_put[0]["Condition"] == {"Null": {"s3:if-none-match": "true"}}
+
+
+def test_session_and_match_functions_can_append_audit_and_purge_queues(template: Template) -> None:
+    fns = {f["Properties"]["Handler"]: f["Properties"] for f in template.find_resources("AWS::Lambda::Function").values()}
+    session_env = fns["functions.handlers.session.handler"]["Environment"]["Variables"]
+    assert {ENV_AUDIT_BUCKET, ENV_CROP_QUEUE_URL, ENV_CROP_DLQ_URL} <= set(session_env)
+    assert ENV_AUDIT_BUCKET in fns["functions.handlers.match.handler"]["Environment"]["Variables"]
+    policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
+        assert action in policies
+    states = _definition(template)["States"]
+    for purge in ("Purge", "PurgeAfterFailure"):
+        (retry,) = [r for r in states[purge]["Retry"] if "PurgeIncompleteError" in r["ErrorEquals"]]
+        assert {"PurgeIncompleteError", "TransientStorageError", "AuditAppendError"} == set(retry["ErrorEquals"])

@@ -20,6 +20,11 @@ def test_names_match_infra_constants() -> None:
     assert env.ALERT_TOPIC_ARN == C.ENV_ALERT_TOPIC_ARN
     assert env.MODEL_DIR == C.ENV_MODEL_DIR
     assert records.ALERT_RETENTION_DAYS == C.ALERT_RETENTION_DAYS
+    assert records.ALERT_RETENTION_CHOICES_DAYS == C.ALERT_RETENTION_CHOICES_DAYS
+    assert records.ALERT_RETENTION_TAG == C.ALERT_RETENTION_TAG
+    assert records.MAX_SESSION_DURATION_S == C.MAX_SESSION_DURATION_S
+    assert (env.AUDIT_BUCKET, env.CROP_QUEUE_URL, env.CROP_DLQ_URL) == (
+        C.ENV_AUDIT_BUCKET, C.ENV_CROP_QUEUE_URL, C.ENV_CROP_DLQ_URL)
     assert observability.SERVICE_NAME == C.SERVICE_NAME
     assert observability.METRICS_NAMESPACE == C.METRICS_NAMESPACE
     aliases = {f.alias for model in (MatchEnv,) for f in model.model_fields.values()}
@@ -31,11 +36,13 @@ def test_names_match_infra_constants() -> None:
         env.ALERTS_BUCKET,
         env.ALERT_TOPIC_ARN,
         env.MODEL_DIR,
+        env.AUDIT_BUCKET,
     }
 
 
 def test_env_validated() -> None:
-    e = SessionEnv.from_environ({"DEPLOYMENTS_TABLE": "d", "WATCHLIST_BUCKET": "w", "OTHER": "x"})
-    assert (e.deployments_table, e.watchlist_bucket) == ("d", "w")
+    e = SessionEnv.from_environ({"DEPLOYMENTS_TABLE": "d", "WATCHLIST_BUCKET": "w", "OTHER": "x",
+                                 "AUDIT_BUCKET": "a", "CROP_QUEUE_URL": "q", "CROP_DLQ_URL": "dq"})
+    assert (e.deployments_table, e.watchlist_bucket, e.audit_bucket) == ("d", "w", "a")
     with pytest.raises(ValidationError):
         MatchEnv.from_environ({"DEPLOYMENTS_TABLE": "d"})

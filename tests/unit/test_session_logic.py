@@ -1,4 +1,4 @@
-"""Session tasks over in-memory adapters: transitions, expiry, purge verification."""
+"""Session tasks over in-memory adapters: authorisation, transitions, expiry, purge verification, audit."""
 
 from __future__ import annotations
 
@@ -7,15 +7,23 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from functions.dal.memory import InMemoryDeploymentRepository, InMemoryObjectStore
+from functions.dal.memory import (
+    InMemoryAuditStore,
+    InMemoryCropQueues,
+    InMemoryDeploymentRepository,
+    InMemoryObjectStore,
+)
 from functions.exceptions import (
+    AuthorisationError,
     DeploymentNotFoundError,
     PurgeIncompleteError,
     UnknownActionError,
     WatchlistNotBuiltError,
 )
 from functions.handlers import session as session_handler
+from functions.logic.audit import AuditLog, read_events, verify_chain
 from functions.logic.session import SessionRequest, SessionService
+from functions.models.records import Authorisation
 from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix, watchlist_index_key
 from tests.unit.functions_support import Clock, deployment, lambda_context
@@ -23,16 +31,39 @@ from tests.unit.functions_support import Clock, deployment, lambda_context
 DEP = "dep-session"
 
 
+AUDIT = InMemoryAuditStore()
+QUEUES = InMemoryCropQueues()
+
+
 @pytest.fixture
 def env() -> tuple[SessionService, InMemoryDeploymentRepository, InMemoryObjectStore, Clock]:
+    global AUDIT, QUEUES
     repo = InMemoryDeploymentRepository()
     store = InMemoryObjectStore("watchlist")
     clock = Clock()
-    return SessionService(repo, store, clock=clock), repo, store, clock
+    AUDIT, QUEUES = InMemoryAuditStore(), InMemoryCropQueues()
+    svc = SessionService(repo, store, clock=clock, audit=AuditLog(AUDIT, clock=clock), queues=QUEUES)
+    return svc, repo, store, clock
+
+
+def authorisation(clock: Clock, max_size: int = 5, hours: float = 4) -> Authorisation:
+    return Authorisation(
+        authorising_officer="Supt A. Example",
+        legitimate_aim="prevention of serious crime",
+        necessity="wanted offenders believed to frequent the area",
+        proportionality="bounded watchlist, 4 h, signed cameras",
+        location="Oxford Circus, W1",
+        start=clock.now,
+        end=clock.now + timedelta(hours=hours),
+        watchlist_criteria="wanted for serious violence, warrant issued",
+        max_watchlist_size=max_size,
+        authorised_at=clock.now,
+    )
 
 
 def _built(repo: InMemoryDeploymentRepository, store: InMemoryObjectStore, duration_s: int = 20) -> None:
-    repo.create(deployment(DEP, S.BUILDING, duration_s=duration_s, index_etag='"abc"', watchlist_size=2))
+    rec = deployment(DEP, S.BUILDING, duration_s=duration_s, index_etag='"abc"', watchlist_size=2)
+    repo.create(rec.model_copy(update={"authorisation": authorisation(Clock())}))
     store.objects[watchlist_images_prefix(DEP) + "A_0001.jpg"] = b"img"
     store.objects[watchlist_index_key(DEP)] = b"idx"
 
@@ -130,7 +161,7 @@ def test_fail_records_reason_and_purge_keeps_failed(env) -> None:
 
 def test_unknown_action_and_deployment(env) -> None:
     svc, _, _, _ = env
-    with pytest.raises(UnknownActionError, match="expected one of activate, check, purge, close, fail"):
+    with pytest.raises(UnknownActionError, match="expected one of validate, activate, check, purge, close, fail"):
         svc.handle(SessionRequest(action="explode", deployment_id=DEP))
     with pytest.raises(DeploymentNotFoundError):
         svc.handle(SessionRequest(action="check", deployment_id="nope-dep"))
@@ -149,3 +180,104 @@ def test_handler_parses_payload(env) -> None:
             session_handler.handler({"action": "check"}, lambda_context())
     finally:
         session_handler.set_service(None)
+
+
+# -- issue 4: authorisation before start, purge of queues, audit of every transition ----------
+
+
+def _pending(repo: InMemoryDeploymentRepository, store: InMemoryObjectStore, *, images: int = 3,
+             auth: Authorisation | None = None, duration_s: int = 3600) -> None:
+    state = S.AUTHORISED if auth else S.PENDING
+    repo.create(deployment(DEP, state, duration_s=duration_s).model_copy(update={"authorisation": auth}))
+    for i in range(images):
+        store.objects[watchlist_images_prefix(DEP) + f"P_{i:04d}.jpg"] = b"img"
+
+
+def _actions() -> list[tuple[str, str | None, dict]]:
+    return [(e.event["action"], e.event["deployment_id"], e.event["details"]) for e in read_events(AUDIT)]
+
+
+def test_validate_refuses_without_authorisation(env) -> None:
+    svc, repo, store, _ = env
+    _pending(repo, store)
+    with pytest.raises(AuthorisationError, match="no authorisation"):
+        svc.handle(SessionRequest(action="validate", deployment_id=DEP))
+    assert _actions()[-1][0] == "refused" and "no authorisation" in _actions()[-1][2]["reason"]
+
+
+def test_validate_refuses_a_watchlist_larger_than_authorised(env) -> None:
+    svc, repo, store, clock = env
+    _pending(repo, store, images=6, auth=authorisation(clock, max_size=5))
+    with pytest.raises(AuthorisationError, match="6 images exceeds the authorised maximum 5"):
+        svc.validate(DEP)
+    assert _actions()[-1][2]["watchlist_images"] == 6
+
+
+def test_validate_refuses_longer_than_maximum_or_outside_the_window(env) -> None:
+    svc, repo, store, clock = env
+    _pending(repo, store, auth=authorisation(clock, hours=24), duration_s=12 * 3600 + 1)
+    with pytest.raises(AuthorisationError, match="exceeds the maximum 43200s"):
+        svc.validate(DEP)
+    repo.update(DEP, {"duration_s": 3600})
+    clock.advance(25 * 3600)  # the authorised period is over
+    with pytest.raises(AuthorisationError, match="authorisation ended"):
+        svc.validate(DEP)
+
+
+def test_validate_passes_and_activation_never_outlives_the_authorisation(env) -> None:
+    svc, repo, store, clock = env
+    _pending(repo, store, images=3, auth=authorisation(clock, max_size=3, hours=0.5), duration_s=3600)
+    # 1 h asked, 30 min authorised: refused (duration longer than the authorised period).
+    with pytest.raises(AuthorisationError, match="longer than the authorised period"):
+        svc.validate(DEP)
+    repo.update(DEP, {"duration_s": 1800})
+    assert svc.validate(DEP) == {"valid": True, "watchlist_images": 3}
+    repo.update(DEP, {"state": "BUILDING", "index_etag": '"e"', "watchlist_size": 3})
+    clock.advance(600)
+    rec = svc.activate(DEP)
+    assert rec.expires_at == rec.authorisation.end  # clipped to the authorised end, not now + 30 min
+    assert [a for a, _, _ in _actions()] == ["refused", "start", "start"]
+
+
+def test_purge_removes_queue_and_dlq_messages_and_audits_counts(env) -> None:
+    svc, repo, store, clock = env
+    _built(repo, store)
+    svc.activate(DEP)
+    QUEUES.queue[:] = [(DEP, "crop1"), ("other-dep", "keep")]
+    QUEUES.dlq[:] = [(DEP, "crop2"), (DEP, "crop3")]
+    clock.advance(30)
+    assert svc.check(DEP).active is False
+    result = svc.purge(DEP)
+    assert (result.queue_deleted, result.dlq_deleted, result.remaining) == (1, 2, 0)
+    assert QUEUES.queue == [("other-dep", "keep")] and QUEUES.dlq == []
+    svc.close(DEP)
+    actions = _actions()
+    assert [a for a, _, _ in actions] == ["start", "expire", "purge", "close"]
+    purge = actions[2][2]
+    assert purge == {
+        "prefix": deployment_prefix(DEP), "objects_deleted": 2, "objects_remaining": 0,
+        "queue_messages_deleted": 1, "dlq_messages_deleted": 2, "verified": True, "seconds_after_end": 10.0,
+    }
+    assert verify_chain(AUDIT.entries()).ok
+
+
+def test_failed_purge_is_audited_unverified(env) -> None:
+    svc, repo, store, _ = env
+    _built(repo, store)
+    stuck = watchlist_images_prefix(DEP) + "late.jpg"
+    store.objects[stuck] = b"x"
+    store.undeletable.add(stuck)
+    with pytest.raises(PurgeIncompleteError):
+        svc.purge(DEP)
+    assert _actions()[-1][2]["verified"] is False and _actions()[-1][2]["objects_remaining"] == 1
+
+
+def test_fail_is_audited_with_the_error_message(env) -> None:
+    svc, repo, store, _ = env
+    _pending(repo, store)
+    cause = '{"errorMessage": "deployment dep-session refused: no authorisation recorded", "errorType": "AuthorisationError"}'
+    rec = svc.handle(
+        SessionRequest(action="fail", deployment_id=DEP, error={"Error": "AuthorisationError", "Cause": cause})
+    )
+    assert rec["failure_reason"] == "AuthorisationError: deployment dep-session refused: no authorisation recorded"
+    assert _actions()[-1] == ("fail", DEP, {"reason": rec["failure_reason"]})

@@ -78,7 +78,10 @@ class FaceCropper:
         return Crop(aligned, det, assess(det.landmarks, aligned, det.score))
 
     def passes(self, crop: Crop) -> bool:
-        return crop.quality.score >= self.min_quality and crop.quality.interocular_px >= MIN_INTEROCULAR_PX
+        return self.passes_quality(crop.quality)
+
+    def passes_quality(self, q: Quality) -> bool:
+        return q.score >= self.min_quality and q.interocular_px >= MIN_INTEROCULAR_PX
 
 
 def image_folder_messages(

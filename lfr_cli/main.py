@@ -41,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a local end-to-end deployment on lfw-dev, scored against truth")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     demo.add_argument("--session-seconds", type=int, default=60)
+
+    scn = sub.add_parser("scenario", help="synthetic test material").add_subparsers(dest="sub", required=True)
+    make = scn.add_parser("make", help="a walk-by video of known people with a ground-truth JSON")
+    who = make.add_mutually_exclusive_group(required=True)
+    who.add_argument("--identities", nargs="+", type=Path, metavar="DIR", help="one folder per person")
+    who.add_argument("--from-lfw", type=int, metavar="N", help="N random lfw-dev people")
+    make.add_argument("--out", required=True, type=Path, help="video to write (mp4; keep it out of the repo)")
+    make.add_argument("--truth", required=True, type=Path, help="ground-truth JSON to write")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--fps", type=float, default=10.0)
+    make.add_argument("--concurrent", type=int, default=3, help="people in view at once")
     return p
 
 
@@ -55,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
             from lfr_cli.local.stack import run_forever
 
             run_forever(port=args.port)
+            return EXIT_OK
+        if args.command == "scenario":
+            from lfr_cli.scenario import ScenarioError, main_make
+
+            try:
+                print(main_make(args.identities, args.from_lfw, args.out, args.truth, seed=args.seed, fps=args.fps,
+                                concurrent=args.concurrent))
+            except ScenarioError as exc:
+                print(f"lfr: {exc}", file=sys.stderr)
+                return EXIT_FAIL
             return EXIT_OK
         if args.command == "demo":
             from lfr_cli.demo import run_demo

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import re
 import secrets
 import time
 from collections.abc import Collection
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from edge_uploader.pipeline import SourceError, list_images
+from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
-from functions.models.records import AlertRecord, DeploymentRecord
+from functions.exceptions import StateConflictError
+from functions.logic.audit import AuditLog
+from functions.models.records import AlertRecord, Authorisation, DeploymentRecord
 from infra import constants as C
 from lfr_cli.aws import AwsContext
-from lfr_core.contracts import DeploymentState, utcnow
+from lfr_core.contracts import AuditAction, AuditValue, DeploymentState, utcnow
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix
 from lfr_core.thresholds import DEFAULT_THRESHOLD
 
@@ -31,19 +38,47 @@ def new_deployment_id(name: str) -> str:
     return f"{slug}-{secrets.token_hex(3)}"
 
 
+def default_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (e.g. a container): still an attributable actor string
+        return "cli:unknown"
+
+
 class Admin:
-    def __init__(self, ctx: AwsContext) -> None:
+    def __init__(self, ctx: AwsContext, actor: str | None = None) -> None:
         self.ctx = ctx
         out = ctx.outputs
+        self.actor = actor or default_actor()
         self.deployments = DynamoDeploymentRepository(out[C.OUTPUT_DEPLOYMENTS_TABLE], ctx.client("dynamodb"))
         self.alerts = DynamoAlertRepository(out[C.OUTPUT_ALERTS_TABLE], ctx.client("dynamodb"))
         self.watchlist = S3WatchlistStore(out[C.OUTPUT_WATCHLIST_BUCKET], ctx.client("s3"))
+        self.audit_store = S3AuditStore(out[C.OUTPUT_AUDIT_BUCKET], ctx.client("s3"))
+        self.audit = AuditLog(self.audit_store)
         self._sfn = ctx.client("stepfunctions")
 
+    def record(self, action: AuditAction, deployment_id: str | None, **details: AuditValue) -> None:
+        self.audit.record(self.actor, action, deployment_id, **details)
+
+    def refused(self, deployment_id: str | None, operation: str, reason: str) -> AdminError:
+        """Audit a refused request (failed access) and return the error to raise."""
+        self.record(AuditAction.FAILED_ACCESS, deployment_id, operation=operation, reason=reason[:400])
+        return AdminError(reason)
+
     def create_deployment(
-        self, name: str, watchlist_dir: Path, duration_s: int, threshold: float | None = None
+        self,
+        name: str,
+        watchlist_dir: Path,
+        duration_s: int,
+        threshold: float | None = None,
+        alert_retention_days: int = C.ALERT_RETENTION_DAYS,
     ) -> DeploymentRecord:
-        """Record the deployment, upload its watchlist under its own prefix, start its session."""
+        """Record the deployment (PENDING) and upload its watchlist under its own prefix.
+
+        It does not start: `authorise` then `start` (the session machine checks the authorisation).
+        """
+        if alert_retention_days not in C.ALERT_RETENTION_CHOICES_DAYS:
+            raise AdminError(f"alert retention must be one of {C.ALERT_RETENTION_CHOICES_DAYS} days (never longer)")
         try:
             files = list_images(watchlist_dir)
         except SourceError as exc:
@@ -59,22 +94,114 @@ class Admin:
             created_at=utcnow(),
             duration_s=duration_s,
             threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+            alert_retention_days=alert_retention_days,
         )
         self.deployments.create(record)
+        self.record(
+            AuditAction.CREATE, record.deployment_id, name=name[:200], duration_s=duration_s,
+            watchlist_images=len(files), threshold=record.threshold, alert_retention_days=alert_retention_days,
+        )
         prefix = watchlist_images_prefix(record.deployment_id)
         for f in files:
             self.watchlist.put_object(prefix + f.name, f.read_bytes())
-        self._sfn.start_execution(
-            stateMachineArn=self.ctx.outputs[C.OUTPUT_SESSION_STATE_MACHINE_ARN],
-            name=record.deployment_id,
-            input=json.dumps({"deployment_id": record.deployment_id}),
-        )
+        self.record(AuditAction.WATCHLIST_CHANGE, record.deployment_id, uploaded_images=len(files))
         return record
+
+    def authorise(
+        self,
+        deployment_id: str,
+        *,
+        officer: str,
+        legitimate_aim: str,
+        necessity: str,
+        proportionality: str,
+        location: str,
+        watchlist_criteria: str,
+        max_watchlist_size: int,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> DeploymentRecord:
+        """Record who authorised this deployment and on what grounds: PENDING -> AUTHORISED."""
+        rec = self.get(deployment_id)
+        begin = start or utcnow()
+        auth = Authorisation(
+            authorising_officer=officer, legitimate_aim=legitimate_aim, necessity=necessity,
+            proportionality=proportionality, location=location, start=begin,
+            end=end or begin + timedelta(seconds=rec.duration_s), watchlist_criteria=watchlist_criteria,
+            max_watchlist_size=max_watchlist_size, authorised_at=utcnow(),
+        )
+        try:
+            rec = self.deployments.update(
+                deployment_id,
+                {"state": str(DeploymentState.AUTHORISED), "authorisation": auth.model_dump(mode="json")},
+                expect_states=(DeploymentState.PENDING,),
+            )
+        except StateConflictError as exc:
+            raise self.refused(deployment_id, "authorise", str(exc)) from exc
+        digest = hashlib.sha256(auth.model_dump_json().encode()).hexdigest()
+        self.record(
+            AuditAction.AUTHORISE, deployment_id, authorising_officer=officer[:200], location=location[:400],
+            start=auth.start.isoformat(), end=auth.end.isoformat(), max_watchlist_size=max_watchlist_size,
+            watchlist_criteria=watchlist_criteria[:400], authorisation_sha256=digest,
+        )
+        return rec
+
+    def start(self, deployment_id: str) -> str:
+        """Start the session machine; its first step refuses anything not authorised as it stands."""
+        rec = self.get(deployment_id)
+        self.record(AuditAction.START, deployment_id, stage="requested", state=str(rec.state))
+        resp = self._sfn.start_execution(
+            stateMachineArn=self.ctx.outputs[C.OUTPUT_SESSION_STATE_MACHINE_ARN],
+            name=deployment_id,
+            input=json.dumps({"deployment_id": deployment_id}),
+        )
+        return str(resp["executionArn"])
+
+    def stop(self, deployment_id: str, reason: str = "") -> DeploymentRecord:
+        """Early stop: STOPPED now; the session machine then purges and closes.
+
+        A deployment whose session never started is stopped too and its machine started, so its
+        first step refuses it and the fail path purges the uploaded watchlist.
+        """
+        before = self.get(deployment_id)
+        stoppable = (DeploymentState.PENDING, DeploymentState.AUTHORISED, DeploymentState.BUILDING,
+                     DeploymentState.ACTIVE)
+        try:
+            rec = self.deployments.update(
+                deployment_id,
+                {"state": str(DeploymentState.STOPPED), "stopped_at": utcnow().isoformat()},
+                expect_states=stoppable,
+            )
+        except StateConflictError as exc:
+            raise self.refused(deployment_id, "stop", str(exc)) from exc
+        self.record(AuditAction.STOP, deployment_id, previous_state=str(before.state), reason=reason[:400])
+        if before.state in (DeploymentState.PENDING, DeploymentState.AUTHORISED):
+            self._sfn.start_execution(
+                stateMachineArn=self.ctx.outputs[C.OUTPUT_SESSION_STATE_MACHINE_ARN],
+                name=deployment_id,
+                input=json.dumps({"deployment_id": deployment_id}),
+            )
+        return rec
+
+    def create_authorise_start(
+        self, name: str, watchlist_dir: Path, duration_s: int, *, officer: str = "Insp. Demo",
+        location: str = "local demo", max_watchlist_size: int | None = None, threshold: float | None = None,
+    ) -> DeploymentRecord:
+        """The three steps in one, for demos and tests (a real deployment has a human in between)."""
+        rec = self.create_deployment(name, watchlist_dir, duration_s, threshold)
+        size = max_watchlist_size or max(1, len(self.watchlist.list_keys(watchlist_images_prefix(rec.deployment_id))))
+        rec = self.authorise(
+            rec.deployment_id, officer=officer, legitimate_aim="demonstration of the system",
+            necessity="demonstration", proportionality="synthetic watchlist, short session", location=location,
+            watchlist_criteria="demonstration identities", max_watchlist_size=size,
+        )
+        self.start(rec.deployment_id)
+        return rec
 
     def get(self, deployment_id: str) -> DeploymentRecord:
         rec = self.deployments.get(deployment_id)
         if rec is None:
-            raise AdminError(f"no deployment {deployment_id!r}")
+            raise self.refused(deployment_id[:64], "get", f"no deployment {deployment_id!r}")
         return rec
 
     def list_deployments(self) -> list[DeploymentRecord]:
@@ -104,3 +231,72 @@ class Admin:
                     f"(waiting for {', '.join(sorted(states))})"
                 )
             time.sleep(poll_s)
+
+
+# -- `lfr deployment ...` (parsers and dispatch live here so main.py stays a thin router)
+
+
+def add_deployment_parsers(sub: Any) -> None:
+    dep = sub.add_parser("deployment", help="deployments").add_subparsers(dest="sub", required=True)
+    create = dep.add_parser("create", help="create a deployment (PENDING) and upload its watchlist; does not start")
+    create.add_argument("--name", required=True)
+    create.add_argument("--watchlist", required=True, type=Path, help="folder of enrolment images")
+    create.add_argument("--duration", required=True, help="e.g. 30m, 2h, 90s (at most 12h)")
+    create.add_argument("--threshold", type=float, help="cosine threshold (default: calibrated default)")
+    create.add_argument("--alert-retention-days", type=int, default=C.ALERT_RETENTION_DAYS,
+                        choices=C.ALERT_RETENTION_CHOICES_DAYS, help="shorter than 31 days only")
+    auth = dep.add_parser("authorise", help="record the authorisation: PENDING -> AUTHORISED")
+    auth.add_argument("deployment_id")
+    auth.add_argument("--officer", required=True, help="authorising officer (name, rank)")
+    auth.add_argument("--aim", required=True, help="legitimate aim")
+    auth.add_argument("--necessity", required=True)
+    auth.add_argument("--proportionality", required=True)
+    auth.add_argument("--location", required=True)
+    auth.add_argument("--criteria", required=True, help="watchlist criteria")
+    auth.add_argument("--max-watchlist", required=True, type=int, help="maximum watchlist size")
+    auth.add_argument("--start", type=datetime.fromisoformat, help="ISO time (default now)")
+    auth.add_argument("--end", type=datetime.fromisoformat, help="ISO time (default start + duration)")
+    start = dep.add_parser("start", help="start the session (the machine refuses it unless authorised)")
+    start.add_argument("deployment_id")
+    start.add_argument("--wait", action="store_true", help="wait until ACTIVE (or report the refusal)")
+    stop = dep.add_parser("stop", help="stop early: the session purges and closes")
+    stop.add_argument("deployment_id")
+    stop.add_argument("--reason", default="")
+    status = dep.add_parser("status", help="one deployment's record")
+    status.add_argument("deployment_id")
+    dep.add_parser("list", help="all deployments")
+
+
+def run_deployment(args: Any, admin: Admin, parse_duration: Any) -> int:
+    if args.sub == "create":
+        rec = admin.create_deployment(
+            args.name, args.watchlist, parse_duration(args.duration), args.threshold, args.alert_retention_days
+        )
+        print(f"created {rec.deployment_id} ({rec.state}); next: lfr deployment authorise {rec.deployment_id}")
+    elif args.sub == "authorise":
+        rec = admin.authorise(
+            args.deployment_id, officer=args.officer, legitimate_aim=args.aim, necessity=args.necessity,
+            proportionality=args.proportionality, location=args.location, watchlist_criteria=args.criteria,
+            max_watchlist_size=args.max_watchlist, start=args.start, end=args.end,
+        )
+        print(f"{rec.deployment_id} {rec.state} by {args.officer}")
+    elif args.sub == "start":
+        admin.start(args.deployment_id)
+        print(f"{args.deployment_id}: session started")
+        if args.wait:
+            rec = admin.wait_for(args.deployment_id, {DeploymentState.ACTIVE}, timeout_s=900)
+            print(f"{rec.deployment_id} ACTIVE until {rec.expires_at:%Y-%m-%d %H:%M:%S}Z; "
+                  f"{rec.watchlist_size} enrolled, {len(rec.enrol_rejects)} rejected")
+            for r in rec.enrol_rejects:
+                print(f"  rejected {r.file}: {r.reason}")
+    elif args.sub == "stop":
+        rec = admin.stop(args.deployment_id, args.reason)
+        print(f"{rec.deployment_id} STOPPED; the session purges its watchlist and closes")
+    elif args.sub == "status":
+        print(json.dumps(admin.get(args.deployment_id).model_dump(mode="json"), indent=2))
+    elif args.sub == "list":
+        for rec in admin.list_deployments():
+            print(f"{rec.deployment_id:40s} {rec.state:10s} {rec.name}")
+    else:
+        return 2
+    return 0

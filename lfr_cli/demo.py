@@ -138,7 +138,7 @@ def run_demo_on(
             # Links, not copies: the dataset stays where it is.
             for img in plan.watchlist:
                 (Path(tmp) / img.file).symlink_to(img.path)
-            rec = admin.create_deployment("demo", Path(tmp), duration_s=session_s)
+            rec = admin.create_authorise_start("demo", Path(tmp), duration_s=session_s)
         dep = rec.deployment_id
         say(f"deployment {dep}: watchlist of {len(plan.watchlist)} uploaded, session {session_s}s, "
             f"threshold {rec.threshold:.3f}")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from lfr_cli.admin import Admin, AdminError
+from lfr_cli.admin import Admin, AdminError, add_deployment_parsers, run_deployment
+from lfr_cli.audit import Auditor, add_audit_parsers, run_audit
 from lfr_cli.aws import AwsContext, StackNotFoundError
 from lfr_cli.durations import parse_duration
 from lfr_core.errors import DatasetNotFoundError
@@ -27,16 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     up = local_sub.add_parser("up", help="start moto, deploy the CDK template, run its functions until Ctrl-C")
     up.add_argument("--port", type=int, default=0)
 
-    dep = sub.add_parser("deployment", help="deployments").add_subparsers(dest="sub", required=True)
-    create = dep.add_parser("create", help="create a deployment and start its session")
-    create.add_argument("--name", required=True)
-    create.add_argument("--watchlist", required=True, type=Path, help="folder of enrolment images")
-    create.add_argument("--duration", required=True, help="e.g. 30m, 2h, 90s")
-    create.add_argument("--threshold", type=float, help="cosine threshold (default: calibrated default)")
-    create.add_argument("--wait", action="store_true", help="wait until the deployment is ACTIVE")
-    status = dep.add_parser("status", help="one deployment's record")
-    status.add_argument("deployment_id")
-    dep.add_parser("list", help="all deployments")
+    add_deployment_parsers(sub)
+    add_audit_parsers(sub)
 
     demo = sub.add_parser("demo", help="a local end-to-end deployment on lfw-dev, scored against truth")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
@@ -82,28 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_demo(as_json=args.json, session_s=args.session_seconds)
         if args.command == "deployment":
+            return run_deployment(args, _admin(args), parse_duration)
+        if args.command == "audit":
             admin = _admin(args)
-            if args.sub == "create":
-                rec = admin.create_deployment(
-                    args.name, args.watchlist, parse_duration(args.duration), args.threshold
-                )
-                print(f"created {rec.deployment_id} ({rec.state}); session started")
-                if args.wait:
-                    from lfr_core.contracts import DeploymentState
-
-                    rec = admin.wait_for(rec.deployment_id, {DeploymentState.ACTIVE}, timeout_s=900)
-                    print(f"{rec.deployment_id} ACTIVE until {rec.expires_at:%Y-%m-%d %H:%M:%S}Z; "
-                          f"{rec.watchlist_size} enrolled, {len(rec.enrol_rejects)} rejected")
-                    for r in rec.enrol_rejects:
-                        print(f"  rejected {r.file}: {r.reason}")
-                return EXIT_OK
-            if args.sub == "status":
-                print(json.dumps(admin.get(args.deployment_id).model_dump(mode="json"), indent=2))
-                return EXIT_OK
-            if args.sub == "list":
-                for rec in admin.list_deployments():
-                    print(f"{rec.deployment_id:40s} {rec.state:10s} {rec.name}")
-                return EXIT_OK
+            return run_audit(args, Auditor(admin.ctx, admin.actor), admin.record)
     except (AdminError, StackNotFoundError, DatasetNotFoundError, ValueError) as exc:
         print(f"lfr: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL

@@ -14,6 +14,7 @@ from typing import Any
 from lfr_cli.local.deploy import DeployedStack, Synthesiser, deploy
 from lfr_cli.local.esm import EsmPollers, SqsPoller, detach_moto_sqs_invoker, discover_mappings
 from lfr_cli.local.runtime import REPO_ROOT, LocalRuntime
+from lfr_cli.local.s3props import apply_bucket_properties
 from lfr_cli.local.server import ACCOUNT_ID, REGION, MotoServer, make_client
 from lfr_cli.local.sfn import SfnExecutor, moto_status_hook
 
@@ -74,6 +75,10 @@ class LocalStack:
             assembly_dir=self._assembly_dir,
             synth_fn=self._synth_fn,
             outdir=self.run_dir / "cdk.out",
+        )
+        apply_bucket_properties(
+            self.client("s3"), self.deployed.template,
+            {r.logical_id: r.physical_id for r in self.deployed.of_type("AWS::S3::Bucket")},
         )
         self._runtime = LocalRuntime(
             self.client, endpoint, self.deployed, self.log_dir, model_dir=self._model_dir, extra_env=self._extra_env

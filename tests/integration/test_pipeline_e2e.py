@@ -59,7 +59,7 @@ def deployment(ctx: AwsContext, people: dict[str, list[LfwImage]], tmp_path_fact
         (wl / img.file).symlink_to(img.path)
     (wl / "no_face_here.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not an image")
     admin = Admin(ctx)
-    rec = admin.create_deployment("e2e", wl, duration_s=SESSION_S)
+    rec = admin.create_authorise_start("e2e", wl, duration_s=SESSION_S)
     rec = admin.wait_for(rec.deployment_id, {DeploymentState.ACTIVE}, timeout_s=300)
     return rec.deployment_id
 
@@ -161,5 +161,3 @@ def test_after_expiry_everything_is_purged_and_late_crops_refused(
     _wait_queue_drained(ctx, timeout_s=120)
     assert admin.get(deployment).refused_crops == before + 1
     assert alerts_for(phone, {late.track_id}) == []
-
-

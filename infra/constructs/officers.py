@@ -1,0 +1,286 @@
+"""Officers (issue 6): the alert page API (API Gateway REST + Lambda), officer identities
+(Cognito user pool + app client, and the HMAC key of lfr-signed tokens in Secrets Manager)
+and the officers table (who is assigned to which deployment, and their SNS subscriptions).
+
+Routes (all integrated with the one officer API function):
+- `GET  /alert/{deployment_id}/{alert_id}`: the static page; it holds no alert data, so no authorizer.
+- `GET  /alerts/{deployment_id}/{alert_id}`, `POST .../decision`: Cognito user pool authorizer;
+  the function reads `custom:officer_id` / `custom:deployment_id` from the claims.
+- `GET  /t/alerts/{deployment_id}/{alert_id}`, `POST .../decision`: an lfr-signed token
+  (`lfr officers token`), verified by the function (HMAC-SHA256, bound to officer and deployment,
+  expiring with the deployment). This is also what the embedded local stack uses, where there is
+  no Cognito.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_dynamodb as ddb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from cdk_nag import RegexAppliesTo
+from constructs import Construct
+
+from infra.constants import (
+    ENV_ALERTS_BUCKET,
+    ENV_ALERTS_TABLE,
+    ENV_DEPLOYMENTS_TABLE,
+    ENV_OFFICER_PAGE_URL,
+    ENV_OFFICERS_TABLE,
+    ENV_SIGNING_SECRET_ARN,
+    ENV_WATCHLIST_BUCKET,
+    METRICS_NAMESPACE,
+    OFFICER_API_MEMORY_MB,
+    OFFICER_API_STAGE,
+    OFFICER_API_THROTTLE_BURST,
+    OFFICER_API_THROTTLE_RPS,
+    OFFICER_API_TIMEOUT_S,
+    SERVICE_NAME,
+)
+from infra.constructs.nag import acknowledge
+
+HANDLER_OFFICER_API = "functions.handlers.officer_api.handler"
+LOG_RETENTION = logs.RetentionDays.ONE_YEAR
+SIGNING_KEY_CHARS = 64
+
+
+class Officers(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        layer: lambda_.ILayerVersion,
+        code_dir: Path,
+        deployments: ddb.ITable,
+        alerts_table: ddb.ITable,
+        watchlist: s3.IBucket,
+        alerts_bucket: s3.IBucket,
+        key: kms.IKey,
+        match_fn: lambda_.Function,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        self.table = ddb.Table(
+            self,
+            "Table",
+            partition_key=ddb.Attribute(name="deployment_id", type=ddb.AttributeType.STRING),
+            sort_key=ddb.Attribute(name="officer_id", type=ddb.AttributeType.STRING),
+            billing_mode=ddb.BillingMode.PAY_PER_REQUEST,
+            encryption=ddb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=ddb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        # HMAC key of officer tokens and alert page links; never in the repo or the template.
+        self.signing_secret = secretsmanager.Secret(
+            self,
+            "SigningKey",
+            description="lfr: HMAC-SHA256 key of officer tokens and alert page links",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=SIGNING_KEY_CHARS, exclude_punctuation=True
+            ),
+        )
+        acknowledge(
+            self.signing_secret,
+            "AwsSolutions-SMG4",
+            "Rotation would invalidate the tokens of live deployments (<= 12 h); the key is rotated between"
+            " deployments by the release process (`aws secretsmanager put-secret-value`).",
+        )
+
+        # Officers' identities in AWS: admin-created only, MFA, custom claims bind them to a deployment.
+        self.user_pool = cognito.UserPool(
+            self,
+            "UserPool",
+            self_sign_up_enabled=False,
+            sign_in_aliases=cognito.SignInAliases(username=True, email=True),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(sms=False, otp=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=12, require_digits=True, require_lowercase=True, require_symbols=True, require_uppercase=True
+            ),
+            account_recovery=cognito.AccountRecovery.NONE,
+            custom_attributes={
+                "officer_id": cognito.StringAttribute(min_len=3, max_len=64, mutable=True),
+                "deployment_id": cognito.StringAttribute(min_len=3, max_len=64, mutable=True),
+            },
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            self.user_pool,
+            "AwsSolutions-COG8",
+            "Accounts are created by admins only (no self sign-up), MFA is required and each account is bound"
+            " to one deployment for hours; threat protection (Plus plan) is a per-force purchasing decision.",
+        )
+        self.app_client = self.user_pool.add_client(
+            "PhoneApp",
+            generate_secret=False,  # a phone app cannot keep a client secret
+            auth_flows=cognito.AuthFlow(user_srp=True),
+            id_token_validity=Duration.hours(1),
+            access_token_validity=Duration.hours(1),
+            refresh_token_validity=Duration.hours(12),
+            prevent_user_existence_errors=True,
+        )
+
+        log_group = logs.LogGroup(self, "FnLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY)
+        self.function = lambda_.Function(
+            self,
+            "Api",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.X86_64,
+            handler=HANDLER_OFFICER_API,
+            code=lambda_.Code.from_asset(str(code_dir)),
+            layers=[layer],
+            memory_size=OFFICER_API_MEMORY_MB,
+            timeout=Duration.seconds(OFFICER_API_TIMEOUT_S),
+            environment={
+                ENV_DEPLOYMENTS_TABLE: deployments.table_name,
+                ENV_ALERTS_TABLE: alerts_table.table_name,
+                ENV_OFFICERS_TABLE: self.table.table_name,
+                ENV_WATCHLIST_BUCKET: watchlist.bucket_name,
+                ENV_ALERTS_BUCKET: alerts_bucket.bucket_name,
+                ENV_SIGNING_SECRET_ARN: self.signing_secret.secret_arn,
+                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "LOG_LEVEL": "INFO",
+            },
+            log_group=log_group,
+            description="Officers' alert page, alert data and decisions",
+        )
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "Pinned to python3.12: the layer's native wheels (cp312 manylinux x86_64) are built for it.",
+        )
+        acknowledge(
+            self.function,
+            "AwsSolutions-IAM4",
+            "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
+            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+        )
+
+        fn = self.function
+        deployments.grant_read_data(fn)
+        self.table.grant_read_data(fn)
+        # Decisions: UpdateItem on the alerts table only (plus reads), no deletes.
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+                resources=[alerts_table.table_arn],
+            )
+        )
+        # Presigned GETs are signed with the function's role: it may read exactly the evidence
+        # shown on the page, the matched crop and the enrolment image, nothing else.
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    alerts_bucket.arn_for_objects("alerts/*"),
+                    watchlist.arn_for_objects("deployments/*/watchlist/images/*"),
+                ],
+            )
+        )
+        fn.add_to_role_policy(iam.PolicyStatement(actions=["kms:Decrypt"], resources=[key.key_arn]))
+        self.signing_secret.grant_read(fn)
+        acknowledge(
+            fn,
+            "AwsSolutions-IAM5",
+            "Read-only access to alert crops (alerts/) and enrolment images (deployments/<id>/watchlist/images/):"
+            " object keys carry per-deployment ids unknown at deploy time.",
+            applies_to=[
+                RegexAppliesTo(regex=r"/^Resource::<StorageAlerts[0-9A-F]+\.Arn>\/alerts\/\*$/g"),
+                RegexAppliesTo(
+                    regex=r"/^Resource::<StorageWatchlist[0-9A-F]+\.Arn>\/deployments\/\*\/watchlist\/images\/\*$/g"
+                ),
+            ],
+        )
+
+        access_logs = logs.LogGroup(self, "AccessLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.RETAIN)
+        self.api = apigw.RestApi(
+            self,
+            "RestApi",
+            description="lfr officers: alert page and decisions",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            deploy_options=apigw.StageOptions(
+                stage_name=OFFICER_API_STAGE,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=False, http_method=True, ip=True, protocol=True, request_time=True,
+                    resource_path=True, response_length=True, status=True, user=True,
+                ),
+                # Errors only, never request data: the events carry bearer tokens.
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                throttling_rate_limit=OFFICER_API_THROTTLE_RPS,
+                throttling_burst_limit=OFFICER_API_THROTTLE_BURST,
+            ),
+        )
+        acknowledge(
+            self.api,
+            "AwsSolutions-IAM4",
+            "API Gateway's account-level CloudWatch role (AmazonAPIGatewayPushToCloudWatchLogs) only writes logs.",
+            applies_to=[
+                "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+            ],
+        )
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG3",
+            "Regional API with stage throttling; WAF is attached per force (shared web ACLs), not per app.",
+        )
+        integration = apigw.LambdaIntegration(fn, proxy=True)
+        # Path parameters are required at the gateway; the body (one enum field) is validated in the function.
+        validator = self.api.add_request_validator(
+            "Validate", validate_request_parameters=True, validate_request_body=True
+        )
+        authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
+        path_params = {"method.request.path.deployment_id": True, "method.request.path.alert_id": True}
+
+        def method(resource: apigw.IResource, verb: str, cognito_auth: bool) -> None:
+            m = resource.add_method(
+                verb,
+                integration,
+                request_parameters=path_params,
+                request_validator=validator,
+                **(
+                    {"authorizer": authorizer, "authorization_type": apigw.AuthorizationType.COGNITO}
+                    if cognito_auth
+                    else {"authorization_type": apigw.AuthorizationType.NONE}
+                ),
+            )
+            if not cognito_auth:
+                acknowledge(
+                    m,
+                    "AwsSolutions-APIG4",
+                    "No API Gateway authorizer by design: the page route serves static HTML holding no alert"
+                    " data; the /t/ routes are authorised in the function by an HMAC-signed token bound to"
+                    " officer and deployment that expires with the deployment.",
+                )
+                acknowledge(m, "AwsSolutions-COG4", "Authorised by the lfr-signed token in the function (see APIG4).")
+
+        def alert_routes(root: apigw.IResource, cognito_auth: bool) -> None:
+            one = root.add_resource("{deployment_id}").add_resource("{alert_id}")
+            method(one, "GET", cognito_auth)
+            method(one.add_resource("decision"), "POST", cognito_auth)
+
+        page = self.api.root.add_resource("alert").add_resource("{deployment_id}").add_resource("{alert_id}")
+        method(page, "GET", False)
+        alert_routes(self.api.root.add_resource("alerts"), True)
+        alert_routes(self.api.root.add_resource("t").add_resource("alerts"), False)
+
+        # The match function puts a signed link to the page in every notification.
+        match_fn.add_environment(ENV_OFFICER_PAGE_URL, self.api.url)
+        match_fn.add_environment(ENV_SIGNING_SECRET_ARN, self.signing_secret.secret_arn)
+        self.signing_secret.grant_read(match_fn)

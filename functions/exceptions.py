@@ -78,3 +78,11 @@ class AuditRejectedError(LfrFunctionError):
 
 class AuditAppendError(LfrFunctionError):
     """The audit chain could not be extended (contention did not settle, or storage failed)."""
+
+
+class TokenError(LfrFunctionError):
+    """An officer's access token was refused; `reason` is a short tag for the audit log (never the token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

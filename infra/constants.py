@@ -51,6 +51,16 @@ ENV_MODEL_DIR = "MODEL_DIR"
 ENV_AUDIT_BUCKET = "AUDIT_BUCKET"
 ENV_CROP_QUEUE_URL = "CROP_QUEUE_URL"
 ENV_CROP_DLQ_URL = "CROP_DLQ_URL"
+ENV_OFFICERS_TABLE = "OFFICERS_TABLE"
+ENV_SIGNING_SECRET_ARN = "SIGNING_SECRET_ARN"
+ENV_OFFICER_PAGE_URL = "OFFICER_PAGE_URL"
+
+# Officers (issue 6): the alert page API and its function.
+OFFICER_API_TIMEOUT_S = 10
+OFFICER_API_MEMORY_MB = 256  # DynamoDB/S3 presign only: no model
+OFFICER_API_STAGE = "prod"
+OFFICER_API_THROTTLE_RPS = 50  # a few officers per deployment; anything more is abuse
+OFFICER_API_THROTTLE_BURST = 100
 
 # CloudFormation outputs the CLI and local runtime read.
 OUTPUT_CROP_QUEUE_URL = "CropQueueUrl"
@@ -62,3 +72,8 @@ OUTPUT_ALERTS_TABLE = "AlertsTableName"
 OUTPUT_ALERT_TOPIC_ARN = "AlertTopicArn"
 OUTPUT_SESSION_STATE_MACHINE_ARN = "SessionStateMachineArn"
 OUTPUT_AUDIT_BUCKET = "AuditBucketName"
+OUTPUT_OFFICERS_TABLE = "OfficersTableName"
+OUTPUT_OFFICER_API_URL = "OfficerApiUrl"
+OUTPUT_SIGNING_SECRET_ARN = "SigningSecretArn"
+OUTPUT_OFFICER_USER_POOL_ID = "OfficerUserPoolId"
+OUTPUT_OFFICER_USER_POOL_CLIENT_ID = "OfficerUserPoolClientId"

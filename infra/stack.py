@@ -17,12 +17,18 @@ from infra.constants import (
     OUTPUT_CROP_DLQ_URL,
     OUTPUT_CROP_QUEUE_URL,
     OUTPUT_DEPLOYMENTS_TABLE,
+    OUTPUT_OFFICER_API_URL,
+    OUTPUT_OFFICER_USER_POOL_CLIENT_ID,
+    OUTPUT_OFFICER_USER_POOL_ID,
+    OUTPUT_OFFICERS_TABLE,
     OUTPUT_SESSION_STATE_MACHINE_ARN,
+    OUTPUT_SIGNING_SECRET_ARN,
     OUTPUT_WATCHLIST_BUCKET,
 )
 from infra.constructs.alerts import AlertTopic
 from infra.constructs.audit import AuditLog, grant_queue_purge
 from infra.constructs.functions import CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
+from infra.constructs.officers import Officers
 from infra.constructs.queues import Queues
 from infra.constructs.session import SessionStateMachine
 from infra.constructs.storage import Storage
@@ -78,6 +84,20 @@ class LfrStack(Stack):
         self.session = SessionStateMachine(
             self, "Session", build_fn=self.functions.build_watchlist, session_fn=self.functions.session
         )
+        # Officers: alert page API, identities, signing key; decisions and refused access are audited.
+        self.officers = Officers(
+            self,
+            "Officers",
+            layer=self.functions.layer,
+            code_dir=code_dir,
+            deployments=self.tables.deployments,
+            alerts_table=self.tables.alerts,
+            watchlist=self.storage.watchlist,
+            alerts_bucket=self.storage.alerts,
+            key=self.data_key,
+            match_fn=self.functions.match,
+        )
+        self.audit.grant_append(self.officers.function)
 
         outputs = {
             OUTPUT_CROP_QUEUE_URL: self.queues.crops.queue_url,
@@ -89,6 +109,11 @@ class LfrStack(Stack):
             OUTPUT_ALERT_TOPIC_ARN: self.alerts.topic.topic_arn,
             OUTPUT_SESSION_STATE_MACHINE_ARN: self.session.state_machine.state_machine_arn,
             OUTPUT_AUDIT_BUCKET: self.audit.bucket.bucket_name,
+            OUTPUT_OFFICERS_TABLE: self.officers.table.table_name,
+            OUTPUT_OFFICER_API_URL: self.officers.api.url,
+            OUTPUT_SIGNING_SECRET_ARN: self.officers.signing_secret.secret_arn,
+            OUTPUT_OFFICER_USER_POOL_ID: self.officers.user_pool.user_pool_id,
+            OUTPUT_OFFICER_USER_POOL_CLIENT_ID: self.officers.app_client.user_pool_client_id,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -293,7 +293,14 @@ def run_deployment(args: Any, admin: Admin, parse_duration: Any) -> int:
         rec = admin.stop(args.deployment_id, args.reason)
         print(f"{rec.deployment_id} STOPPED; the session purges its watchlist and closes")
     elif args.sub == "status":
-        print(json.dumps(admin.get(args.deployment_id).model_dump(mode="json"), indent=2))
+        from functions.logic.officer import latency_summary, outcome_counts
+
+        doc = admin.get(args.deployment_id).model_dump(mode="json")
+        alerts = admin.alerts_of(args.deployment_id)
+        # Officers' decisions (unresolved is never counted as true) and crop-enqueued -> SNS publish latency.
+        doc["alert_outcomes"] = outcome_counts(alerts)
+        doc["queue_to_publish_ms"] = latency_summary(alerts)
+        print(json.dumps(doc, indent=2))
     elif args.sub == "list":
         for rec in admin.list_deployments():
             print(f"{rec.deployment_id:40s} {rec.state:10s} {rec.name}")

@@ -10,6 +10,7 @@ from lfr_cli.admin import Admin, AdminError, add_deployment_parsers, run_deploym
 from lfr_cli.audit import Auditor, add_audit_parsers, run_audit
 from lfr_cli.aws import AwsContext, StackNotFoundError
 from lfr_cli.durations import parse_duration
+from lfr_cli.officers import add_officer_parsers, run_officers
 from lfr_core.errors import DatasetNotFoundError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_deployment_parsers(sub)
     add_audit_parsers(sub)
+    add_officer_parsers(sub)
 
     demo = sub.add_parser("demo", help="a local end-to-end deployment on lfw-dev, scored against truth")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(as_json=args.json, session_s=args.session_seconds)
         if args.command == "deployment":
             return run_deployment(args, _admin(args), parse_duration)
+        if args.command == "officers":
+            admin = _admin(args)
+            return run_officers(args, admin.ctx, admin.actor)
         if args.command == "audit":
             admin = _admin(args)
             return run_audit(args, Auditor(admin.ctx, admin.actor), admin.record)

@@ -120,6 +120,13 @@ class Alert(_Frozen):
     similarity: float
     threshold: float
     queue_to_publish_ms: float | None = None
+    # Officers' side (optional, so alerts published before they existed still parse): the
+    # watchlist entry's reference and reason for inclusion (never the person's full record),
+    # how many times a better crop of the same track updated it, and a short-lived page link.
+    watchlist_reference: str | None = None
+    watchlist_reason: str | None = None
+    revision: int = Field(default=1, ge=1)
+    page_url: str | None = None
 
 
 class AuditAction(StrEnum):

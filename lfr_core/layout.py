@@ -23,6 +23,11 @@ def watchlist_index_key(deployment_id: str) -> str:
     return f"{deployment_prefix(deployment_id)}watchlist/index.npz"
 
 
+def watchlist_entries_key(deployment_id: str) -> str:
+    """Per entry: image file, reference and reason for inclusion (no biometric); purged with the prefix."""
+    return f"{deployment_prefix(deployment_id)}watchlist/entries.json"
+
+
 def alert_crop_key(deployment_id: str, alert_id: str) -> str:
     """Alert evidence lives in the alerts bucket, outside the purged prefix, under its own retention."""
     return f"alerts/{deployment_id}/{alert_id}.jpg"

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from functions.dal._aws import LazyClient, error_code, transient
 from functions.dal.ports import AlertRepository, DeploymentRepository
-from functions.exceptions import DeploymentNotFoundError, StateConflictError
+from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
 from functions.models.records import AlertRecord, DeploymentRecord
 from lfr_core.contracts import DeploymentState
 
@@ -222,3 +222,43 @@ class DynamoAlertRepository(AlertRepository):
                 out.extend(AlertRecord.model_validate(from_item(i)) for i in page.get("Items", []))
         return out
 
+    def replace_if_better(self, record: AlertRecord) -> bool:
+        with transient("alerts.replace_if_better"):
+            try:
+                self._ddb.client.put_item(
+                    TableName=self.table,
+                    Item=to_item(record.to_item()),
+                    # Concurrent crops of one track: only a higher score wins, and never over a decision.
+                    ConditionExpression="attribute_exists(alert_id) AND similarity < :s"
+                    " AND attribute_not_exists(decision)",
+                    ExpressionAttributeValues={":s": to_attr(record.similarity)},
+                )
+            except ClientError as exc:
+                if error_code(exc) == _CONDITION_FAILED:
+                    return False
+                raise
+        return True
+
+    def set_decision(
+        self, deployment_id: str, alert_id: str, decision: str, decided_by: str, decided_at: datetime
+    ) -> bool:
+        with transient("alerts.set_decision"):
+            try:
+                self._ddb.client.update_item(
+                    TableName=self.table,
+                    Key=self._key(deployment_id, alert_id),
+                    UpdateExpression="SET decision = :d, decided_by = :b, decided_at = :t",
+                    ConditionExpression="attribute_exists(alert_id) AND attribute_not_exists(decision)",
+                    ExpressionAttributeValues={
+                        ":d": {"S": str(decision)},
+                        ":b": {"S": decided_by},
+                        ":t": {"S": decided_at.isoformat()},
+                    },
+                )
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+                if self.get(deployment_id, alert_id) is None:
+                    raise ObjectNotFoundError(f"alert {deployment_id}/{alert_id}") from exc
+                return False
+        return True

@@ -129,6 +129,27 @@ class InMemoryAlertRepository(_Faults, AlertRepository):
             AlertRecord.model_validate(v) for (d, _), v in sorted(self.items.items()) if d == deployment_id
         ]
 
+    def replace_if_better(self, record: AlertRecord) -> bool:
+        self._enter("replace_if_better")
+        key = (record.deployment_id, record.alert_id)
+        item = self.items.get(key)
+        if item is None or item.get("decision") is not None or item["similarity"] >= record.similarity:
+            return False
+        self.items[key] = record.to_item()
+        return True
+
+    def set_decision(
+        self, deployment_id: str, alert_id: str, decision: str, decided_by: str, decided_at: datetime
+    ) -> bool:
+        self._enter("set_decision")
+        item = self.items.get((deployment_id, alert_id))
+        if item is None:
+            raise ObjectNotFoundError(f"alert {deployment_id}/{alert_id}")
+        if item.get("decision") is not None:
+            return False
+        item.update(decision=str(decision), decided_by=decided_by, decided_at=decided_at.isoformat())
+        return True
+
 
 class InMemoryObjectStore(_Faults, WatchlistStore, AlertCropStore):
     """One bucket. Serves as the watchlist store and as the alert crop store."""

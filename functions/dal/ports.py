@@ -67,6 +67,17 @@ class AlertRepository(ABC):
     @abstractmethod
     def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]: ...
 
+    @abstractmethod
+    def replace_if_better(self, record: AlertRecord) -> bool:
+        """Overwrite the alert with `record` only if the stored similarity is lower and no officer
+        has decided it yet; False (and no write) otherwise. One alert per track (issue 6)."""
+
+    @abstractmethod
+    def set_decision(
+        self, deployment_id: str, alert_id: str, decision: str, decided_by: str, decided_at: datetime
+    ) -> bool:
+        """Record the officer's decision if there is none yet; False (no write) if already decided.
+        `ObjectNotFoundError` if the alert does not exist."""
 
 
 class WatchlistStore(ABC):

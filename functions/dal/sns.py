@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from functions.dal import push
 from functions.dal._aws import LazyClient, transient
 from functions.dal.ports import AlertPublisher
 from lfr_core.contracts import Alert
@@ -16,12 +17,12 @@ class SnsAlertPublisher(AlertPublisher):
 
     def publish(self, alert: Alert) -> str:
         with transient("sns.publish"):
+            # One message, a payload per protocol (APNs, FCM, SMS, email; `default` = the Alert
+            # JSON); subscribers (officers' devices) filter on the `deployment_id` attribute.
             resp = self._sns.client.publish(
                 TopicArn=self.topic_arn,
-                Message=alert.model_dump_json(),
-                # Subscribers (officers' devices) filter on this attribute.
-                MessageAttributes={
-                    "deployment_id": {"DataType": "String", "StringValue": alert.deployment_id}
-                },
+                Message=push.message(alert),
+                MessageStructure="json",
+                MessageAttributes=push.message_attributes(alert),
             )
         return str(resp["MessageId"])

@@ -13,10 +13,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
+from functions.dal.officers import SecretSigningKey
 from functions.dal.s3 import S3AlertCropStore, S3WatchlistStore
 from functions.dal.sns import SnsAlertPublisher
 from functions.logic.audit import AuditLog
 from functions.logic.match import MatchService, Prepared
+from functions.logic.officer import PageLinks
 from functions.logic.protocols import Embedder
 from functions.models.env import MatchEnv
 from functions.observability import PowertoolsMetricsSink, logger, metrics
@@ -49,6 +51,11 @@ def get_service() -> MatchService:
             embedder=partial(_embedder_factory, env.model_dir),
             metrics=PowertoolsMetricsSink(metrics),
             audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
+            page_links=(
+                PageLinks(env.officer_page_url, SecretSigningKey(env.signing_secret_arn))
+                if env.officer_page_url and env.signing_secret_arn
+                else None
+            ),
         )
     return _service
 

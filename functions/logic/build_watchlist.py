@@ -34,7 +34,7 @@ from lfr_core.errors import InvalidImageError
 from lfr_core.face.align import align_face, interocular_px
 from lfr_core.face.detect import Detection, pick_central
 from lfr_core.face.image import decode_jpeg
-from lfr_core.layout import watchlist_images_prefix, watchlist_index_key
+from lfr_core.layout import watchlist_entries_key, watchlist_images_prefix, watchlist_index_key
 
 S = DeploymentState
 BUILDABLE = (S.PENDING, S.AUTHORISED, S.BUILDING)
@@ -55,6 +55,9 @@ class ManifestEntry(BaseModel):
 
     entry_id: str = Field(min_length=1, max_length=128)
     label: str = Field(min_length=1, max_length=256)
+    # What officers' alerts show (issue 6): a case/watchlist reference and why the person is listed.
+    reference: str | None = Field(default=None, max_length=128)
+    reason: str | None = Field(default=None, max_length=300)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class BuildService:
         files = [k[len(prefix) :] for k in keys if k != prefix + MANIFEST_NAME and not k.endswith("/")]
 
         rejects: list[EnrolReject] = []
+        entries: dict[str, dict[str, str | None]] = {}
         entry_ids: list[str] = []
         labels: list[str] = []
         chunks: list[np.ndarray] = []
@@ -129,6 +133,11 @@ class BuildService:
                 continue
             entry_ids.append(entry_id)
             labels.append(label)
+            entries[entry_id] = {
+                "file": file,
+                "reference": entry.reference if entry else None,
+                "reason": entry.reason if entry else None,
+            }
             pending.append(crop_or_reason)
             if len(pending) >= EMBED_CHUNK:
                 chunks.append(self.embedder.embed(np.stack(pending)))
@@ -146,6 +155,8 @@ class BuildService:
             raise NoUsableFacesError(f"none of {len(files)} watchlist image(s) yielded a usable face")
 
         data = watchlist.index_bytes(entry_ids, labels, np.concatenate(chunks, axis=0))
+        # Before the index: the match function reads entries when it (re)loads the index.
+        self.watchlists.put_object(watchlist_entries_key(deployment_id), json.dumps(entries).encode())
         etag = self.watchlists.put_object(watchlist_index_key(deployment_id), data)
         self.deployments.update(
             deployment_id,

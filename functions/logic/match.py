@@ -13,6 +13,7 @@ keep a face); logs carry SQS message ids and reason tags, never message content.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -46,26 +47,37 @@ from functions.observability import MetricsSink, logger
 from lfr_core.contracts import CROP_SIZE, AuditAction, CropMessage, InlineJpeg, S3Pointer, utcnow
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.image import decode_jpeg
-from lfr_core.layout import alert_crop_key, deployment_prefix, watchlist_index_key
+from lfr_core.layout import (
+    alert_crop_key,
+    deployment_prefix,
+    watchlist_entries_key,
+    watchlist_images_prefix,
+    watchlist_index_key,
+)
 from lfr_core.matching import WatchlistIndex
 
-# Idempotency choice: a deterministic alert id, uuid5(deployment_id/message_id), with a
-# conditional put of the alert record and a `published_at` marker, rather than the
-# Powertools idempotency table. Why: a replay of the same crop lands on the SAME alert
-# record and the SAME crop key (an overwrite, never a second copy of the face), the
-# idempotency state lives and expires with the alert itself (one TTL, one place to
-# purge), non-matched crops cost no idempotency write, and the logic stays testable
-# without DynamoDB. Like the Powertools table, it is at-least-once for SNS: a crash
-# between publish and `mark_published` republishes the same alert_id, which subscribers
-# can de-duplicate.
+# One alert per track (issue 6): the alert id is uuid5(deployment/camera/track), so every
+# crop of a person walking past lands on the SAME alert record and the SAME crop key. The
+# first crop above threshold creates and publishes it; a later crop of the track replaces
+# it (record, crop, revision + 1) and republishes only if its similarity is higher and no
+# officer has decided the alert yet; anything else publishes and keeps nothing. A replay
+# of the crop the alert currently holds publishes nothing (`published_at` is set). This,
+# rather than the Powertools idempotency table: the state lives and expires with the
+# alert itself (one TTL, one place to purge), non-matched crops cost no write, and the
+# logic stays testable without DynamoDB. At-least-once for SNS: a crash between publish
+# and `mark_published` republishes the same alert id and revision, which devices collapse
+# (APNs thread-id/collapse id, FCM collapse key = alert id).
+# Known race: two concurrent invocations holding crops of the same track both write the
+# one crop key; the record is always the higher score, the stored crop may be the other
+# crop of the same track.
 ALERT_ID_NAMESPACE = uuid.UUID("0b5e8f3e-6a57-4c6e-9d0c-1f2a7c1e4b9d")
 
 DEPLOYMENT_CACHE_TTL_S = 2.0  # a STOP takes effect within this long on a warm container
 MAX_CACHED_INDEXES = 8
 
 
-def alert_id_for(deployment_id: str, crop_message_id: str) -> str:
-    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{deployment_id}/{crop_message_id}"))
+def alert_id_for(deployment_id: str, camera_id: str, track_id: str) -> str:
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{deployment_id}/{camera_id}/{track_id}"))
 
 
 class Outcome(StrEnum):
@@ -88,6 +100,10 @@ class PendingAlert:
     threshold: float
     sent_timestamp_ms: int | None
     retention_days: int = ALERT_RETENTION_DAYS
+    # From the watchlist's entries.json (manifest reference/reason; the enrolment image's key).
+    reference: str | None = None
+    reason: str | None = None
+    image_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,7 @@ class _Valid:
 class _Caches:
     deployments: dict[str, tuple[float, DeploymentRecord | None]] = field(default_factory=dict)
     indexes: dict[str, tuple[str, WatchlistIndex]] = field(default_factory=dict)  # deployment -> (etag, index)
+    entries: dict[str, tuple[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)  # same key
 
 
 def sent_timestamp_ms(record: Mapping[str, Any]) -> int | None:
@@ -137,8 +154,11 @@ class MatchService:
         monotonic: Callable[[], float] = time.monotonic,
         deployment_cache_ttl_s: float = DEPLOYMENT_CACHE_TTL_S,
         audit: AuditLog | None = None,
+        page_links: Callable[[str, str], str] | None = None,
     ) -> None:
         self.audit = audit
+        # (deployment_id, alert_id) -> short-lived alert page link for the notification.
+        self.page_links = page_links
         self.deployments = deployments
         self.alerts = alerts
         self.watchlists = watchlists
@@ -241,6 +261,7 @@ class MatchService:
             for i, match in zip(rows, best, strict=True):
                 v = ready[i]
                 if match.score >= v.deployment.threshold:
+                    entry = self._entries_for(v.deployment).get(match.entry_id) or {}
                     results[v.sqs_id] = Prepared(
                         alert=PendingAlert(
                             message=v.message,
@@ -251,6 +272,11 @@ class MatchService:
                             threshold=v.deployment.threshold,
                             sent_timestamp_ms=v.sent_ms,
                             retention_days=v.deployment.alert_retention_days,
+                            reference=entry.get("reference"),
+                            reason=entry.get("reason"),
+                            image_key=(
+                                watchlist_images_prefix(dep_id) + str(entry["file"]) if entry.get("file") else None
+                            ),
                         )
                     )
                 else:
@@ -345,6 +371,22 @@ class MatchService:
         self._caches.indexes[dep.deployment_id] = (etag, index)
         return index
 
+    def _entries_for(self, dep: DeploymentRecord) -> dict[str, dict[str, Any]]:
+        """entries.json of the deployment's watchlist, cached like the index; {} if absent or unreadable
+        (alerts then carry the entry id and the default reason, and the page shows no enrolment image)."""
+        cached = self._caches.entries.get(dep.deployment_id)
+        if cached is not None and dep.index_etag is not None and cached[0] == dep.index_etag:
+            return cached[1]
+        try:
+            raw = json.loads(self.watchlists.get_object(watchlist_entries_key(dep.deployment_id)))
+            entries = {str(k): dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        except (ObjectNotFoundError, TransientStorageError, ValueError, TypeError):
+            entries = {}
+        if len(self._caches.entries) >= MAX_CACHED_INDEXES and dep.deployment_id not in self._caches.entries:
+            self._caches.entries.pop(next(iter(self._caches.entries)))
+        self._caches.entries[dep.deployment_id] = (dep.index_etag or "", entries)
+        return entries
+
     # -- phase 2: one record -----------------------------------------------------------------
 
     def complete(self, prepared: Prepared) -> Outcome:
@@ -356,18 +398,25 @@ class MatchService:
         assert prepared.outcome is not None
         return prepared.outcome
 
+    def _page_link(self, deployment_id: str, alert_id: str) -> str | None:
+        if self.page_links is None:
+            return None
+        try:
+            return self.page_links(deployment_id, alert_id)
+        except Exception as exc:  # a missing link must not hold the alert back
+            logger.warning("alert page link unavailable", extra={"error_type": type(exc).__name__})
+            return None
+
     def _raise_alert(self, p: PendingAlert) -> Outcome:
         msg = p.message
-        alert_id = alert_id_for(msg.deployment_id, msg.message_id)
+        alert_id = alert_id_for(msg.deployment_id, msg.camera_id, msg.track_id)
+        key = alert_crop_key(msg.deployment_id, alert_id)
+        shortened = p.retention_days if p.retention_days < ALERT_RETENTION_DAYS else None
         record = self.alerts.get(msg.deployment_id, alert_id)
-        if record is not None and record.published_at is not None:
-            self.metrics.count("AlertsDuplicate", 1)
-            return Outcome.DUPLICATE
+        created = False
         if record is None:
             # Crop before record, so a record never points at a missing crop; a retry
             # overwrites the same key rather than leaving a second copy.
-            key = alert_crop_key(msg.deployment_id, alert_id)
-            shortened = p.retention_days if p.retention_days < ALERT_RETENTION_DAYS else None
             self.crops.put_crop(key, p.jpeg, shortened)
             alerted_at = self.clock()
             candidate = AlertRecord(
@@ -384,20 +433,55 @@ class MatchService:
                 threshold=p.threshold,
                 crop_key=key,
                 expires_at_epoch=AlertRecord.expiry_epoch(alerted_at, p.retention_days),
+                watchlist_reference=p.reference,
+                watchlist_reason=p.reason,
+                watchlist_image_key=p.image_key,
             )
-            if self.alerts.put_new(candidate):
-                record = candidate
-            else:  # a concurrent delivery of the same message wrote it first
-                record = self.alerts.get(msg.deployment_id, alert_id) or candidate
-                if record.published_at is not None:
+            created = self.alerts.put_new(candidate)
+            # Lost the race to a concurrent crop of this track (or delivery of this crop): compare.
+            record = candidate if created else self.alerts.get(msg.deployment_id, alert_id)
+            if record is None:
+                raise TransientStorageError("alerts.get: alert missing after a failed conditional put")
+        if not created:
+            if record.crop_message_id == msg.message_id:
+                if record.published_at is not None:  # a replay of the crop the alert holds
                     self.metrics.count("AlertsDuplicate", 1)
                     return Outcome.DUPLICATE
+                # Recorded, not yet published (an interrupted earlier attempt): finish it.
+                self.crops.put_crop(key, p.jpeg, shortened)
+            elif p.similarity > record.similarity and record.decision is None:
+                better = record.model_copy(update={
+                    "crop_message_id": msg.message_id,
+                    "captured_at": msg.captured_at,
+                    "watchlist_entry_id": p.entry_id,
+                    "watchlist_label": p.label,
+                    "similarity": p.similarity,
+                    "watchlist_reference": p.reference,
+                    "watchlist_reason": p.reason,
+                    "watchlist_image_key": p.image_key,
+                    "revision": record.revision + 1,
+                    "published_at": None,
+                    "queue_to_publish_ms": None,
+                })
+                # Record first: if the crop write then fails, the retry sees the record unpublished
+                # and writes the crop before publishing.
+                if not self.alerts.replace_if_better(better):
+                    self.metrics.count("AlertsNotImproved", 1)
+                    return Outcome.DUPLICATE
+                self.crops.put_crop(key, p.jpeg, shortened)
+                record = better
+            else:
+                # Same track, no better (or already decided): nothing of this crop is kept.
+                self.metrics.count("AlertsNotImproved", 1)
+                return Outcome.DUPLICATE
 
         published_at = self.clock()
         q_ms = None
         if p.sent_timestamp_ms is not None:
             q_ms = max(0.0, published_at.timestamp() * 1000.0 - p.sent_timestamp_ms)
-        alert = record.to_alert().model_copy(update={"queue_to_publish_ms": q_ms})
+        alert = record.to_alert().model_copy(
+            update={"queue_to_publish_ms": q_ms, "page_url": self._page_link(msg.deployment_id, alert_id)}
+        )
         self.publisher.publish(alert)
         if self.audit is not None:
             # Before mark_published: a failed audit write retries the record (at-least-once,

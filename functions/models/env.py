@@ -24,6 +24,9 @@ MODEL_DIR = "MODEL_DIR"
 AUDIT_BUCKET = "AUDIT_BUCKET"
 CROP_QUEUE_URL = "CROP_QUEUE_URL"
 CROP_DLQ_URL = "CROP_DLQ_URL"
+OFFICERS_TABLE = "OFFICERS_TABLE"
+SIGNING_SECRET_ARN = "SIGNING_SECRET_ARN"
+OFFICER_PAGE_URL = "OFFICER_PAGE_URL"
 
 
 class _Env(BaseModel):
@@ -47,6 +50,9 @@ class MatchEnv(_Env):
     model_dir: str | None = Field(default=None, alias="MODEL_DIR")
     # Alerts are audited (alert id only) when the stack provides the audit bucket.
     audit_bucket: str | None = Field(default=None, alias="AUDIT_BUCKET")
+    # Officers' alert page (issue 6): notifications carry a signed link when both are set.
+    officer_page_url: str | None = Field(default=None, alias="OFFICER_PAGE_URL")
+    signing_secret_arn: str | None = Field(default=None, alias="SIGNING_SECRET_ARN")
 
 
 class BuildWatchlistEnv(_Env):
@@ -61,3 +67,14 @@ class SessionEnv(_Env):
     audit_bucket: str = Field(alias="AUDIT_BUCKET", min_length=1)
     crop_queue_url: str = Field(alias="CROP_QUEUE_URL", min_length=1)
     crop_dlq_url: str = Field(alias="CROP_DLQ_URL", min_length=1)
+
+
+class OfficerApiEnv(_Env):
+    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
+    alerts_table: str = Field(alias="ALERTS_TABLE", min_length=1)
+    officers_table: str = Field(alias="OFFICERS_TABLE", min_length=1)
+    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
+    alerts_bucket: str = Field(alias="ALERTS_BUCKET", min_length=1)
+    signing_secret_arn: str = Field(alias="SIGNING_SECRET_ARN", min_length=1)
+    # Decisions and refused access are audited when the stack provides the audit bucket.
+    audit_bucket: str | None = Field(default=None, alias="AUDIT_BUCKET")

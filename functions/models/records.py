@@ -6,6 +6,7 @@ Times are timezone-aware datetimes in Python and ISO-8601 UTC strings in DynamoD
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -108,6 +109,13 @@ class DeploymentRecord(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class Decision(StrEnum):
+    """An officer's outcome for one alert (the three buttons of the alert page)."""
+
+    CONFIRMED = "confirmed_engaged"  # a true alert
+    NOT_A_MATCH = "not_a_match"  # a false alert
+    NOT_LOCATED = "could_not_locate"  # unresolved: never counted as true
+
 
 class AlertRecord(Alert):
     """The published `Alert`, plus storage-only attributes."""
@@ -116,6 +124,12 @@ class AlertRecord(Alert):
     expires_at_epoch: int  # DynamoDB TTL attribute
     # Set once the SNS publish succeeded; a replay of the same crop with it set publishes nothing.
     published_at: AwareDatetime | None = None
+    # The officer's decision (issue 6); one per alert, first one wins.
+    decision: Decision | None = None
+    decided_by: str | None = None
+    decided_at: AwareDatetime | None = None
+    # Watchlist image of the matched entry (watchlist bucket), for the alert page; gone after purge.
+    watchlist_image_key: str | None = None
 
     @staticmethod
     def expiry_epoch(alerted_at: datetime, days: int = ALERT_RETENTION_DAYS) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lfr_cli.local.emulate import materialise_unsupported
 from lfr_cli.local.server import ACCOUNT_ID, REGION
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ def deploy(
     template_path = assembly_dir / f"{stack_name}.template.json"
     body = template_path.read_text()
     _note_unsupported(json.loads(body))
+    # Secrets, Cognito, API stages/authorizers: created through their own APIs (moto's CFN skips them).
+    body = json.dumps(materialise_unsupported(json.loads(body), client, stack_name))
     cfn = client("cloudformation")
     kwargs: dict[str, Any] = {
         "StackName": stack_name,
@@ -264,7 +267,7 @@ def deploy(
         outputs=outputs,
         resources=resources,
         assembly_dir=assembly_dir,
-        template=json.loads(body),
+        template=json.loads(template_path.read_text()),  # as synthesised (before local substitutions)
         asset_sources=sources,
         timings=timings,
     )

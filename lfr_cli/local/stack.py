@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lfr_cli.local.apigw import LocalApiGateway, gateways_for
 from lfr_cli.local.deploy import DeployedStack, Synthesiser, deploy
 from lfr_cli.local.esm import EsmPollers, SqsPoller, detach_moto_sqs_invoker, discover_mappings
 from lfr_cli.local.runtime import REPO_ROOT, LocalRuntime
@@ -55,6 +56,7 @@ class LocalStack:
         self._runtime: LocalRuntime | None = None
         self._executor: SfnExecutor | None = None
         self.pollers: EsmPollers | None = None
+        self.gateways: dict[str, LocalApiGateway] = {}
 
     # -- lifecycle
 
@@ -84,6 +86,14 @@ class LocalStack:
             self.client, endpoint, self.deployed, self.log_dir, model_dir=self._model_dir, extra_env=self._extra_env
         )
         self._runtime.discover()
+        # The template's REST APIs on 127.0.0.1; functions (the match function's page links) use its URL.
+        self.gateways = gateways_for(self.deployed.template, self._runtime.invoke)
+        for gw in self.gateways.values():
+            gw.start()
+        if self.gateways:
+            from infra.constants import ENV_OFFICER_PAGE_URL
+
+            self._runtime.extra_env.setdefault(ENV_OFFICER_PAGE_URL, self.api_url)
         detach_moto_sqs_invoker(ACCOUNT_ID, REGION)
         function_arns = {fn.arn for fn in self._runtime.functions.values()}
         mappings = discover_mappings(self.client("lambda"), function_arns)
@@ -111,6 +121,8 @@ class LocalStack:
             self.pollers.stop()
         if self._runtime is not None:
             self._runtime.stop()
+        for gw in self.gateways.values():
+            gw.stop()
         if self._server.endpoint:
             _reset_moto(self._server.endpoint)  # moto's backends are per process: leave none behind
         self._server.stop()
@@ -132,6 +144,13 @@ class LocalStack:
     @property
     def region(self) -> str:
         return REGION
+
+    @property
+    def api_url(self) -> str:
+        """Base URL (ending in /<stage>/) of the stack's REST API (the officers' API) on 127.0.0.1."""
+        if not self.gateways:
+            raise RuntimeError("the stack has no REST API")
+        return next(iter(self.gateways.values())).url
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -159,7 +178,10 @@ class LocalStack:
         return value
 
     def describe(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "outputs": self.outputs, "region": REGION, "stack": self.stack_name}
+        doc = {"endpoint": self.endpoint, "outputs": self.outputs, "region": REGION, "stack": self.stack_name}
+        if self.gateways:
+            doc["api_url"] = self.api_url
+        return doc
 
 
 def _reset_moto(endpoint: str) -> None:

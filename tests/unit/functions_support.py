@@ -119,12 +119,14 @@ def deployment(
     )
 
 
-def crop_message(deployment_id: str, jpeg: bytes, message_id: str | None = None) -> CropMessage:
+def crop_message(
+    deployment_id: str, jpeg: bytes, message_id: str | None = None, track_id: str = "trk-1"
+) -> CropMessage:
     kwargs = {"message_id": message_id} if message_id else {}
     return CropMessage(
         deployment_id=deployment_id,
         camera_id="cam-1",
-        track_id="trk-1",
+        track_id=track_id,
         captured_at=NOW,
         image=InlineJpeg.from_bytes(jpeg),
         landmarks=((38.0, 51.0), (73.0, 51.0), (56.0, 71.0), (41.0, 92.0), (70.0, 92.0)),

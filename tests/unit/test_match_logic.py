@@ -150,12 +150,13 @@ def test_watchlisted_face_alerts_once_with_right_entry(world: World) -> None:
     assert len(alerts) == 1
     a = alerts[0]
     assert a.watchlist_entry_id == f"{name}_0001" and a.watchlist_label == name
-    assert a.alert_id == alert_id_for(DEP, msg.message_id)
+    assert a.alert_id == alert_id_for(DEP, msg.camera_id, msg.track_id)
     assert a.similarity >= a.threshold and a.published_at is not None
     assert a.expires_at_epoch == int(NOW.timestamp()) + 250 // 1000 + 31 * 86400
     assert world.alerts_bucket.objects == {alert_crop_key(DEP, a.alert_id): jpeg}
     ((body, attrs),) = world.publisher.published
     assert attrs == {"deployment_id": DEP}
+    assert a.revision == 1 and a.decision is None
     sent = json.loads(body)
     assert sent["alert_id"] == a.alert_id and sent["crop_message_id"] == msg.message_id
     assert sent["queue_to_publish_ms"] == pytest.approx(250.0)
@@ -236,8 +237,9 @@ def test_inactive_deployment_refused_before_embedding(world: World, case: str) -
 
 
 def test_transient_error_fails_only_that_record(world: World) -> None:
-    a = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 2)))
-    b = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 3)))
+    # Two people (tracks) seen in one batch: one alert each.
+    a = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 2)), track_id="trk-a")
+    b = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 3)), track_id="trk-b")
     world.publisher.fail("publish", TransientStorageError("sns.publish: Throttling"))
     event = sqs_event([("a", a), ("b", b)])
     assert world.run(event) == ["a"]

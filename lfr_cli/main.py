@@ -46,6 +46,33 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--fps", type=float, default=10.0)
     make.add_argument("--concurrent", type=int, default=3, help="people in view at once")
+
+    ev = sub.add_parser("eval", help="open-set 1:N accuracy (TPIR at FPIR, DET) on an identity-labelled folder")
+    ev.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
+    ev.add_argument("--non-mated", type=Path, action="append", default=[], help="extra folder of people not listed")
+    ev.add_argument("--watchlist-size", type=int, help="people listed (default: half of those with 2+ images)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--fusion", type=int, default=1, help="crops per track (1 = single-crop decisions)")
+    ev.add_argument("--fusion-mode", choices=["mean", "max"], default="mean")
+    ev.add_argument("--degrade", choices=["cctv"], help="apply surveillance conditions to probes")
+    ev.add_argument("--flip-tta", action="store_true", help="horizontal-flip test-time augmentation")
+    ev.add_argument("--gate", choices=["production", "none", "strict"], default="production")
+    ev.add_argument("--enrol-images", type=int, default=1, help="images enrolled per listed person")
+    ev.add_argument("--template", choices=["max", "mean"], default="max")
+    ev.add_argument("--ablation", action="store_true", help="also measure each technique with and without")
+    ev.add_argument("--out", type=Path, help="output folder (default build/eval)")
+    ev.add_argument("--threads", type=int, help="onnxruntime threads")
+    ev.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    ev.add_argument("--calibrate-out", type=Path, help="also rebuild the calibration table from the same pass")
+    cal = sub.add_parser("calibrate", help="rebuild the threshold table (target FPIR x watchlist size)")
+    cal.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
+    cal.add_argument("--sizes", default="1,5,10,20,50,100,200,500,1000")
+    cal.add_argument("--lists", type=int, default=20, help="random watchlists per size")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--fusion", type=int, default=3)
+    cal.add_argument("--fusion-mode", choices=["mean", "max"], default="mean")
+    cal.add_argument("--out", type=Path, help="table path (default: the shipped lfr_core/calibration.json)")
+    cal.add_argument("--threads", type=int, help="onnxruntime threads")
     return p
 
 
@@ -75,6 +102,23 @@ def main(argv: list[str] | None = None) -> int:
             from lfr_cli.demo import run_demo
 
             return run_demo(as_json=args.json, session_s=args.session_seconds)
+        if args.command == "eval":
+            from lfr_cli.evaluate import DEFAULT_OUT, run_eval
+
+            return run_eval(
+                args.dataset, args.non_mated, args.watchlist_size, args.seed, args.fusion, args.fusion_mode,
+                args.degrade, args.flip_tta, args.gate, args.enrol_images, args.template, args.ablation,
+                args.out or DEFAULT_OUT, args.json, args.threads, args.calibrate_out,
+            )
+        if args.command == "calibrate":
+            from lfr_cli.evaluate import run_calibrate
+            from lfr_core.calibration import TABLE_PATH
+
+            sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+            return run_calibrate(
+                args.dataset, sizes, args.lists, args.seed, args.fusion, args.fusion_mode,
+                args.out or TABLE_PATH, args.threads,
+            )
         if args.command == "deployment":
             return run_deployment(args, _admin(args), parse_duration)
         if args.command == "officers":

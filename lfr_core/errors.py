@@ -26,3 +26,7 @@ class InvalidIndexError(LfrCoreError, ValueError):
 
 class DatasetNotFoundError(LfrCoreError, FileNotFoundError):
     """The shared evaluation datasets are not where we looked."""
+
+
+class CalibrationError(LfrCoreError, ValueError):
+    """No calibrated threshold for what was asked (outside the table, or the table is missing/bad)."""

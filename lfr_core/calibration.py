@@ -1,0 +1,257 @@
+"""Thresholds from a target FPIR and the watchlist size, via the calibration table shipped with the model.
+
+FPIR grows with the watchlist: every listed person is one more chance for a stranger's face to
+look like someone. So a deployment states the false-alert rate it accepts (e.g. 2e-4, about the
+1 in 6,000 NPL measured for the Met) and its list size, and the threshold comes from
+`calibration.json`, which `lfr calibrate` rebuilds from an identity-labelled folder:
+
+- for each watchlist size, R random lists (seeded) of people, each enrolled from one image through
+  the production build path; non-mated searches = every acquired image (edge path, wire JPEG) of
+  the people not on that list; the top-1 scores of all R lists are pooled;
+- threshold(target, size) = the lowest threshold whose pooled empirical FPIR is <= target;
+- thresholds are made non-decreasing in size (a bigger list never gets a lower threshold), so
+  sampling noise can only err towards fewer false alerts;
+- the same for tracks ("fused"): the fused score of a track of `n` crops (mode as recorded).
+
+Between tabulated sizes and targets the threshold is interpolated linearly in log(size) and
+log(target); outside the table it refuses (CalibrationError) rather than extrapolate a guess.
+The table holds thresholds and counts only: no embeddings, scores of individuals or images.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lfr_core.errors import CalibrationError
+from lfr_core.evaluation import fpir_key, fuse_scores, threshold_at_fpir
+
+TABLE_PATH = Path(__file__).with_name("calibration.json")
+FORMAT_VERSION = 1
+DEFAULT_SIZES: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
+DEFAULT_TARGETS: tuple[float, ...] = (1e-2, 1e-3, 2e-4, 1e-4)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Thresholds for one kind of decision (single crop or fused track) over sizes x targets."""
+
+    sizes: tuple[int, ...]
+    targets: tuple[float, ...]
+    thresholds: Mapping[str, tuple[float, ...]]  # fpir_key(target) -> threshold per size
+    searches: tuple[int, ...]  # pooled non-mated searches per size (what the thresholds rest on)
+
+    def threshold(self, target_fpir: float, watchlist_size: int) -> float:
+        if watchlist_size < 1:
+            raise CalibrationError(f"watchlist size must be >= 1, got {watchlist_size}")
+        if watchlist_size > self.sizes[-1]:
+            raise CalibrationError(
+                f"watchlist size {watchlist_size} is above the largest calibrated size {self.sizes[-1]}: "
+                "run `lfr calibrate` with larger sizes"
+            )
+        lo_t, hi_t = min(self.targets), max(self.targets)
+        if not lo_t <= target_fpir <= hi_t:
+            raise CalibrationError(f"target FPIR {target_fpir} outside the calibrated range {lo_t}..{hi_t}")
+        targets = sorted(self.targets)
+        # Sizes below the smallest tabulated one use its threshold (conservative: FPIR falls with size).
+        size = max(watchlist_size, self.sizes[0])
+
+        def at_size(t: float) -> float:
+            row = self.thresholds[fpir_key(t)]
+            return _interp(math.log(size), [math.log(s) for s in self.sizes], list(row))
+
+        return _interp(math.log(target_fpir), [math.log(t) for t in targets], [at_size(t) for t in targets])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sizes": list(self.sizes),
+            "targets": [fpir_key(t) for t in self.targets],
+            "thresholds": {k: [round(v, 6) for v in row] for k, row in self.thresholds.items()},
+            "non_mated_searches": list(self.searches),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Curve:
+        try:
+            sizes = tuple(int(s) for s in d["sizes"])
+            targets = tuple(float(t) for t in d["targets"])
+            thresholds = {fpir_key(float(k)): tuple(float(v) for v in row) for k, row in d["thresholds"].items()}
+            searches = tuple(int(n) for n in d["non_mated_searches"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"malformed calibration curve: {type(exc).__name__}: {exc}") from exc
+        if not sizes or list(sizes) != sorted(set(sizes)):
+            raise CalibrationError("calibration sizes must be strictly increasing")
+        for t in targets:
+            row = thresholds.get(fpir_key(t))
+            if row is None or len(row) != len(sizes):
+                raise CalibrationError(f"calibration row for FPIR {t} missing or of the wrong length")
+        return cls(sizes, targets, thresholds, searches)
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    if len(xs) == 1:
+        return float(ys[0])
+    i = min(max(bisect.bisect_right(xs, x) - 1, 0), len(xs) - 2)
+    x0, x1 = xs[i], xs[i + 1]
+    w = 0.0 if x1 == x0 else min(max((x - x0) / (x1 - x0), 0.0), 1.0)
+    return float(ys[i] + w * (ys[i + 1] - ys[i]))
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    model: str
+    pipeline: Mapping[str, Any]  # the options the scores were made with (flip TTA, quality gate)
+    single: Curve
+    fused: Curve | None
+    fusion: Mapping[str, Any] | None  # {"n": crops per track, "mode": "mean"|"max"}
+    provenance: Mapping[str, Any]
+
+    def threshold(self, target_fpir: float, watchlist_size: int, fused: bool = False) -> float:
+        if fused:
+            if self.fused is None:
+                raise CalibrationError("the calibration table has no fused (track) thresholds")
+            return self.fused.threshold(target_fpir, watchlist_size)
+        return self.single.threshold(target_fpir, watchlist_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.model,
+            "pipeline": dict(self.pipeline),
+            "provenance": dict(self.provenance),
+            "single": self.single.to_dict(),
+            "fusion": dict(self.fusion) if self.fusion else None,
+            "fused": self.fused.to_dict() if self.fused else None,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CalibrationTable:
+        version = d.get("format_version") if isinstance(d, Mapping) else None
+        if version != FORMAT_VERSION:
+            raise CalibrationError(f"unsupported calibration table (format_version {version!r})")
+        try:
+            return cls(
+                model=str(d["model"]),
+                pipeline=dict(d["pipeline"]),
+                single=Curve.from_dict(d["single"]),
+                fused=Curve.from_dict(d["fused"]) if d.get("fused") else None,
+                fusion=dict(d["fusion"]) if d.get("fusion") else None,
+                provenance=dict(d.get("provenance") or {}),
+            )
+        except KeyError as exc:
+            raise CalibrationError(f"calibration table lacks {exc}") from exc
+
+    @classmethod
+    def load(cls, path: Path = TABLE_PATH) -> CalibrationTable:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise CalibrationError(f"no calibration table at {path}: run `lfr calibrate`") from exc
+        except (OSError, ValueError) as exc:
+            raise CalibrationError(f"unreadable calibration table {path}: {exc}") from exc
+        return cls.from_dict(raw)
+
+
+@lru_cache(maxsize=1)
+def shipped_table() -> CalibrationTable:
+    return CalibrationTable.load(TABLE_PATH)
+
+
+def threshold_for(target_fpir: float, watchlist_size: int, fused: bool = False) -> float:
+    """The cosine threshold that keeps FPIR at or below `target_fpir` for a list of `watchlist_size`.
+
+    `fused=True` gives the threshold for a track's fused score (see the table's `fusion`).
+    """
+    return shipped_table().threshold(target_fpir, watchlist_size, fused)
+
+
+# -- building a table from embeddings (used by `lfr calibrate` and the tests) -------------------
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Embeddings to calibrate on, in memory only: one enrolment per person, probes per person."""
+
+    enrol: Mapping[str, np.ndarray]  # person -> (128,) enrolment embedding (build path)
+    probes: Mapping[str, np.ndarray]  # person -> (k, 128) acquired probe embeddings (edge path)
+
+
+def _top1(entries: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    return (probes @ entries.T).max(axis=1) if probes.size else np.zeros(0, np.float32)
+
+
+def pooled_non_mated(
+    gallery: Gallery,
+    size: int,
+    lists: int,
+    seed: int,
+    fusion: tuple[int, str] | None = None,
+    pool: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Top-1 (or fused-track) non-mated scores pooled over `lists` random lists of `size` people."""
+    candidates = sorted(pool if pool is not None else gallery.enrol)
+    if size > len(candidates):
+        raise CalibrationError(f"cannot draw a list of {size} from {len(candidates)} enrollable people")
+    rng = random.Random(f"{seed}/{size}")
+    out: list[np.ndarray] = []
+    for _ in range(lists):
+        listed = set(rng.sample(candidates, size))
+        entries = np.stack([gallery.enrol[p] for p in sorted(listed)])
+        others = [p for p in sorted(gallery.probes) if p not in listed]
+        if fusion is None:
+            probes = [gallery.probes[p] for p in others if len(gallery.probes[p])]
+            if probes:
+                out.append(_top1(entries, np.concatenate(probes)))
+        else:
+            n, mode = fusion
+            tracks = [t for p in others for t in tracks_of(gallery.probes[p], n, rng)]
+            if tracks:
+                scores = np.stack(tracks) @ entries.T  # (T, n, entries)
+                out.append(fuse_scores(scores, mode).max(axis=1))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def tracks_of(embs: np.ndarray, n: int, rng: random.Random) -> list[np.ndarray]:
+    """Disjoint tracks of n crops of one person, in a seeded random order (a person yields len//n)."""
+    order = list(range(len(embs)))
+    rng.shuffle(order)
+    return [embs[order[i : i + n]] for i in range(0, len(order) - n + 1, n)]
+
+
+def build_curve(
+    gallery: Gallery,
+    sizes: Sequence[int],
+    targets: Sequence[float],
+    lists: int,
+    seed: int,
+    fusion: tuple[int, str] | None = None,
+    pool: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Curve:
+    rows: dict[str, list[float]] = {fpir_key(t): [] for t in targets}
+    searches: list[int] = []
+    for size in sizes:
+        scores = pooled_non_mated(gallery, size, lists, seed, fusion, pool)
+        if scores.size == 0:
+            raise CalibrationError(f"no non-mated searches left for lists of {size}")
+        searches.append(int(scores.size))
+        for t in targets:
+            rows[fpir_key(t)].append(threshold_at_fpir(scores, t))
+        if progress:
+            progress(f"size {size}: {scores.size} non-mated {'tracks' if fusion else 'searches'}")
+    # Monotone in size: a larger list must never get a lower threshold than a smaller one.
+    mono = {k: tuple(np.maximum.accumulate(np.asarray(v)).tolist()) for k, v in rows.items()}
+    return Curve(tuple(sizes), tuple(targets), mono, tuple(searches))

@@ -1,0 +1,104 @@
+"""`lfr eval` and calibration on a few hundred real lfw-dev images, through the production face path.
+
+The small datasets are LFW-layout folders of symlinks under pytest's tmp dir (the images are never
+copied); embeddings stay in memory. Checks: TPIR/FPIR land in a sane range, the DET PNG and JSON are
+written, and a threshold calibrated on one half of the people gives its target FPIR (within the
+interval) on the other half.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lfr_cli.evaluate import Embeddings, calibrate_table, load_folder
+from lfr_cli.main import main
+from lfr_core.calibration import Gallery, pooled_non_mated
+from lfr_core.datasets import LfwImage, read_lfw_manifest
+from lfr_core.evaluation import Rate
+
+pytestmark = pytest.mark.integration
+
+
+def _subset(dest: Path, n_multi: int, n_single: int, seed: int, max_per_person: int = 5) -> Path:
+    by: dict[str, list[LfwImage]] = defaultdict(list)
+    for im in read_lfw_manifest():
+        by[im.identity].append(im)
+    rng = random.Random(seed)
+    multi = rng.sample(sorted(p for p, v in by.items() if len(v) >= 4), n_multi)
+    single = rng.sample(sorted(p for p, v in by.items() if len(v) == 1), n_single)
+    rows = ["identity,file,n_images_of_identity,gender"]
+    for p in multi + single:
+        (dest / "images" / p).mkdir(parents=True)
+        for im in by[p][:max_per_person]:
+            (dest / "images" / p / im.file).symlink_to(im.path)
+            rows.append(f"{p},{im.file},{im.n_images},{im.gender}")
+    (dest / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return dest
+
+
+def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
+    built_models: Path, lfw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _subset(tmp_path / "data", n_multi=24, n_single=60, seed=5)
+    out = tmp_path / "out"
+    rc = main(["eval", "--dataset", str(data), "--watchlist-size", "12", "--seed", "3", "--out", str(out), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["mated"] >= 30 and summary["non_mated"] >= 100
+    assert set(summary["tpir_at_fpir"]) == {"0.01", "0.001", "0.0002", "0.0001"}
+    # SFace on LFW: rank-1 well above chance (1/12) and TPIR at FPIR 1e-2 high on a 12-person list.
+    assert summary["rank1"] >= 0.85
+    assert summary["tpir_at_fpir"]["0.01"] >= 0.7
+    op = summary["operating_points"]["0.01"]
+    assert op["fpir"]["rate"] <= 0.01 and op["fpir"]["ci95"][0] <= op["fpir"]["rate"] <= op["fpir"]["ci95"][1]
+    assert summary["failure_to_enrol"]["n"] == 12
+    assert {"mated", "non_mated"} <= set(summary["failure_to_acquire"])
+    assert {"M", "F", "ratio_F_over_M"} <= set(summary["fairness"]["0.0002"])
+    png = Path(summary["det_png"])
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "eval-s3.json").read_text())["mated"] == summary["mated"]
+    # Nothing of a face is written: only the PNG and the JSON of counts and rates.
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png"]
+
+
+def test_calibrated_threshold_gives_its_target_fpir_on_held_apart_people(
+    built_models: Path, lfw_dir: Path, tmp_path: Path
+) -> None:
+    data = _subset(tmp_path / "data", n_multi=60, n_single=160, seed=11, max_per_person=3)
+    samples = load_folder(data)
+    people = sorted({s.identity for s in samples})
+    random.Random(0).shuffle(people)
+    half_a = set(people[: len(people) // 2])
+    emb = Embeddings()
+    size, target = 5, 1e-2
+    table = calibrate_table(
+        [s for s in samples if s.identity in half_a], emb, sizes=[1, size, 10], targets=[target, 1e-3],
+        lists=30, seed=1, fusion=(3, "mean"), log=lambda _m: None,
+    )
+    threshold = table.threshold(target, size)
+
+    # The other half: the same protocol, people the threshold never saw.
+    b = [s for s in samples if s.identity not in half_a]
+    by: dict[str, list[Path]] = defaultdict(list)
+    for s in b:
+        by[s.identity].append(s.path)
+    multi = [p for p, v in by.items() if len(v) >= 2]
+    emb.enrol(by[p][0] for p in multi)
+    emb.probe([s.path for s in b])
+    enrol = {p: e[0] for p in multi if not isinstance(e := emb.enrolled[by[p][0]], str)}
+    probes = {
+        p: np.stack(v) if (v := [emb.probes[x].emb(False) for x in paths if emb.probes[x].acquired(0.3)])
+        else np.zeros((0, 128), np.float32)
+        for p, paths in by.items()
+    }
+    scores = pooled_non_mated(Gallery(enrol, probes), size, lists=30, seed=2)
+    measured = Rate(int(np.sum(scores >= threshold)), int(scores.size))
+    lo, hi = measured.ci
+    assert measured.n >= 2000
+    assert lo <= target <= hi, f"target {target} outside measured FPIR {measured} at threshold {threshold:.3f}"

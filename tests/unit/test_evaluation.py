@@ -1,0 +1,165 @@
+"""The open-set metrics, intervals and calibration lookup on synthetic scores with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lfr_core.calibration import CalibrationTable, Curve, threshold_for
+from lfr_core.errors import CalibrationError
+from lfr_core.evaluation import (
+    OpenSetResult,
+    Rate,
+    clopper_pearson,
+    fpir_key,
+    fuse_scores,
+    summarise,
+    threshold_at_fpir,
+    wilson_interval,
+)
+
+
+def test_intervals_match_published_values() -> None:
+    # Reference values: Clopper-Pearson and Wilson for 5/10, 0/10, 10/10 (e.g. R's binom.test / prop.test).
+    assert clopper_pearson(5, 10) == pytest.approx((0.187086, 0.812914), abs=1e-6)
+    assert wilson_interval(5, 10) == pytest.approx((0.236593, 0.763407), abs=1e-6)
+    assert clopper_pearson(0, 10) == pytest.approx((0.0, 0.308497), abs=1e-6)
+    assert clopper_pearson(10, 10) == pytest.approx((0.691503, 1.0), abs=1e-6)
+    # Zero false alerts in 6,000 searches bounds FPIR only at ~6.1e-4 ("rule of three" / n ~ 5e-4).
+    assert clopper_pearson(0, 6000)[1] == pytest.approx(1 - 0.025 ** (1 / 6000), rel=1e-9)
+    assert 5.0e-4 < clopper_pearson(0, 6000)[1] < 6.5e-4
+
+
+def _coverage(interval: object, n: int, p: float) -> float:
+    """Exact coverage: sum of Bin(n, p) probabilities of the k whose interval contains p."""
+    total = 0.0
+    for k in range(n + 1):
+        lo, hi = interval(k, n)  # type: ignore[operator]
+        if lo <= p <= hi:
+            total += math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                              + k * math.log(p) + (n - k) * math.log1p(-p))
+    return total
+
+
+@pytest.mark.parametrize("p", [0.003, 0.05, 0.5, 0.9])
+def test_clopper_pearson_never_covers_less_than_95_percent(p: float) -> None:
+    assert _coverage(clopper_pearson, 60, p) >= 0.95
+
+
+def test_bad_counts_are_refused() -> None:
+    with pytest.raises(ValueError):
+        clopper_pearson(3, 2)
+    with pytest.raises(ValueError):
+        Rate(-1, 5).ci  # noqa: B018
+
+
+def test_threshold_at_fpir_lets_exactly_floor_target_n_through() -> None:
+    nm = np.arange(1, 1001) / 1000.0  # 0.001 .. 1.000
+    t = threshold_at_fpir(nm, 1e-2)
+    assert int(np.sum(nm >= t)) == 10 and 0.990 < t <= 0.991
+    # Below 1/n the threshold sits just above the top score: FPIR 0 (only the interval bounds it).
+    t = threshold_at_fpir(nm, 1e-4)
+    assert t > 1.0 and int(np.sum(nm >= t)) == 0
+    # Ties at the cut stay below: never more than the target lets through.
+    tied = np.array([0.5] * 50 + [0.1] * 950)
+    assert int(np.sum(tied >= threshold_at_fpir(tied, 1e-2))) == 0
+    with pytest.raises(ValueError):
+        threshold_at_fpir(np.array([]), 1e-2)
+
+
+def test_open_set_rates_count_failures_to_acquire_and_wrong_identities_as_misses() -> None:
+    r = OpenSetResult(
+        mated_scores=np.array([0.9, 0.8, 0.7, 0.95, -np.inf]),
+        mated_correct=np.array([True, True, True, False, False]),  # one wrong top-1, one no face
+        non_mated_scores=np.array([0.2, 0.3, 0.75, 0.4]),
+    )
+    assert r.rank1() == Rate(3, 5)
+    assert r.tpir(0.75) == Rate(2, 5)
+    assert r.fpir(0.75) == Rate(1, 4)
+    op = r.at_fpir(0.25)  # floor(0.25 * 4) = 1 false alert allowed -> threshold just above 0.4
+    assert op.fpir == Rate(1, 4) and op.tpir == Rate(3, 5) and op.fnir == Rate(2, 5)
+    s = summarise(r, fpirs=(0.25,))
+    assert s["mated"] == 5 and s["non_mated"] == 4 and s["rank1"] == 0.6
+    assert s["tpir_at_fpir"] == {"0.25": 0.6}
+    json.dumps(s)  # JSON-able as written by `lfr eval`
+
+
+def test_det_curve_agrees_with_the_rates_at_every_threshold() -> None:
+    rng = np.random.default_rng(0)
+    r = OpenSetResult(rng.normal(0.6, 0.1, 300), rng.random(300) > 0.05, rng.normal(0.2, 0.1, 2000))
+    t, fp, fn = r.det()
+    assert np.all(np.diff(fp) <= 0) and np.all(np.diff(fn) >= 0)
+    for i in (0, 17, len(t) // 2, len(t) - 1):
+        assert fp[i] == pytest.approx(r.fpir(t[i]).value)
+        assert fn[i] == pytest.approx(1 - r.tpir(t[i]).value)
+
+
+def test_fpir_keys_are_written_positionally() -> None:
+    assert [fpir_key(f) for f in (1e-2, 1e-3, 2e-4, 1e-4)] == ["0.01", "0.001", "0.0002", "0.0001"]
+
+
+def test_track_fusion_max_and_mean() -> None:
+    s = np.array([[[0.1, 0.6], [0.5, 0.2], [0.3, 0.1]]])  # 1 track, 3 crops, 2 entries
+    assert fuse_scores(s, "max")[0] == pytest.approx([0.5, 0.6])
+    assert fuse_scores(s, "mean")[0] == pytest.approx([0.3, 0.3])
+    with pytest.raises(ValueError):
+        fuse_scores(s, "median")
+
+
+def _curve() -> Curve:
+    return Curve(
+        sizes=(10, 100), targets=(1e-3, 1e-2),
+        thresholds={"0.001": (0.50, 0.60), "0.01": (0.40, 0.50)}, searches=(1000, 1000),
+    )
+
+
+def test_curve_interpolates_in_log_size_and_log_target_and_refuses_outside() -> None:
+    c = _curve()
+    assert c.threshold(1e-3, 10) == pytest.approx(0.50)
+    assert c.threshold(1e-3, 100) == pytest.approx(0.60)
+    assert c.threshold(1e-3, 5) == pytest.approx(0.50)  # below the table: the smallest size (conservative)
+    assert c.threshold(1e-3, 31) == pytest.approx(0.50 + 0.10 * math.log(31 / 10) / math.log(10))
+    assert c.threshold(math.sqrt(1e-5), 10) == pytest.approx(0.45)
+    for target, size in ((1e-4, 10), (0.1, 10), (1e-3, 101), (1e-3, 0)):
+        with pytest.raises(CalibrationError):
+            c.threshold(target, size)
+
+
+def test_table_round_trips_and_rejects_malformed(tmp_path: Path) -> None:
+    t = CalibrationTable("m.onnx", {"flip_tta": False}, _curve(), _curve(), {"n": 3, "mode": "mean"}, {})
+    t.write(tmp_path / "c.json")
+    back = CalibrationTable.load(tmp_path / "c.json")
+    assert back.threshold(1e-3, 100, fused=True) == pytest.approx(0.60)
+    (tmp_path / "bad.json").write_text(json.dumps({"format_version": 1, "model": "m"}))
+    with pytest.raises(CalibrationError):
+        CalibrationTable.load(tmp_path / "bad.json")
+    with pytest.raises(CalibrationError):
+        CalibrationTable.load(tmp_path / "missing.json")
+
+
+def test_shipped_table_is_monotone_and_covers_the_operating_point() -> None:
+    # Stricter target or larger list -> never a lower threshold.
+    for size in (1, 20, 100, 600, 1000):
+        assert threshold_for(1e-4, size) >= threshold_for(2e-4, size) >= threshold_for(1e-2, size)
+        assert threshold_for(2e-4, size, fused=True) >= threshold_for(1e-2, size, fused=True)
+    assert threshold_for(2e-4, 20) <= threshold_for(2e-4, 1000)
+    assert 0.3 < threshold_for(2e-4, 600) < 0.8
+
+
+def test_flip_tta_is_mirror_invariant_and_off_by_default(built_models: Path) -> None:
+    from lfr_core.face.embed import FaceEmbedder
+
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    plain = FaceEmbedder()
+    tta = FaceEmbedder(flip_tta=True)
+    both = plain.embed_both(crops)
+    assert np.array_equal(plain.embed(crops), both[0])  # the default path is unchanged
+    assert np.allclose(tta.embed(crops), both[1], atol=1e-6)
+    # With TTA a crop and its mirror image embed to the same vector.
+    assert np.allclose(tta.embed(crops), tta.embed(crops[:, :, ::-1]), atol=1e-5)
+    assert np.allclose(np.linalg.norm(tta.embed(crops), axis=1), 1.0, atol=1e-5)

@@ -1,8 +1,11 @@
 """`lfr demo`: one local end-to-end deployment on the embedded stack, scored against ground truth.
 
 A 20-person watchlist from lfw-dev (one image each); other images of 10 of them and
-one image each of 100 people not on the list walk past the camera; the session
-expires; the watchlist is purged and verified gone; a late crop is refused.
+one image each of 20 people not on the list walk past the camera in a generated walk-by
+video (`lfr_cli.scenario`), which the real edge uploader reads at its frame rate (dropping
+frames it cannot keep up with), tracks, samples and sends; the session expires; the watchlist
+is purged and verified gone; a late crop is refused. A track's true identity comes from the
+scenario's ground-truth file (who was at the crop's box in the crop's frame).
 """
 
 from __future__ import annotations
@@ -18,16 +21,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_uploader.delivery import Delivery
 from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
+from edge_uploader.runner import Uploader
 from edge_uploader.sender import SqsSender
+from edge_uploader.sources import Frame, FrameSource
+from edge_uploader.spool import Spool
 from infra import constants as C
 from lfr_cli.admin import Admin, AdminError
 from lfr_cli.aws import AwsContext
-from lfr_core.contracts import Alert, DeploymentState
+from lfr_core.contracts import Alert, CropMessage, DeploymentState
 from lfr_core.datasets import LfwImage, read_lfw_manifest
+from lfr_core.face.detect import Detection
 
 DEMO_SEED = 7
 DEMO_CAMERA = "demo-cam-1"
+DEMO_VIDEO_FPS = 8.0
+SESSION_MARGIN_S = 45  # the session must outlast the walk-by video plus the deployment's start-up
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class DemoPlan:
 
 
 def plan_demo(
-    seed: int = DEMO_SEED, watchlist_size: int = 20, shown: int = 10, passers_by: int = 100
+    seed: int = DEMO_SEED, watchlist_size: int = 20, shown: int = 10, passers_by: int = 20
 ) -> DemoPlan:
     """A seeded, reproducible choice of people; nothing is tuned to individual images."""
     by_id: dict[str, list[LfwImage]] = {}
@@ -132,6 +142,17 @@ def run_demo_on(
         verdict = "TRUE " if truth.get(a.track_id) == a.watchlist_label else "FALSE"
         say(f"  ALERT [{verdict}] {a.watchlist_label} similarity={a.similarity:.3f} camera={a.camera_id}")
 
+    from lfr_cli.scenario import Person, make_scenario, track_identity
+
+    scratch = tempfile.TemporaryDirectory(prefix="lfr-demo-video-")
+    video = Path(scratch.name) / "walkby.mp4"
+    say("generating the walk-by video ...")
+    scene = make_scenario(
+        [Person(img.identity, img.path) for img in plan.watchlisted_probes + plan.passers_by],
+        video, Path(scratch.name) / "truth.json", fps=DEMO_VIDEO_FPS, seed=DEMO_SEED, on_no_face="skip",
+    )
+    video_s = scene["n_frames"] / scene["fps"]
+    session_s = max(session_s, int(video_s) + SESSION_MARGIN_S)
     phone = PhoneStandIn(ctx, on_alert)
     try:
         with tempfile.TemporaryDirectory(prefix="lfr-demo-watchlist-") as tmp:
@@ -146,20 +167,26 @@ def run_demo_on(
         say(f"ACTIVE: {rec.watchlist_size} enrolled, {len(rec.enrol_rejects)} rejected, "
             f"expires {rec.expires_at:%H:%M:%S}")
 
-        probes = plan.watchlisted_probes + plan.passers_by
-        who = {img.path: img.identity for img in probes}
-        counts = GateCounts()
-        messages = []
-        for path, msg in image_folder_messages(
-            [img.path for img in probes], FaceCropper(), deployment_id=dep, camera_id=DEMO_CAMERA,
-            counts=counts, faces="central",
-        ):
-            truth[msg.track_id] = who[path]
-            messages.append(msg)
+        # The real uploader, reading the video as a camera (its frame rate; frames it cannot keep up
+        # with are dropped), tracking, sampling and sending through the spooling delivery.
+        def on_crop(msg: CropMessage, frame: Frame, det: Detection) -> None:
+            who = track_identity(scene, frame.index, det.box)
+            if who is not None:
+                truth.setdefault(msg.track_id, who)
+
+        delivery = Delivery(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL],
+                            Spool(Path(scratch.name) / "spool"), expires_at=rec.expires_at)
+        uploader = Uploader(FaceCropper(), delivery, deployment_id=dep, camera_id=DEMO_CAMERA, on_crop=on_crop,
+                            progress=lambda line: say(f"  edge: {line}"), progress_every_s=10.0)
+        with FrameSource(str(video), realtime=True) as source:
+            edge = uploader.run(source)
+        delivery.wait_idle(60)
+        delivered = delivery.close()
+        shown = len(scene["people"])
+        say(f"edge: {shown} people walked past ({video_s:.0f}s of video), {edge.frames_processed}/"
+            f"{edge.frames_read} frames processed, {edge.faces} faces, {edge.tracks} tracks, "
+            f"{edge.below_gate} below the quality gate, {delivered.sent} crops sent")
         sender = SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL])
-        report = sender.send(messages)
-        say(f"edge: {len(probes)} people walked past, {counts.faces} faces, {counts.below_gate} below the "
-            f"quality gate, {report.sent} crops sent")
         _wait_queue_drained(ctx, timeout_s=300)
         time.sleep(2.0)  # let the last SNS deliveries reach the phone
 
@@ -184,10 +211,12 @@ def run_demo_on(
         rec = admin.get(dep)
     finally:
         phone.stop()
+        scratch.cleanup()  # the video and its ground truth are test material, never kept
 
     alerts = phone.alerts
     true_alerts = [a for a in alerts if truth.get(a.track_id) == a.watchlist_label]
-    shown_ids = {img.identity for img in plan.watchlisted_probes}
+    in_video = {p["identity"] for p in scene["people"]}
+    shown_ids = {img.identity for img in plan.watchlisted_probes} & in_video
     hit_ids = {a.watchlist_label for a in true_alerts}
     latencies = [a.queue_to_publish_ms for a in alerts if a.queue_to_publish_ms is not None]
     return DemoSummary(
@@ -195,10 +224,10 @@ def run_demo_on(
         watchlist_size=rec.watchlist_size,
         enrol_rejects=len(rec.enrol_rejects),
         threshold=rec.threshold,
-        crops_sent=report.sent + 1,
-        faces_below_gate=counts.below_gate,
-        watchlisted_people_shown=len(plan.watchlisted_probes),
-        passers_by_shown=len(plan.passers_by),
+        crops_sent=delivered.sent + 1,
+        faces_below_gate=edge.below_gate,
+        watchlisted_people_shown=len(shown_ids),
+        passers_by_shown=len(in_video - shown_ids),
         alerts_true=len(true_alerts),
         alerts_false=len(alerts) - len(true_alerts),
         watchlisted_missed=len(shown_ids - hit_ids),

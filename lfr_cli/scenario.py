@@ -19,7 +19,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -136,8 +136,13 @@ def make_scenario(
     iod_range: tuple[float, float] = DEFAULT_IOD_RANGE,
     seed: int = 0,
     detector: FaceDetector | None = None,
+    on_no_face: Literal["raise", "skip"] = "raise",
 ) -> dict[str, Any]:
-    """Write the walk-by video to `out` (mp4v) and its ground truth to `truth_path`; returns the truth."""
+    """Write the walk-by video to `out` (mp4v) and its ground truth to `truth_path`; returns the truth.
+
+    A person whose image has no detectable face raises `ScenarioError`, or with `on_no_face="skip"`
+    is left out (listed under "skipped" in the truth).
+    """
     if not people:
         raise ScenarioError("no people to walk past the camera")
     if concurrent < 1 or fps <= 0 or walk_s <= 0:
@@ -149,11 +154,16 @@ def make_scenario(
     n_lanes = max(concurrent, 1)
     walk_f = round(walk_s * fps)
     stagger = walk_f / concurrent
-    for i, person in enumerate(people):
+    skipped: list[str] = []
+    for person in people:
         img = cv2.imread(str(person.image), cv2.IMREAD_COLOR)
         patch = _cut_patch(img, detector) if img is not None and img.size else None
         if patch is None:
+            if on_no_face == "skip":
+                skipped.append(person.identity)
+                continue
             raise ScenarioError(f"no face found in {person.image} ({person.identity})")
+        i = len(walks)
         lane = i % n_lanes
         # Lanes spread over the middle of the frame; a face walks in its own lane, so faces do not collide.
         lane_y = height * (0.25 + 0.5 * (lane + 0.5) / n_lanes)
@@ -166,6 +176,8 @@ def make_scenario(
             iod_from=a if grow else b, iod_to=b if grow else a,
             blur=rng.uniform(0.0, 1.2), gain=rng.uniform(0.7, 1.25),
         ))
+    if not walks:
+        raise ScenarioError("no usable face in any of the people's images")
     total = max(w.start_f + w.n_frames for w in walks) + 2
     background = synthetic_background(width, height, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +240,7 @@ def make_scenario(
              "max_iod": round(max(w.iod_from, w.iod_to), 1)}
             for pid, w in enumerate(walks)
         ],
+        "skipped": skipped,
         "frames": frames_truth,
     }
     truth_path.parent.mkdir(parents=True, exist_ok=True)

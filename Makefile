@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: venv models layer test test-fast demo lint clean
+.PHONY: venv models layer test test-fast demo lint clean browser
+CHROMIUM := /usr/bin/chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +24,17 @@ models: venv
 layer: models
 	$(BIN)/python -m layers.build
 
-test: layer lint
+# Headless browser for the alert page tests: Debian's chromium (CI runs as root), never a downloaded one.
+$(CHROMIUM):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
+test: layer lint browser
 	$(BIN)/python -m pytest
 
-test-fast: layer lint
+test-fast: layer lint browser
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: layer

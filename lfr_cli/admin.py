@@ -104,6 +104,9 @@ class Admin:
         prefix = watchlist_images_prefix(record.deployment_id)
         for f in files:
             self.watchlist.put_object(prefix + f.name, f.read_bytes())
+        manifest = watchlist_dir / "manifest.json"
+        if manifest.is_file():  # per-file entry id, label, reference and reason (read by the builder)
+            self.watchlist.put_object(prefix + manifest.name, manifest.read_bytes())
         self.record(AuditAction.WATCHLIST_CHANGE, record.deployment_id, uploaded_images=len(files))
         return record
 

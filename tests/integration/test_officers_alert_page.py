@@ -1,0 +1,304 @@
+"""Officers end to end on the embedded stack: SNS delivery scoped per deployment, one alert per
+track, the APNs/FCM payloads, the alert page in headless Chromium, and the decision in the counts.
+
+One stack and one deployment for the module (deploying costs ~40 s); tests run in file order.
+The alert page tests live here too (rather than in a second module) because two embedded
+stacks cannot share one process (moto's backends are per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
+from edge_uploader.sender import SqsSender
+from functions.dal.officers import SecretSigningKey
+from functions.logic.officer import filter_policy, issue_token
+from functions.models.officers import ChannelKind
+from infra import constants as C
+from lfr_cli.admin import Admin
+from lfr_cli.aws import AwsContext
+from lfr_cli.demo import _wait_queue_drained
+from lfr_cli.local.server import ACCOUNT_ID, REGION
+from lfr_cli.local.stack import LocalStack
+from lfr_cli.main import main as lfr
+from lfr_cli.officers import officer_admin
+from lfr_core.contracts import Alert, CropMessage, DeploymentState, utcnow
+from lfr_core.datasets import LfwImage, read_lfw_manifest
+
+pytestmark = pytest.mark.integration
+SESSION_S = 20 * 60
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+PHONE = {"width": 390, "height": 844}  # an iPhone 12-14 sized viewport
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with LocalStack() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def ctx(stack: LocalStack) -> AwsContext:
+    return AwsContext(region=stack.region, endpoint_url=stack.endpoint)
+
+
+def cli(ctx: AwsContext, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = lfr(["--endpoint-url", str(ctx.endpoint_url), "--region", ctx.region, *argv])
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def people() -> list[list[LfwImage]]:
+    by_id: dict[str, list[LfwImage]] = {}
+    for img in read_lfw_manifest():
+        by_id.setdefault(img.identity, []).append(img)
+    return [by_id[i] for i in sorted(i for i, imgs in by_id.items() if len(imgs) >= 4)[:3]]
+
+
+@pytest.fixture(scope="module")
+def deployments(ctx: AwsContext, people: list[list[LfwImage]], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Deployment A (ACTIVE, watchlist of 3 with references and reasons) and B (another one, not started)."""
+    wl = tmp_path_factory.mktemp("watchlist")
+    manifest = {}
+    for n, imgs in enumerate(people):
+        (wl / imgs[0].file).symlink_to(imgs[0].path)
+        manifest[imgs[0].file] = {"entry_id": Path(imgs[0].file).stem, "label": imgs[0].identity,
+                                  "reference": f"WL-{n:04d}", "reason": "Wanted on warrant (test)"}
+    (wl / "manifest.json").write_text(json.dumps(manifest))
+    admin = Admin(ctx)
+    a = admin.create_authorise_start("officers-a", wl, duration_s=SESSION_S)
+    b = admin.create_deployment("officers-b", wl, SESSION_S)
+    admin.wait_for(a.deployment_id, {DeploymentState.ACTIVE}, timeout_s=300)
+    return [a.deployment_id, b.deployment_id]
+
+
+class Phone:
+    """An SQS queue registered as an officer's channel (through the same code path as APNs/FCM)."""
+
+    def __init__(self, ctx: AwsContext, name: str, deployment_id: str) -> None:
+        self.sqs = ctx.client("sqs")
+        self.url = self.sqs.create_queue(QueueName=f"phone-{name}")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.officer = officer_admin(ctx).add_officer(deployment_id, name, [(ChannelKind.SQS, arn)])
+        self.received: list[dict[str, Any]] = []
+
+    def drain(self, settle_s: float = 2.0) -> list[dict[str, Any]]:
+        time.sleep(settle_s)
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            msgs = got.get("Messages", [])
+            if not msgs:
+                return self.received
+            for m in msgs:
+                self.received.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+
+@pytest.fixture(scope="module")
+def phones(ctx: AwsContext, deployments: list[str]) -> dict[str, Phone]:
+    return {"a": Phone(ctx, "pc-alpha", deployments[0]), "b": Phone(ctx, "pc-bravo", deployments[1])}
+
+
+def crops(images: list[LfwImage], deployment_id: str, track_id: str) -> list[CropMessage]:
+    out = []
+    for _, m in image_folder_messages([i.path for i in images], FaceCropper(), deployment_id=deployment_id,
+                                      camera_id="cam-north", counts=GateCounts(), faces="central"):
+        out.append(m.model_copy(update={"track_id": track_id}))
+    assert len(out) == len(images)
+    return out
+
+
+@pytest.fixture(scope="module")
+def walk(ctx: AwsContext, deployments: list[str], phones: dict[str, Phone],
+         people: list[list[LfwImage]]) -> list[CropMessage]:
+    """One watchlisted person walking past: three crops of one track, sent one after another."""
+    msgs = crops(people[0][1:4], deployments[0], "walk-1")
+    sender = SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL])
+    for m in msgs:
+        assert sender.send([m]).sent == 1
+        _wait_queue_drained(ctx, timeout_s=120)
+    return msgs
+
+
+def test_platform_channels_register_with_filter_policies(ctx: AwsContext, deployments: list[str],
+                                                         tmp_path: Path) -> None:
+    p8 = tmp_path / "AuthKey_TEST.p8"
+    p8.write_text("-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n")
+    sa = tmp_path / "fcm.json"
+    sa.write_text(json.dumps({"type": "service_account", "project_id": "lfr-test"}))
+    assert cli(ctx, "officers", "platform", "apns", "--p8", str(p8), "--key-id", "K1", "--team-id", "T1",
+               "--bundle-id", "uk.police.lfr")[0] == 0
+    assert cli(ctx, "officers", "platform", "fcm", "--service-account", str(sa))[0] == 0
+    code, out = cli(ctx, "officers", "add", "--deployment", deployments[0], "--name", "PC Charlie",
+                    "--apns", "a" * 64, "--fcm", "fcm-token-" + "b" * 40, "--sms", "+447700900123",
+                    "--email", "charlie@example.police.uk")
+    assert code == 0, out
+    officer_id = out.split()[1]
+    rec = officer_admin(ctx).officers.get(deployments[0], officer_id)
+    assert rec is not None and [c.kind for c in rec.channels] == ["apns", "fcm", "sms", "email"]
+    assert "a" * 64 not in rec.model_dump_json() and "+447700900123" not in rec.model_dump_json()
+    sns = ctx.client("sns")
+    for ch in rec.channels:
+        attrs = sns.get_subscription_attributes(SubscriptionArn=ch.subscription_arn)["Attributes"]
+        assert json.loads(attrs["FilterPolicy"]) == filter_policy(deployments[0])
+    endpoints = [c.endpoint_arn for c in rec.channels if c.endpoint_arn]
+    assert len(endpoints) == 2
+    # Bad input: a clear refusal and nothing half-registered.
+    before = len(officer_admin(ctx).officers.list_for_deployment(deployments[0]))
+    code, _ = cli(ctx, "officers", "add", "--deployment", deployments[0], "--name", "X", "--sms", "07700")
+    assert code == 1 and len(officer_admin(ctx).officers.list_for_deployment(deployments[0])) == before
+
+
+def test_one_track_one_alert_delivered_only_to_assigned_officer(
+    stack: LocalStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], walk: list[CropMessage]
+) -> None:
+    got = phones["a"].drain()
+    alerts = [Alert.model_validate_json(m["Message"]) for m in got]
+    assert alerts, "the assigned officer received nothing"
+    assert {a.alert_id for a in alerts} == {alerts[0].alert_id}  # one track, one alert
+    assert [a.revision for a in alerts] == list(range(1, len(alerts) + 1))  # republished only when better
+    assert all(m["MessageAttributes"]["deployment_id"]["Value"] == deployments[0] for m in got)
+    stored = Admin(ctx).alerts_of(deployments[0])
+    assert [s.alert_id for s in stored] == [alerts[0].alert_id]
+    assert stored[0].similarity == max(a.similarity for a in alerts)
+    last = alerts[-1]
+    assert last.watchlist_reference == "WL-0000" and last.watchlist_reason == "Wanted on warrant (test)"
+    assert last.page_url and last.page_url.startswith(stack.api_url)
+    assert last.queue_to_publish_ms is not None and last.queue_to_publish_ms < 5000
+    assert phones["b"].drain(settle_s=0.5) == []  # not assigned to deployment A: nothing at all
+
+
+def test_published_message_carries_apns_and_fcm_payloads(deployments: list[str], walk: list[CropMessage]) -> None:
+    from moto.sns.models import sns_backends
+
+    topics = sns_backends[ACCOUNT_ID][REGION].topics
+    sent = [n for t in topics.values() for n in t.sent_notifications]
+    assert sent
+    for _, message, _, attributes, _ in sent:
+        doc = json.loads(message)
+        assert {"default", "APNS", "APNS_SANDBOX", "GCM", "sms", "email"} <= set(doc)
+        apns = json.loads(doc["APNS"])
+        assert {"alert", "sound", "thread-id", "mutable-content"} <= set(apns["aps"])
+        assert apns["aps"]["thread-id"] == apns["alert_id"] and apns["aps"]["mutable-content"] == 1
+        fcm = json.loads(doc["GCM"])["fcmV1Message"]["message"]
+        assert {"title", "body"} == set(fcm["notification"])
+        assert fcm["data"]["alert_id"] == apns["alert_id"] == fcm["android"]["collapse_key"]
+        assert (attributes or {})["deployment_id"]["Value"] == deployments[0]
+        # No biometric: no crop bytes, no crop key, no presigned evidence URL.
+        for m in walk:
+            assert m.image.jpeg_b64[:40] not in message  # type: ignore[union-attr]
+        assert "alerts/" not in message and "X-Amz-Signature" not in message
+
+
+# -- the alert page in headless Chromium --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (run `make browser`)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def alert_link(phones: dict[str, Phone]) -> str:
+    alerts = [Alert.model_validate_json(m["Message"]) for m in phones["a"].received]
+    assert alerts and alerts[-1].page_url
+    return alerts[-1].page_url
+
+
+def _page(browser: Any) -> Any:
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    return context.new_page()
+
+
+def test_page_renders_both_images_and_records_not_a_match(
+    ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone], alert_link: str
+) -> None:
+    code, out = cli(ctx, "officers", "token", "--deployment", deployments[0],
+                    "--officer", phones["a"].officer.officer_id, "--json")
+    assert code == 0
+    token = json.loads(out)["token"]
+    page = _page(browser)
+    page.goto(f"{alert_link}#token={token}")
+    page.wait_for_selector("#alert:not([hidden])", timeout=20_000)
+    page.wait_for_function(
+        "['probe', 'watchlist'].every(id => { const i = document.getElementById(id);"
+        " return i.complete && i.naturalWidth > 0; })", timeout=20_000)
+    assert "#token" not in page.url  # the token does not stay in the address bar or history
+    text = page.inner_text("main")
+    assert "cam-north" in text and "WL-0000" in text and "Wanted on warrant (test)" in text
+    for label in ("match confirmed - engaged", "not a match", "could not locate"):
+        assert page.get_by_role("button", name=label, exact=True).is_visible()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "alert_page_phone.png"), full_page=True)
+
+    page.get_by_role("button", name="not a match", exact=True).click()
+    page.wait_for_function("document.getElementById('status').textContent.includes('recorded')", timeout=10_000)
+    (rec,) = Admin(ctx).alerts_of(deployments[0])
+    assert rec.decision == "not_a_match" and rec.decided_by == f"officer:{phones['a'].officer.officer_id}"
+    page.screenshot(path=str(ARTIFACTS / "alert_page_decided.png"), full_page=True)
+    page.context.close()
+
+
+@pytest.mark.parametrize("case", ["expired", "foreign"])
+def test_expired_or_foreign_token_gets_403_and_shows_nothing(
+    stack: LocalStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
+    alert_link: str, case: str,
+) -> None:
+    key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
+    now = utcnow()
+    if case == "expired":
+        token = issue_token(key, phones["a"].officer.officer_id, deployments[0], now - timedelta(seconds=1),
+                            now - timedelta(hours=1))
+    else:  # a valid token of an officer of another deployment
+        token = issue_token(key, phones["b"].officer.officer_id, deployments[1], now + timedelta(hours=1), now)
+    page = _page(browser)
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if "/t/alerts/" in r.url else None)
+    page.goto(f"{alert_link}#token={token}")
+    page.wait_for_selector("#refused:not([hidden])", timeout=20_000)
+    assert statuses == [403]
+    html = page.content()
+    assert "cam-north" not in html and "WL-0000" not in html and "0." not in page.inner_text("#alert")
+    assert page.get_attribute("#probe", "src") is None and page.get_attribute("#watchlist", "src") is None
+    page.screenshot(path=str(ARTIFACTS / f"alert_page_{case}_token.png"), full_page=True)
+    page.context.close()
+    # The refusal is in the audit log.
+    code, out = cli(ctx, "audit", "events", "--deployment", deployments[0])
+    assert code == 0 and "failed_access" in out
+
+
+def test_decision_in_status_and_audit_report(ctx: AwsContext, deployments: list[str]) -> None:
+    code, out = cli(ctx, "deployment", "status", deployments[0])
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["alert_outcomes"] == {"alerts": 1, "true": 0, "false": 1, "unresolved": 0,
+                                     "could_not_locate": 0, "undecided": 0}
+    lat = doc["queue_to_publish_ms"]
+    assert lat["n"] == 1 and 0 <= lat["p50_ms"] <= lat["p95_ms"] <= lat["max_ms"] < 5000
+    code, out = cli(ctx, "audit", "report", "--format", "json")
+    assert code == 0
+    (row,) = [r for r in json.loads(out) if r["deployment_id"] == deployments[0]]
+    assert (row["alerts"], row["true_alerts"], row["false_alerts"], row["unresolved_alerts"]) == (1, 0, 1, 0)

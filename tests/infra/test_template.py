@@ -139,7 +139,7 @@ def test_tables(template: Template) -> None:
     template.has_resource_properties(
         "AWS::DynamoDB::Table", {**common, "KeySchema": [{"AttributeName": "deployment_id", "KeyType": "HASH"}]}
     )
-    template.resource_count_is("AWS::DynamoDB::Table", 3)
+    template.resource_count_is("AWS::DynamoDB::Table", 4)  # + officers (tests/infra/test_officers_template.py)
 
 
 def test_state_machine_states(template: Template) -> None:
@@ -149,6 +149,7 @@ def test_state_machine_states(template: Template) -> None:
     assert states["Validate"]["Parameters"]["Payload"] == {"action": "validate", "deployment_id.$": "$.deployment_id"}
     assert states["Validate"]["Next"] == "BuildWatchlist"
     assert states["Validate"]["Catch"][0]["Next"] == "MarkFailed"  # refused -> FAILED + purge + Fail
+    assert states["MarkFailed"]["Parameters"]["Payload"]["error.$"] == "$.error"  # the reason is recorded
     for name in ("BuildWatchlist", "Activate", "CheckActive", "IsActive", "WaitABit", "Purge", "Close"):
         assert name in states, name
     assert {"MarkFailed", "PurgeAfterFailure", "PurgeFailed", "SessionFailed"} <= set(states)

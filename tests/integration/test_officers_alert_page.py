@@ -183,6 +183,9 @@ def test_one_track_one_alert_delivered_only_to_assigned_officer(
     assert last.page_url and last.page_url.startswith(stack.api_url)
     assert last.queue_to_publish_ms is not None and last.queue_to_publish_ms < 5000
     assert phones["b"].drain(settle_s=0.5) == []  # not assigned to deployment A: nothing at all
+    print(f"\nwalk of {len(walk)} crops -> {len(alerts)} publish(es) of one alert; revisions "
+          f"{[a.revision for a in alerts]}, similarity {[round(a.similarity, 3) for a in alerts]}, "
+          f"queue_to_publish_ms {[round(a.queue_to_publish_ms or 0, 1) for a in alerts]}")
 
 
 def test_published_message_carries_apns_and_fcm_payloads(deployments: list[str], walk: list[CropMessage]) -> None:

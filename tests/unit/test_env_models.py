@@ -37,7 +37,11 @@ def test_names_match_infra_constants() -> None:
         env.ALERT_TOPIC_ARN,
         env.MODEL_DIR,
         env.AUDIT_BUCKET,
+        env.OFFICER_PAGE_URL,
+        env.SIGNING_SECRET_ARN,
     }
+    assert (env.OFFICERS_TABLE, env.SIGNING_SECRET_ARN, env.OFFICER_PAGE_URL) == (
+        C.ENV_OFFICERS_TABLE, C.ENV_SIGNING_SECRET_ARN, C.ENV_OFFICER_PAGE_URL)
 
 
 def test_env_validated() -> None:

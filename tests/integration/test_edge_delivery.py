@@ -88,7 +88,7 @@ def wait_for(cond: Any, timeout_s: float = 20.0) -> None:
 
 def setup(link: Link, tmp_path: Path, **kw: Any) -> tuple[Any, str, Delivery]:
     client = make_client("sqs", link.endpoint, connect_timeout=1, read_timeout=3)
-    url = client.create_queue(QueueName="crops")["QueueUrl"]
+    url = client.create_queue(QueueName=f"crops-{new_id()}")["QueueUrl"]
     delivery = Delivery(client, url, Spool(tmp_path / "spool"), probe_interval_s=0.3, base_delay_s=0.05, **kw)
     return client, url, delivery
 

@@ -25,7 +25,7 @@ from edge_uploader.sources import Frame, FrameSource
 from edge_uploader.spool import Spool
 from lfr_cli.local.server import MotoServer
 from lfr_cli.scenario import make_scenario, people_from_lfw, track_identity
-from lfr_core.contracts import CropMessage
+from lfr_core.contracts import CropMessage, new_id
 from lfr_core.face.detect import Detection
 from lfr_core.face.image import decode_jpeg
 
@@ -46,7 +46,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def sqs() -> Iterator[tuple[MotoServer, Any, str]]:
     with MotoServer() as server:
         client = server.client("sqs")
-        yield server, client, client.create_queue(QueueName="crops")["QueueUrl"]
+        # moto's backends are per process: a queue of its own keeps other modules' leftovers out.
+        yield server, client, client.create_queue(QueueName=f"crops-{new_id()}")["QueueUrl"]
 
 
 def drain(client: Any, url: str) -> list[CropMessage]:

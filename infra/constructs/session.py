@@ -30,6 +30,9 @@ def _payload(action: str | None) -> sfn.TaskInput:
     body: dict[str, Any] = {"deployment_id": sfn.JsonPath.string_at("$.deployment_id")}
     if action is not None:
         body = {"action": action, **body}
+    if action == "fail":
+        # The caught {"Error", "Cause"}: the reason recorded (and audited) for the failure.
+        body["error"] = sfn.JsonPath.object_at("$.error")
     return sfn.TaskInput.from_object(body)
 
 

@@ -1,0 +1,108 @@
+"""Scan everything the stack stores for biometric data of faces that were not matched.
+
+`scan(...)` reads every object version in every bucket, every item of every table, every
+message still in every queue, and every file under the given directories (function logs,
+execution histories), and reports where it finds:
+- any of the `needles` (the exact JPEG bytes of crops that must not be kept, their base64, or a
+  64-character slice of it);
+- a serialised numpy array (`\\x93NUMPY`: an embedding or an index);
+- a run of 16+ comma-separated floats (an embedding written as JSON or text).
+`allow` lists locations (prefix match on the finding's location) that may legitimately hold
+face data, e.g. the alerts bucket's crops of MATCHED faces.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+NPY_MAGIC = b"\x93NUMPY"
+FLOAT_RUN = re.compile(rb"(?:-?\d+\.\d+(?:[eE][-+]?\d+)?\s*,\s*){15,}-?\d+\.\d+")
+SLICE = 64
+
+
+@dataclass(frozen=True)
+class Finding:
+    location: str
+    kind: str
+
+
+def needles_for(jpegs: Iterable[bytes]) -> dict[bytes, str]:
+    """What to look for, per crop: raw bytes, full base64, and a base64 slice from the middle.
+
+    Raw bytes are taken from the middle of the JPEG (entropy-coded data): every crop from the
+    same encoder starts with the same header and quantisation tables.
+    """
+    out: dict[bytes, str] = {}
+    for i, jpeg in enumerate(jpegs):
+        b64 = base64.b64encode(jpeg)
+        half = len(jpeg) // 2
+        out[jpeg[half : half + SLICE]] = f"crop{i}:jpeg"
+        out[b64] = f"crop{i}:base64"
+        mid = len(b64) // 2
+        out[b64[mid : mid + SLICE]] = f"crop{i}:base64-slice"
+    return out
+
+
+def _check(location: str, blob: bytes, needles: dict[bytes, str]) -> list[Finding]:
+    found = [Finding(location, kind) for needle, kind in needles.items() if needle and needle in blob]
+    if NPY_MAGIC in blob:
+        found.append(Finding(location, "numpy-array"))
+    if FLOAT_RUN.search(blob):
+        found.append(Finding(location, "float-array"))
+    return found
+
+
+def scan(
+    session_client: Any,
+    needles: dict[bytes, str],
+    dirs: Iterable[Path] = (),
+    allow: Iterable[str] = (),
+) -> list[Finding]:
+    """`session_client(service)` returns a boto3 client for the stack's endpoint."""
+    findings: list[Finding] = []
+    s3 = session_client("s3")
+    for b in s3.list_buckets().get("Buckets", []):
+        name = b["Name"]
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+            for v in page.get("Versions", []):
+                body = s3.get_object(Bucket=name, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
+                findings += _check(f"s3://{name}/{v['Key']}", body, needles)
+    ddb = session_client("dynamodb")
+    for table in ddb.list_tables().get("TableNames", []):
+        n = 0
+        for page in ddb.get_paginator("scan").paginate(TableName=table):
+            for item in page.get("Items", []):
+                n += 1
+                blob = json.dumps(item, default=str).encode()
+                for attr in item.values():  # binary attributes as stored, not as JSON-escaped text
+                    if "B" in attr:
+                        blob += b"\n" + bytes(attr["B"])
+                findings += _check(f"dynamodb://{table}/item{n}", blob, needles)
+    sqs = session_client("sqs")
+    for url in sqs.list_queues().get("QueueUrls", []):
+        held: list[str] = []
+        try:
+            while True:  # hidden while scanning so each is read once
+                msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                           MessageAttributeNames=["All"]).get("Messages", [])
+                if not msgs:
+                    break
+                for m in msgs:
+                    held.append(m["ReceiptHandle"])
+                    findings += _check(f"sqs://{url.rsplit('/', 1)[-1]}", m["Body"].encode(), needles)
+        finally:  # then put back: the scan must not change what the queue holds
+            for i in range(0, len(held), 10):
+                sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+                    {"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0} for j, h in enumerate(held[i:i + 10])])
+    for d in dirs:
+        for path in sorted(Path(d).rglob("*")):
+            if path.is_file():
+                findings += _check(f"file://{path}", path.read_bytes(), needles)
+    allowed = tuple(allow)
+    return [f for f in findings if not f.location.startswith(allowed)] if allowed else findings

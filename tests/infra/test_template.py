@@ -229,7 +229,8 @@ def test_retention_settings(template: Template) -> None:
     )
     (alerts_bucket,) = [
         b["Properties"] for b in template.find_resources("AWS::S3::Bucket").values()
-        if any(r.get("Id") == "ExpireAlertCrops" for r in b["Properties"].get("LifecycleConfiguration", {}).get("Rules", []))
+        if any(r.get("Id") == "ExpireAlertCrops"
+               for r in b["Properties"].get("LifecycleConfiguration", {}).get("Rules", []))
     ]
     rules = alerts_bucket["LifecycleConfiguration"]["Rules"]
     default = [r for r in rules if "TagFilters" not in r]
@@ -239,7 +240,8 @@ def test_retention_settings(template: Template) -> None:
     assert all(r["TagFilters"][0]["Key"] == ALERT_RETENTION_TAG for r in rules if "TagFilters" in r)
     assert all(d <= ALERT_RETENTION_DAYS for d in tagged.values())  # only ever shorter
     # Queues hold crops for minutes, never SQS's 4-day default; the DLQ outlasts the queue only a little.
-    periods = sorted(q["Properties"]["MessageRetentionPeriod"] for q in template.find_resources("AWS::SQS::Queue").values())
+    queues = template.find_resources("AWS::SQS::Queue").values()
+    periods = sorted(q["Properties"]["MessageRetentionPeriod"] for q in queues)
     assert periods == [CROP_QUEUE_RETENTION_S, CROP_DLQ_RETENTION_S]
     assert CROP_QUEUE_RETENTION_S <= CROP_DLQ_RETENTION_S <= 30 * 60
     assert MAX_SESSION_DURATION_S == 12 * 3600
@@ -269,7 +271,8 @@ def test_audit_bucket_object_lock(template: Template) -> None:
 
 
 def test_session_and_match_functions_can_append_audit_and_purge_queues(template: Template) -> None:
-    fns = {f["Properties"]["Handler"]: f["Properties"] for f in template.find_resources("AWS::Lambda::Function").values()}
+    fns = {f["Properties"]["Handler"]: f["Properties"]
+           for f in template.find_resources("AWS::Lambda::Function").values()}
     session_env = fns["functions.handlers.session.handler"]["Environment"]["Variables"]
     assert {ENV_AUDIT_BUCKET, ENV_CROP_QUEUE_URL, ENV_CROP_DLQ_URL} <= set(session_env)
     assert ENV_AUDIT_BUCKET in fns["functions.handlers.match.handler"]["Environment"]["Variables"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -275,7 +276,8 @@ def test_failed_purge_is_audited_unverified(env) -> None:
 def test_fail_is_audited_with_the_error_message(env) -> None:
     svc, repo, store, _ = env
     _pending(repo, store)
-    cause = '{"errorMessage": "deployment dep-session refused: no authorisation recorded", "errorType": "AuthorisationError"}'
+    cause = json.dumps({"errorMessage": "deployment dep-session refused: no authorisation recorded",
+                        "errorType": "AuthorisationError"})
     rec = svc.handle(
         SessionRequest(action="fail", deployment_id=DEP, error={"Error": "AuthorisationError", "Cause": cause})
     )

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from lfr_core.face.models import cpu_session
 from lfr_core.face.models import model_path as _model_path
 from lfr_core.layout import MODEL_YUNET
 
@@ -121,11 +121,7 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.top_k = top_k
         self.upscale_min_side = upscale_min_side
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # warnings only clutter Lambda logs
-        if intra_op_threads is not None:
-            opts.intra_op_num_threads = intra_op_threads
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, intra_op_threads)
         self._input = self._session.get_inputs()[0].name
         self._outputs = [f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES]
         missing = set(self._outputs) - {o.name for o in self._session.get_outputs()}

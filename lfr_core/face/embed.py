@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from lfr_core.face.align import CROP_SIZE
+from lfr_core.face.models import cpu_session
 from lfr_core.face.models import model_path as _model_path
 from lfr_core.layout import MODEL_SFACE
 
@@ -40,11 +40,7 @@ class FaceEmbedder:
         # lfw-dev is measured by `lfr eval --ablation` (README "Accuracy"), and it doubles the cost.
         self.flip_tta = flip_tta
         path = Path(model_path) if model_path is not None else _model_path(MODEL_SFACE)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # warnings only clutter Lambda logs
-        if intra_op_threads is not None:
-            opts.intra_op_num_threads = intra_op_threads
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, intra_op_threads)
         self._input = self._session.get_inputs()[0].name
         self.model_name = path.name
 

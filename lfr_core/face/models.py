@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import onnxruntime as ort
+
 from lfr_core.errors import ModelNotBuiltError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,3 +36,12 @@ def model_path(name: str) -> Path:
     if not path.is_file():
         raise ModelNotBuiltError(f"model {path} is missing: run `make models` (python -m layers.models)")
     return path
+
+
+def cpu_session(path: Path, intra_op_threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session as every model here is run: quiet logs, optional thread cap."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # warnings only clutter Lambda logs
+    if intra_op_threads is not None:
+        opts.intra_op_num_threads = intra_op_threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

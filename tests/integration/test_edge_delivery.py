@@ -23,6 +23,7 @@ from edge_uploader.spool import Spool
 from lfr_cli.local.server import MotoServer, make_client
 from lfr_core.contracts import CropMessage, new_id, utcnow
 from lfr_core.datasets import read_lfw_manifest
+from tests.integration.sqs_support import drain
 
 pytestmark = pytest.mark.integration
 
@@ -70,13 +71,6 @@ def fresh(msgs: list[CropMessage]) -> list[CropMessage]:
     return [m.model_copy(update={"captured_at": utcnow(), "message_id": new_id()}) for m in msgs]
 
 
-def drain(client: Any, url: str) -> list[CropMessage]:
-    out: list[CropMessage] = []
-    while msgs := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for m in msgs:
-            out.append(CropMessage.model_validate_json(m["Body"]))
-            client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    return out
 
 
 def wait_for(cond: Any, timeout_s: float = 20.0) -> None:

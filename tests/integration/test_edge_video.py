@@ -28,6 +28,7 @@ from lfr_cli.scenario import make_scenario, people_from_lfw, track_identity
 from lfr_core.contracts import CropMessage, new_id
 from lfr_core.face.detect import Detection
 from lfr_core.face.image import decode_jpeg
+from tests.integration.sqs_support import drain
 
 pytestmark = pytest.mark.integration
 N_PEOPLE = 5
@@ -50,13 +51,6 @@ def sqs() -> Iterator[tuple[MotoServer, Any, str]]:
         yield server, client, client.create_queue(QueueName=f"crops-{new_id()}")["QueueUrl"]
 
 
-def drain(client: Any, url: str) -> list[CropMessage]:
-    out: list[CropMessage] = []
-    while msgs := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for m in msgs:
-            out.append(CropMessage.model_validate_json(m["Body"]))
-            client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    return out
 
 
 def test_every_walker_sends_gated_crops_one_track_each_at_most_k(

@@ -46,15 +46,6 @@ CHROMIUM_ARGS = [
 PHONE = {"width": 390, "height": 844}  # an iPhone 12-14 sized viewport
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    with LocalStack() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def ctx(stack: LocalStack) -> AwsContext:
-    return AwsContext(region=stack.region, endpoint_url=stack.endpoint)
 
 
 def cli(ctx: AwsContext, *argv: str) -> tuple[int, str]:

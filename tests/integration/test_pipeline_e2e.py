@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,22 +27,7 @@ pytestmark = pytest.mark.integration
 SESSION_S = 45
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    with LocalStack() as s:
-        yield s
 
-
-@pytest.fixture(scope="module")
-def ctx(stack: LocalStack) -> AwsContext:
-    return AwsContext(region=stack.region, endpoint_url=stack.endpoint)
-
-
-@pytest.fixture(scope="module")
-def phone(ctx: AwsContext) -> Iterator[PhoneStandIn]:
-    p = PhoneStandIn(ctx, on_alert=lambda a: None)
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

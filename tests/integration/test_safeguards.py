@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from contextlib import redirect_stdout
 from datetime import timedelta
 from io import StringIO
@@ -37,28 +36,12 @@ S = DeploymentState
 EXPIRY_S = 20
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    # Its own run dir, so the leak scan reads exactly this run's logs and executions.
-    with LocalStack(run_dir=tmp_path_factory.mktemp("local")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def ctx(stack: LocalStack) -> AwsContext:
-    return AwsContext(region=stack.region, endpoint_url=stack.endpoint)
 
 
 @pytest.fixture(scope="module")
 def admin(ctx: AwsContext) -> Admin:
     return Admin(ctx, actor="cli:test-admin")
 
-
-@pytest.fixture(scope="module")
-def phone(ctx: AwsContext) -> Iterator[PhoneStandIn]:
-    p = PhoneStandIn(ctx, on_alert=lambda a: None)
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

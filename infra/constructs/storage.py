@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -35,32 +37,27 @@ class Storage(Construct):
             "This is the access-log bucket; logging it to itself would loop.",
         )
 
-        # No versioning: a purge must really delete (no noncurrent versions keep a face).
-        self.watchlist = s3.Bucket(
-            self,
-            "Watchlist",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=False,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="watchlist/",
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        def biometric_bucket(bucket_id: str, log_prefix: str, **extra: Any) -> s3.Bucket:
+            # No versioning: a delete must really delete (no noncurrent version keeps a face).
+            return s3.Bucket(
+                self,
+                bucket_id,
+                encryption=s3.BucketEncryption.KMS,
+                encryption_key=key,
+                bucket_key_enabled=True,
+                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                enforce_ssl=True,
+                versioned=False,
+                server_access_logs_bucket=self.access_logs,
+                server_access_logs_prefix=log_prefix,
+                removal_policy=RemovalPolicy.RETAIN,
+                **extra,
+            )
 
-        self.alerts = s3.Bucket(
-            self,
+        self.watchlist = biometric_bucket("Watchlist", "watchlist/")
+        self.alerts = biometric_bucket(
             "Alerts",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=False,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="alerts/",
+            "alerts/",
             # Alert evidence is kept only for the review period, then deleted by S3.
             # A deployment may shorten its retention: its crops carry a tag with the day count and
             # each allowed count has its own rule (S3 lifecycle is per bucket, not per object).
@@ -74,5 +71,4 @@ class Storage(Construct):
                 for days in ALERT_RETENTION_CHOICES_DAYS
                 if days < ALERT_RETENTION_DAYS
             ],
-            removal_policy=RemovalPolicy.RETAIN,
         )

@@ -565,7 +565,8 @@ def run_eval(
     if calibrate_out is not None:
         # The same in-memory embeddings also rebuild the table: one pass over the images, not two.
         _calibrate_with(root, samples=[s for s in samples if not s.extra], emb=emb, sizes=DEFAULT_SIZES,
-                        lists=20, seed=seed, fusion=3, fusion_mode="mean", out=calibrate_out)
+                        lists=20, seed=seed, fusion=3, fusion_mode="mean", out=calibrate_out,
+                        command=summary["command"])
     return 0
 
 
@@ -644,14 +645,15 @@ def run_calibrate(
 
 def _calibrate_with(
     root: Path, samples: list[Sample], emb: Embeddings, sizes: Sequence[int], lists: int, seed: int,
-    fusion: int, fusion_mode: str, out: Path,
+    fusion: int, fusion_mode: str, out: Path, command: str | None = None,
 ) -> int:
     table = calibrate_table(
         samples, emb, sizes, DEFAULT_TARGETS, lists, seed, (fusion, fusion_mode),
         provenance={
             "dataset": root.name, "images": len(samples), "lists_per_size": lists, "seed": seed,
             "built": utcnow().strftime("%Y-%m-%d"),
-            "command": f"lfr calibrate --lists {lists} --seed {seed} --fusion {fusion} --fusion-mode {fusion_mode}",
+            "command": command or f"lfr calibrate --lists {lists} --seed {seed} --fusion {fusion} "
+            f"--fusion-mode {fusion_mode}",
         },
     )
     table.write(out)

@@ -22,7 +22,9 @@ from functions.logic.audit import AuditLog
 from functions.models.records import AlertRecord, Authorisation, DeploymentRecord
 from infra import constants as C
 from lfr_cli.aws import AwsContext
+from lfr_core.calibration import shipped_table, threshold_for
 from lfr_core.contracts import AuditAction, AuditValue, DeploymentState, utcnow
+from lfr_core.errors import CalibrationError
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix
 from lfr_core.thresholds import DEFAULT_THRESHOLD
 
@@ -72,11 +74,17 @@ class Admin:
         duration_s: int,
         threshold: float | None = None,
         alert_retention_days: int = C.ALERT_RETENTION_DAYS,
+        target_fpir: float | None = None,
     ) -> DeploymentRecord:
         """Record the deployment (PENDING) and upload its watchlist under its own prefix.
 
         It does not start: `authorise` then `start` (the session machine checks the authorisation).
+        The threshold is, in order: explicit; calibrated for `target_fpir` at this watchlist's size
+        (the image count bounds the enrolled count from above, erring towards fewer false alerts);
+        else `DEFAULT_THRESHOLD`. Which one, and why, goes into the audit log.
         """
+        if threshold is not None and target_fpir is not None:
+            raise AdminError("give a threshold or a target FPIR, not both")
         if alert_retention_days not in C.ALERT_RETENTION_CHOICES_DAYS:
             raise AdminError(f"alert retention must be one of {C.ALERT_RETENTION_CHOICES_DAYS} days (never longer)")
         try:
@@ -87,6 +95,13 @@ class Admin:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise AdminError(f"watchlist: file names must be unique (they are the entry ids): {dupes[:5]}")
+        source = "explicit" if threshold is not None else "default"
+        if threshold is None and target_fpir is not None:
+            try:
+                threshold = threshold_for(target_fpir, len(files))
+            except CalibrationError as exc:
+                raise AdminError(f"no calibrated threshold: {exc}") from exc
+            source = f"calibrated:{shipped_table().model}"
         record = DeploymentRecord(
             deployment_id=new_deployment_id(name),
             name=name,
@@ -94,12 +109,14 @@ class Admin:
             created_at=utcnow(),
             duration_s=duration_s,
             threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+            target_fpir=target_fpir,
             alert_retention_days=alert_retention_days,
         )
         self.deployments.create(record)
         self.record(
             AuditAction.CREATE, record.deployment_id, name=name[:200], duration_s=duration_s,
-            watchlist_images=len(files), threshold=record.threshold, alert_retention_days=alert_retention_days,
+            watchlist_images=len(files), threshold=record.threshold, threshold_source=source,
+            target_fpir=target_fpir, alert_retention_days=alert_retention_days,
         )
         prefix = watchlist_images_prefix(record.deployment_id)
         for f in files:
@@ -245,7 +262,10 @@ def add_deployment_parsers(sub: Any) -> None:
     create.add_argument("--name", required=True)
     create.add_argument("--watchlist", required=True, type=Path, help="folder of enrolment images")
     create.add_argument("--duration", required=True, help="e.g. 30m, 2h, 90s (at most 12h)")
-    create.add_argument("--threshold", type=float, help="cosine threshold (default: calibrated default)")
+    pick = create.add_mutually_exclusive_group()
+    pick.add_argument("--threshold", type=float, help="explicit cosine threshold (default: DEFAULT_THRESHOLD, 0.55)")
+    pick.add_argument("--target-fpir", type=float,
+                      help="calibrated threshold for this false-positive identification rate at this list's size")
     create.add_argument("--alert-retention-days", type=int, default=C.ALERT_RETENTION_DAYS,
                         choices=C.ALERT_RETENTION_CHOICES_DAYS, help="shorter than 31 days only")
     auth = dep.add_parser("authorise", help="record the authorisation: PENDING -> AUTHORISED")
@@ -273,7 +293,8 @@ def add_deployment_parsers(sub: Any) -> None:
 def run_deployment(args: Any, admin: Admin, parse_duration: Any) -> int:
     if args.sub == "create":
         rec = admin.create_deployment(
-            args.name, args.watchlist, parse_duration(args.duration), args.threshold, args.alert_retention_days
+            args.name, args.watchlist, parse_duration(args.duration), args.threshold, args.alert_retention_days,
+            target_fpir=args.target_fpir,
         )
         print(f"created {rec.deployment_id} ({rec.state}); next: lfr deployment authorise {rec.deployment_id}")
     elif args.sub == "authorise":

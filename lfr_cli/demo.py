@@ -139,8 +139,10 @@ def run_demo_on(
     truth: dict[str, str] = {}  # track id -> who really walked past
 
     def on_alert(a: Alert) -> None:
-        verdict = "TRUE " if truth.get(a.track_id) == a.watchlist_label else "FALSE"
-        say(f"  ALERT [{verdict}] {a.watchlist_label} similarity={a.similarity:.3f} camera={a.camera_id}")
+        who = truth.get(a.track_id)  # the crop's truth may be recorded just after its alert lands
+        verdict = "?    " if who is None else "TRUE " if who == a.watchlist_label else "FALSE"
+        kind = "ALERT " if a.revision <= 1 else "UPDATE"
+        say(f"  {kind} [{verdict}] {a.watchlist_label} similarity={a.similarity:.3f} camera={a.camera_id}")
 
     from lfr_cli.scenario import Person, make_scenario, track_identity
 
@@ -213,7 +215,12 @@ def run_demo_on(
         phone.stop()
         scratch.cleanup()  # the video and its ground truth are test material, never kept
 
-    alerts = phone.alerts
+    # One alert per track: a better crop republishes the same alert id as a new revision.
+    latest: dict[str, Alert] = {}
+    for a in phone.alerts:
+        if a.alert_id not in latest or a.revision > latest[a.alert_id].revision:
+            latest[a.alert_id] = a
+    alerts = list(latest.values())
     true_alerts = [a for a in alerts if truth.get(a.track_id) == a.watchlist_label]
     in_video = {p["identity"] for p in scene["people"]}
     shown_ids = {img.identity for img in plan.watchlisted_probes} & in_video

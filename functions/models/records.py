@@ -77,6 +77,8 @@ class DeploymentRecord(BaseModel):
     created_at: AwareDatetime
     duration_s: int = Field(gt=0)
     threshold: float = Field(ge=-1.0, le=1.0)
+    # The false-positive identification rate the deployment was calibrated for, if it stated one.
+    target_fpir: float | None = Field(default=None, gt=0.0, lt=1.0)
     started_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
     watchlist_size: int = Field(default=0, ge=0)

@@ -203,6 +203,26 @@ def test_after_expiry_purged_within_target_and_audited(admin: Admin, watchlist_d
     assert actions[-3:] == ["expire", "purge", "close"]
 
 
+def test_stated_target_fpir_sets_the_calibrated_threshold_and_is_audited(
+    admin: Admin, watchlist_dir: Path, stack: LocalStack
+) -> None:
+    from lfr_core.calibration import threshold_for
+
+    rec = admin.create_deployment("calibrated", watchlist_dir, duration_s=600, target_fpir=2e-4)
+    n = len(list(watchlist_dir.iterdir()))
+    assert rec.target_fpir == 2e-4 and rec.threshold == pytest.approx(threshold_for(2e-4, n))
+    created = next(e for e in events(admin, rec.deployment_id) if e["action"] == "create")
+    assert created["details"]["threshold"] == pytest.approx(rec.threshold)
+    assert str(created["details"]["threshold_source"]).startswith("calibrated:")
+    assert created["details"]["target_fpir"] == 2e-4
+    # Both at once is ambiguous: refused with a clear message, and nothing is created.
+    with pytest.raises(SystemExit) as refused:
+        cli(stack, "deployment", "create", "--name", "both", "--watchlist", str(watchlist_dir),
+            "--duration", "10m", "--threshold", "0.6", "--target-fpir", "1e-3")
+    assert refused.value.code == 2
+    assert not [d for d in admin.list_deployments() if d.name == "both"]
+
+
 # -- 4. leak scan: real, both ways ---------------------------------------------------------------
 
 

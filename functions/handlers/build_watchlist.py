@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from functions.dal.dynamodb import DynamoDeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
+from functions.handlers._service import Lazy
 from functions.logic.build_watchlist import BuildService, Detector
 from functions.logic.protocols import Embedder
 from functions.models.env import BuildWatchlistEnv
@@ -26,7 +27,6 @@ class BuildRequest(BaseModel):
     deployment_id: DeploymentId
 
 
-_service: BuildService | None = None
 
 
 def _detector(model_dir: str | None) -> Detector:
@@ -41,22 +41,19 @@ def _embedder(model_dir: str | None) -> Embedder:
     return FaceEmbedder(Path(model_dir) / MODEL_SFACE if model_dir else None)
 
 
-def get_service() -> BuildService:
-    global _service
-    if _service is None:
-        env = BuildWatchlistEnv.from_environ()
-        _service = BuildService(
-            DynamoDeploymentRepository(env.deployments_table),
-            S3WatchlistStore(env.watchlist_bucket),
-            detector=partial(_detector, env.model_dir),
-            embedder=partial(_embedder, env.model_dir),
-        )
-    return _service
+def _make() -> BuildService:
+    env = BuildWatchlistEnv.from_environ()
+    return BuildService(
+        DynamoDeploymentRepository(env.deployments_table),
+        S3WatchlistStore(env.watchlist_bucket),
+        detector=partial(_detector, env.model_dir),
+        embedder=partial(_embedder, env.model_dir),
+    )
 
 
-def set_service(service: BuildService | None) -> None:
-    global _service
-    _service = service
+_service = Lazy(_make)
+get_service = _service.get
+set_service = _service.set  # tests install a service over fakes
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -16,6 +16,7 @@ from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentReposi
 from functions.dal.officers import SecretSigningKey
 from functions.dal.s3 import S3AlertCropStore, S3WatchlistStore
 from functions.dal.sns import SnsAlertPublisher
+from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.match import MatchService, Prepared
 from functions.logic.officer import PageLinks
@@ -27,7 +28,6 @@ from lfr_core.layout import MODEL_SFACE
 # A batch where every record failed is reported as all-failed items rather than raised: SQS
 # retries exactly the same records either way, and the response stays one shape.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-_service: MatchService | None = None
 
 
 def _embedder_factory(model_dir: str | None) -> Embedder:
@@ -36,34 +36,30 @@ def _embedder_factory(model_dir: str | None) -> Embedder:
     return FaceEmbedder(Path(model_dir) / MODEL_SFACE if model_dir else None)
 
 
-def get_service() -> MatchService:
+def _make() -> MatchService:
     """Built once per container; env is validated here, on the first (cold) invocation."""
-    global _service
-    if _service is None:
-        env = MatchEnv.from_environ()
-        crops = S3AlertCropStore(env.alerts_bucket)
-        _service = MatchService(
-            deployments=DynamoDeploymentRepository(env.deployments_table),
-            alerts=DynamoAlertRepository(env.alerts_table),
-            watchlists=S3WatchlistStore(env.watchlist_bucket),
-            crops=crops,
-            publisher=SnsAlertPublisher(env.alert_topic_arn),
-            embedder=partial(_embedder_factory, env.model_dir),
-            metrics=PowertoolsMetricsSink(metrics),
-            audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
-            page_links=(
-                PageLinks(env.officer_page_url, SecretSigningKey(env.signing_secret_arn))
-                if env.officer_page_url and env.signing_secret_arn
-                else None
-            ),
-        )
-    return _service
+    env = MatchEnv.from_environ()
+    crops = S3AlertCropStore(env.alerts_bucket)
+    return MatchService(
+        deployments=DynamoDeploymentRepository(env.deployments_table),
+        alerts=DynamoAlertRepository(env.alerts_table),
+        watchlists=S3WatchlistStore(env.watchlist_bucket),
+        crops=crops,
+        publisher=SnsAlertPublisher(env.alert_topic_arn),
+        embedder=partial(_embedder_factory, env.model_dir),
+        metrics=PowertoolsMetricsSink(metrics),
+        audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
+        page_links=(
+            PageLinks(env.officer_page_url, SecretSigningKey(env.signing_secret_arn))
+            if env.officer_page_url and env.signing_secret_arn
+            else None
+        ),
+    )
 
 
-def set_service(service: MatchService | None) -> None:
-    """For tests and the local runtime: run the handler over injected adapters."""
-    global _service
-    _service = service
+_service = Lazy(_make)
+get_service = _service.get
+set_service = _service.set  # tests install a service over fakes
 
 
 def _complete(service: MatchService, prepared: dict[str, Prepared], record: SQSRecord) -> str:

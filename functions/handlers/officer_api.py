@@ -12,34 +12,30 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.officers import DynamoOfficerRepository, S3EvidenceLinks, SecretSigningKey
+from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.officer import OfficerApi
 from functions.models.env import OfficerApiEnv
 from functions.observability import logger, metrics
 
-_service: OfficerApi | None = None
+
+def _make() -> OfficerApi:
+    env = OfficerApiEnv.from_environ()
+    return OfficerApi(
+        deployments=DynamoDeploymentRepository(env.deployments_table),
+        alerts=DynamoAlertRepository(env.alerts_table),
+        officers=DynamoOfficerRepository(env.officers_table),
+        links=S3EvidenceLinks(),
+        key=SecretSigningKey(env.signing_secret_arn),
+        alerts_bucket=env.alerts_bucket,
+        watchlist_bucket=env.watchlist_bucket,
+        audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
+    )
 
 
-def get_service() -> OfficerApi:
-    global _service
-    if _service is None:
-        env = OfficerApiEnv.from_environ()
-        _service = OfficerApi(
-            deployments=DynamoDeploymentRepository(env.deployments_table),
-            alerts=DynamoAlertRepository(env.alerts_table),
-            officers=DynamoOfficerRepository(env.officers_table),
-            links=S3EvidenceLinks(),
-            key=SecretSigningKey(env.signing_secret_arn),
-            alerts_bucket=env.alerts_bucket,
-            watchlist_bucket=env.watchlist_bucket,
-            audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
-        )
-    return _service
-
-
-def set_service(service: OfficerApi | None) -> None:
-    global _service
-    _service = service
+_service = Lazy(_make)
+get_service = _service.get
+set_service = _service.set  # tests install a service over fakes
 
 
 # log_event=False: the event carries the officer's bearer token.

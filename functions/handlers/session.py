@@ -11,30 +11,26 @@ from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoDeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
 from functions.dal.sqs import SqsCropQueues
+from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.session import SessionRequest, SessionService
 from functions.models.env import SessionEnv
 from functions.observability import logger
 
-_service: SessionService | None = None
+
+def _make() -> SessionService:
+    env = SessionEnv.from_environ()
+    return SessionService(
+        DynamoDeploymentRepository(env.deployments_table),
+        S3WatchlistStore(env.watchlist_bucket),
+        audit=AuditLog(S3AuditStore(env.audit_bucket)),
+        queues=SqsCropQueues(env.crop_queue_url, env.crop_dlq_url),
+    )
 
 
-def get_service() -> SessionService:
-    global _service
-    if _service is None:
-        env = SessionEnv.from_environ()
-        _service = SessionService(
-            DynamoDeploymentRepository(env.deployments_table),
-            S3WatchlistStore(env.watchlist_bucket),
-            audit=AuditLog(S3AuditStore(env.audit_bucket)),
-            queues=SqsCropQueues(env.crop_queue_url, env.crop_dlq_url),
-        )
-    return _service
-
-
-def set_service(service: SessionService | None) -> None:
-    global _service
-    _service = service
+_service = Lazy(_make)
+get_service = _service.get
+set_service = _service.set  # tests install a service over fakes
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -4,8 +4,6 @@ CloudFormation, run by the local Lambda runtime, the SQS poller and the ASL exec
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -171,40 +169,3 @@ def test_template_definition_matches_what_moto_resolved(stack: LocalStack) -> No
         stack.client("stepfunctions").describe_state_machine(stateMachineArn=sm.physical_id)["definition"]
     )
     assert from_template == from_moto
-
-
-def _real_app_available() -> bool:
-    try:
-        out = subprocess.run(
-            ["git", "log", "--format=%H", "-1", "--", "infra/app.py"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
-        return False
-    return bool(out.stdout.strip()) and (REPO / "infra" / "app.py").exists()
-
-
-@pytest.mark.skipif(not _real_app_available(), reason="infra/app.py not committed yet")
-def test_real_template_is_discovered(tmp_path: Path) -> None:
-    """Deploy the project's own template; only discovery is checked (the handlers may still be in progress)."""
-    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    from infra.constants import DEFAULT_STACK_NAME, OUTPUT_SESSION_STATE_MACHINE_ARN
-
-    with LocalStack(DEFAULT_STACK_NAME, run_dir=tmp_path, start_pollers=False, start_executor=False) as s:
-        handlers = sorted(fn.handler for fn in s.runtime.functions.values())
-        assert handlers == [
-            "functions.handlers.build_watchlist.handler",
-            "functions.handlers.match.handler",
-            "functions.handlers.session.handler",
-        ]
-        assert s.executor.state_machine_arns == [s.outputs[OUTPUT_SESSION_STATE_MACHINE_ARN]]
-        assert s.executor.load_definitions()  # the real ASL passes the interpreter's validation
-        assert s.pollers is not None
-        (poller,) = s.pollers.pollers
-        match = next(fn for fn in s.runtime.functions.values() if fn.handler.endswith(".match.handler"))
-        assert poller.mapping.function_arn == match.arn
-        assert poller.mapping.report_batch_item_failures
-        print(f"real stack deploy timings: {s.deployed.timings if s.deployed else None}")

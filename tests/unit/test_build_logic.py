@@ -119,3 +119,24 @@ def test_build_refused_once_active(setup) -> None:
     repo.update(DEP, {"state": "ACTIVE"})
     with pytest.raises(DeploymentNotActiveError):
         svc.build(DEP)
+
+
+def test_several_images_of_one_person_enrol_as_templates_of_one_label(setup) -> None:
+    """Multi-image enrolment: each image is a template of its person; a probe is scored against the
+    best of them (max over templates, README "Accuracy"), so more photos can only raise a mated score."""
+    from tests.unit.functions_support import aligned_crop
+
+    svc, _repo, store = setup
+    prefix = watchlist_images_prefix(DEP)
+    for n in (1, 2, 3):
+        store.objects[prefix + f"Colin_Powell_000{n}.jpg"] = lfw_image("Colin_Powell", n).read_bytes()
+    store.objects[prefix + "Ariel_Sharon_0001.jpg"] = lfw_image("Ariel_Sharon", 1).read_bytes()
+    assert build_handler_result(svc, DEP) == {"watchlist_size": 4, "rejected": 0}
+
+    index = watchlist.load_index(store.get_with_etag(watchlist_index_key(DEP))[0])
+    assert sorted(index.labels) == ["Ariel_Sharon", "Colin_Powell", "Colin_Powell", "Colin_Powell"]
+    probe = real_embedder().embed(aligned_crop(lfw_image("Colin_Powell", 4))[None])
+    (best,) = watchlist.best_matches(index, probe)
+    assert best.label == "Colin_Powell"
+    first_only = float(index.embeddings[index.entry_ids.index("Colin_Powell_0001")] @ probe[0])
+    assert best.score >= first_only

@@ -109,3 +109,14 @@ def image_folder_messages(
             yield path, crop.to_message(
                 deployment_id=deployment_id, camera_id=camera_id, track_id=new_id(), captured_at=utcnow()
             )
+
+
+def photo_message(
+    path: Path, *, deployment_id: str, camera_id: str, cropper: FaceCropper | None = None
+) -> CropMessage | None:
+    """The gated crop message of the central face of one still photo, or None if it yields none."""
+    msgs = image_folder_messages(
+        [path], cropper or FaceCropper(), deployment_id=deployment_id, camera_id=camera_id,
+        counts=GateCounts(), faces="central",
+    )
+    return next((m for _, m in msgs), None)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_uploader.delivery import Delivery
-from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
+from edge_uploader.pipeline import FaceCropper, photo_message
 from edge_uploader.runner import Uploader
 from edge_uploader.sender import SqsSender
 from edge_uploader.sources import Frame, FrameSource
@@ -196,13 +196,7 @@ def run_demo_on(
         rec = admin.wait_for(dep, {DeploymentState.CLOSED}, timeout_s=session_s + 300)
         # A crop that arrives after the end must be refused, not matched.
         late_probe = plan.watchlisted_probes[0]
-        late = next(
-            (m for _, m in image_folder_messages(
-                [late_probe.path], FaceCropper(), deployment_id=dep, camera_id=DEMO_CAMERA,
-                counts=GateCounts(), faces="central",
-            )),
-            None,
-        )
+        late = photo_message(late_probe.path, deployment_id=dep, camera_id=DEMO_CAMERA)
         if late is None:
             raise AdminError("late probe produced no crop")
         sender.send([late])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
+from edge_uploader.pipeline import photo_message
 from edge_uploader.sender import SqsSender
 from infra import constants as C
 from lfr_cli.admin import Admin
@@ -49,10 +49,9 @@ def deployment(ctx: AwsContext, people: dict[str, list[LfwImage]], tmp_path_fact
 
 
 def crop_of(img: LfwImage, deployment_id: str) -> CropMessage:
-    msgs = [m for _, m in image_folder_messages([img.path], FaceCropper(), deployment_id=deployment_id,
-                                                camera_id="cam-e2e", counts=GateCounts(), faces="central")]
-    assert msgs, f"no crop from {img.file}"
-    return msgs[0]
+    msg = photo_message(img.path, deployment_id=deployment_id, camera_id="cam-e2e")
+    assert msg is not None, img.file
+    return msg
 
 
 def alerts_for(phone: PhoneStandIn, track_ids: set[str], settle_s: float = 3.0) -> list[Alert]:

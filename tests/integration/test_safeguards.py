@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
+from edge_uploader.pipeline import photo_message
 from edge_uploader.sender import SqsSender
 from functions.dal.audit import entry_key
 from functions.logic.audit import AuditEntry
@@ -64,10 +64,9 @@ def strangers_sent() -> list[CropMessage]:
 
 
 def crop_of(img: LfwImage, deployment_id: str) -> CropMessage:
-    msgs = [m for _, m in image_folder_messages([img.path], FaceCropper(), deployment_id=deployment_id,
-                                                camera_id="cam-safeguards", counts=GateCounts(), faces="central")]
-    assert msgs, img.file
-    return msgs[0]
+    msg = photo_message(img.path, deployment_id=deployment_id, camera_id="cam-safeguards")
+    assert msg is not None, img.file
+    return msg
 
 
 def authorise(admin: Admin, dep: str, *, max_size: int, hours: float = 1.0) -> None:

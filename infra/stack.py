@@ -66,7 +66,6 @@ class LfrStack(Stack):
             deps=FunctionDeps(
                 deployments=self.tables.deployments,
                 alerts_table=self.tables.alerts,
-                idempotency=self.tables.idempotency,
                 watchlist=self.storage.watchlist,
                 alerts_bucket=self.storage.alerts,
                 topic=self.alerts.topic,

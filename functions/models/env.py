@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEPLOYMENTS_TABLE = "DEPLOYMENTS_TABLE"
 ALERTS_TABLE = "ALERTS_TABLE"
-IDEMPOTENCY_TABLE = "IDEMPOTENCY_TABLE"
 WATCHLIST_BUCKET = "WATCHLIST_BUCKET"
 ALERTS_BUCKET = "ALERTS_BUCKET"
 ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
@@ -41,9 +40,6 @@ class _Env(BaseModel):
 class MatchEnv(_Env):
     deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
     alerts_table: str = Field(alias="ALERTS_TABLE", min_length=1)
-    # Alert idempotency is carried by a deterministic alert id (see logic/match.py), so the
-    # Powertools table is accepted but not required.
-    idempotency_table: str | None = Field(default=None, alias="IDEMPOTENCY_TABLE")
     watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
     alerts_bucket: str = Field(alias="ALERTS_BUCKET", min_length=1)
     alert_topic_arn: str = Field(alias="ALERT_TOPIC_ARN", min_length=1)

@@ -26,7 +26,6 @@ from infra.constants import (
     ENV_ALERTS_BUCKET,
     ENV_ALERTS_TABLE,
     ENV_DEPLOYMENTS_TABLE,
-    ENV_IDEMPOTENCY_TABLE,
     ENV_MODEL_DIR,
     ENV_WATCHLIST_BUCKET,
     MATCH_BATCH_SIZE,
@@ -59,7 +58,6 @@ ALERT_OBJECTS = "alerts/*"
 class FunctionDeps:
     deployments: ddb.ITable
     alerts_table: ddb.ITable
-    idempotency: ddb.ITable
     watchlist: s3.IBucket
     alerts_bucket: s3.IBucket
     topic: sns.ITopic
@@ -88,14 +86,13 @@ class Functions(Construct):
             code=lambda_.Code.from_asset(str(layer_dir)),
             compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
             compatible_architectures=[lambda_.Architecture.X86_64],
-            description="numpy, opencv, onnxruntime, pydantic, powertools, lfr_core; models in /opt/models",
+            description="numpy, onnxruntime, pillow, pydantic, powertools, lfr_core; models in /opt/models",
             removal_policy=RemovalPolicy.DESTROY,
         )
         code = lambda_.Code.from_asset(str(code_dir))
         environment = {
             ENV_DEPLOYMENTS_TABLE: deps.deployments.table_name,
             ENV_ALERTS_TABLE: deps.alerts_table.table_name,
-            ENV_IDEMPOTENCY_TABLE: deps.idempotency.table_name,
             ENV_WATCHLIST_BUCKET: deps.watchlist.bucket_name,
             ENV_ALERTS_BUCKET: deps.alerts_bucket.bucket_name,
             ENV_ALERT_TOPIC_ARN: deps.topic.topic_arn,
@@ -156,7 +153,6 @@ class Functions(Construct):
         # crops) under deployments/, write alert records and crops, publish alerts.
         deps.deployments.grant_read_write_data(self.match)
         deps.alerts_table.grant_write_data(self.match)
-        deps.idempotency.grant_read_write_data(self.match)
         allow(self.match, ["s3:GetObject"], [watchlist_objects])
         allow(self.match, ["s3:PutObject"], [alert_objects])
         allow(self.match, ["sns:Publish"], [deps.topic.topic_arn])

@@ -1,4 +1,8 @@
-"""DynamoDB: deployments, alerts (TTL-expired) and the Powertools idempotency table."""
+"""DynamoDB: deployments and alerts (TTL-expired).
+
+No idempotency table: a crop's alert is idempotent through its deterministic alert id and a
+conditional write on the alert record (functions/logic/match.py), state that expires with the alert.
+"""
 
 from __future__ import annotations
 
@@ -33,11 +37,4 @@ class Tables(Construct):
             partition_key=ddb.Attribute(name="deployment_id", type=ddb.AttributeType.STRING),
             sort_key=ddb.Attribute(name="alert_id", type=ddb.AttributeType.STRING),
             time_to_live_attribute="expires_at_epoch",
-        )
-        # Powertools' DynamoDBPersistenceLayer defaults: key attribute `id`, TTL `expiration`.
-        self.idempotency = _table(
-            self,
-            "Idempotency",
-            partition_key=ddb.Attribute(name="id", type=ddb.AttributeType.STRING),
-            time_to_live_attribute="expiration",
         )

@@ -129,17 +129,9 @@ def test_tables(template: Template) -> None:
         {**common, "TimeToLiveSpecification": {"AttributeName": "expires_at_epoch", "Enabled": True}},
     )
     template.has_resource_properties(
-        "AWS::DynamoDB::Table",
-        {
-            **common,
-            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
-            "TimeToLiveSpecification": {"AttributeName": "expiration", "Enabled": True},
-        },
-    )
-    template.has_resource_properties(
         "AWS::DynamoDB::Table", {**common, "KeySchema": [{"AttributeName": "deployment_id", "KeyType": "HASH"}]}
     )
-    template.resource_count_is("AWS::DynamoDB::Table", 4)  # + officers (tests/infra/test_officers_template.py)
+    template.resource_count_is("AWS::DynamoDB::Table", 3)  # + officers (tests/infra/test_officers_template.py)
 
 
 def test_state_machine_states(template: Template) -> None:
@@ -192,7 +184,7 @@ def test_functions_runtime_layer_and_handlers(template: Template) -> None:
         assert len(props["Layers"]) == 1
         env = props["Environment"]["Variables"]
         assert env["MODEL_DIR"] == "/opt/models"
-        for var in ("DEPLOYMENTS_TABLE", "ALERTS_TABLE", "IDEMPOTENCY_TABLE", "WATCHLIST_BUCKET", "ALERTS_BUCKET"):
+        for var in ("DEPLOYMENTS_TABLE", "ALERTS_TABLE", "WATCHLIST_BUCKET", "ALERTS_BUCKET"):
             assert var in env
         handlers.add(props["Handler"])
     assert handlers == {

@@ -14,7 +14,6 @@ from infra import constants as C
 def test_names_match_infra_constants() -> None:
     assert env.DEPLOYMENTS_TABLE == C.ENV_DEPLOYMENTS_TABLE
     assert env.ALERTS_TABLE == C.ENV_ALERTS_TABLE
-    assert env.IDEMPOTENCY_TABLE == C.ENV_IDEMPOTENCY_TABLE
     assert env.WATCHLIST_BUCKET == C.ENV_WATCHLIST_BUCKET
     assert env.ALERTS_BUCKET == C.ENV_ALERTS_BUCKET
     assert env.ALERT_TOPIC_ARN == C.ENV_ALERT_TOPIC_ARN
@@ -31,7 +30,6 @@ def test_names_match_infra_constants() -> None:
     assert aliases == {
         env.DEPLOYMENTS_TABLE,
         env.ALERTS_TABLE,
-        env.IDEMPOTENCY_TABLE,
         env.WATCHLIST_BUCKET,
         env.ALERTS_BUCKET,
         env.ALERT_TOPIC_ARN,

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEPLOYMENTS_TABLE = "DEPLOYMENTS_TABLE"
-ALERTS_TABLE = "ALERTS_TABLE"
-WATCHLIST_BUCKET = "WATCHLIST_BUCKET"
-ALERTS_BUCKET = "ALERTS_BUCKET"
-ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
-MODEL_DIR = "MODEL_DIR"
-AUDIT_BUCKET = "AUDIT_BUCKET"
-CROP_QUEUE_URL = "CROP_QUEUE_URL"
-CROP_DLQ_URL = "CROP_DLQ_URL"
-OFFICERS_TABLE = "OFFICERS_TABLE"
-SIGNING_SECRET_ARN = "SIGNING_SECRET_ARN"
-OFFICER_PAGE_URL = "OFFICER_PAGE_URL"
+DEPLOYMENTS_TABLE: Final = "DEPLOYMENTS_TABLE"
+ALERTS_TABLE: Final = "ALERTS_TABLE"
+WATCHLIST_BUCKET: Final = "WATCHLIST_BUCKET"
+ALERTS_BUCKET: Final = "ALERTS_BUCKET"
+ALERT_TOPIC_ARN: Final = "ALERT_TOPIC_ARN"
+MODEL_DIR: Final = "MODEL_DIR"
+AUDIT_BUCKET: Final = "AUDIT_BUCKET"
+CROP_QUEUE_URL: Final = "CROP_QUEUE_URL"
+CROP_DLQ_URL: Final = "CROP_DLQ_URL"
+OFFICERS_TABLE: Final = "OFFICERS_TABLE"
+SIGNING_SECRET_ARN: Final = "SIGNING_SECRET_ARN"
+OFFICER_PAGE_URL: Final = "OFFICER_PAGE_URL"
 
 
 class _Env(BaseModel):
@@ -38,39 +38,39 @@ class _Env(BaseModel):
 
 
 class MatchEnv(_Env):
-    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
-    alerts_table: str = Field(alias="ALERTS_TABLE", min_length=1)
-    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
-    alerts_bucket: str = Field(alias="ALERTS_BUCKET", min_length=1)
-    alert_topic_arn: str = Field(alias="ALERT_TOPIC_ARN", min_length=1)
-    model_dir: str | None = Field(default=None, alias="MODEL_DIR")
+    deployments_table: str = Field(alias=DEPLOYMENTS_TABLE, min_length=1)
+    alerts_table: str = Field(alias=ALERTS_TABLE, min_length=1)
+    watchlist_bucket: str = Field(alias=WATCHLIST_BUCKET, min_length=1)
+    alerts_bucket: str = Field(alias=ALERTS_BUCKET, min_length=1)
+    alert_topic_arn: str = Field(alias=ALERT_TOPIC_ARN, min_length=1)
+    model_dir: str | None = Field(default=None, alias=MODEL_DIR)
     # Alerts are audited (alert id only) when the stack provides the audit bucket.
-    audit_bucket: str | None = Field(default=None, alias="AUDIT_BUCKET")
+    audit_bucket: str | None = Field(default=None, alias=AUDIT_BUCKET)
     # Officers' alert page (issue 6): notifications carry a signed link when both are set.
-    officer_page_url: str | None = Field(default=None, alias="OFFICER_PAGE_URL")
-    signing_secret_arn: str | None = Field(default=None, alias="SIGNING_SECRET_ARN")
+    officer_page_url: str | None = Field(default=None, alias=OFFICER_PAGE_URL)
+    signing_secret_arn: str | None = Field(default=None, alias=SIGNING_SECRET_ARN)
 
 
 class BuildWatchlistEnv(_Env):
-    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
-    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
-    model_dir: str | None = Field(default=None, alias="MODEL_DIR")
+    deployments_table: str = Field(alias=DEPLOYMENTS_TABLE, min_length=1)
+    watchlist_bucket: str = Field(alias=WATCHLIST_BUCKET, min_length=1)
+    model_dir: str | None = Field(default=None, alias=MODEL_DIR)
 
 
 class SessionEnv(_Env):
-    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
-    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
-    audit_bucket: str = Field(alias="AUDIT_BUCKET", min_length=1)
-    crop_queue_url: str = Field(alias="CROP_QUEUE_URL", min_length=1)
-    crop_dlq_url: str = Field(alias="CROP_DLQ_URL", min_length=1)
+    deployments_table: str = Field(alias=DEPLOYMENTS_TABLE, min_length=1)
+    watchlist_bucket: str = Field(alias=WATCHLIST_BUCKET, min_length=1)
+    audit_bucket: str = Field(alias=AUDIT_BUCKET, min_length=1)
+    crop_queue_url: str = Field(alias=CROP_QUEUE_URL, min_length=1)
+    crop_dlq_url: str = Field(alias=CROP_DLQ_URL, min_length=1)
 
 
 class OfficerApiEnv(_Env):
-    deployments_table: str = Field(alias="DEPLOYMENTS_TABLE", min_length=1)
-    alerts_table: str = Field(alias="ALERTS_TABLE", min_length=1)
-    officers_table: str = Field(alias="OFFICERS_TABLE", min_length=1)
-    watchlist_bucket: str = Field(alias="WATCHLIST_BUCKET", min_length=1)
-    alerts_bucket: str = Field(alias="ALERTS_BUCKET", min_length=1)
-    signing_secret_arn: str = Field(alias="SIGNING_SECRET_ARN", min_length=1)
+    deployments_table: str = Field(alias=DEPLOYMENTS_TABLE, min_length=1)
+    alerts_table: str = Field(alias=ALERTS_TABLE, min_length=1)
+    officers_table: str = Field(alias=OFFICERS_TABLE, min_length=1)
+    watchlist_bucket: str = Field(alias=WATCHLIST_BUCKET, min_length=1)
+    alerts_bucket: str = Field(alias=ALERTS_BUCKET, min_length=1)
+    signing_secret_arn: str = Field(alias=SIGNING_SECRET_ARN, min_length=1)
     # Decisions and refused access are audited when the stack provides the audit bucket.
-    audit_bucket: str | None = Field(default=None, alias="AUDIT_BUCKET")
+    audit_bucket: str | None = Field(default=None, alias=AUDIT_BUCKET)

@@ -47,8 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--profile")
     run.add_argument("--endpoint-url", help="only for the local embedded stack")
     run.add_argument("--min-quality", type=float)
-    run.add_argument("--best-k", type=int, help="crops per track at most (default 3)")
+    run.add_argument("--best-k", type=int, help="crops per track decision at most (default 3, the maximum)")
     run.add_argument("--min-interval", type=float, help="seconds between two crops of one track (default 1)")
+    run.add_argument("--max-wait", type=float,
+                     help="seconds from a track's first crop to sending its crops while in view (default 2.5)")
     run.add_argument("--spool-dir", type=Path)
     run.add_argument("--spool-ttl", type=float, help="seconds a crop may wait for the network (default 300)")
     run.add_argument("--expires-at", help="the deployment's end (ISO-8601 with zone): nothing is sent after it")
@@ -72,7 +74,8 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
     return EdgeConfig.load(args.config, {
         "camera_id": args.camera_id, "queue_url": args.queue_url, "region": args.region, "profile": args.profile,
         "endpoint_url": args.endpoint_url, "min_quality": args.min_quality, "best_k": args.best_k,
-        "min_interval_s": args.min_interval, "spool_dir": args.spool_dir, "spool_ttl_s": args.spool_ttl,
+        "min_interval_s": args.min_interval, "max_wait_s": args.max_wait, "spool_dir": args.spool_dir,
+        "spool_ttl_s": args.spool_ttl,
         "expires_at": expires, "detector_threads": args.detector_threads,
     })
 
@@ -124,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     uploader = Uploader(
         FaceCropper(FaceDetector(intra_op_threads=cfg.detector_threads), min_quality=cfg.min_quality),
         delivery, deployment_id=args.deployment, camera_id=cfg.camera_id,
-        policy=SamplingPolicy(cfg.best_k, cfg.min_interval_s, cfg.min_track_hits), max_gap_s=cfg.max_track_gap_s,
+        policy=SamplingPolicy(cfg.best_k, cfg.min_interval_s, cfg.min_track_hits, cfg.max_wait_s),
+        max_gap_s=cfg.max_track_gap_s,
         preview=preview, progress=lambda line: print(line, file=sys.stderr, flush=True),
         progress_every_s=args.progress_every,
     )

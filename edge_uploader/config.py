@@ -11,10 +11,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edge_uploader.delivery import DEFAULT_PROBE_INTERVAL_S
 from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
-from edge_uploader.sampler import DEFAULT_BEST_K, DEFAULT_MIN_HITS, DEFAULT_MIN_INTERVAL_S
+from edge_uploader.sampler import DEFAULT_BEST_K, DEFAULT_MAX_WAIT_S, DEFAULT_MIN_HITS, DEFAULT_MIN_INTERVAL_S
 from edge_uploader.sources import DEFAULT_QUEUE_SIZE
 from edge_uploader.spool import DEFAULT_TTL_S
 from edge_uploader.tracker import DEFAULT_MAX_GAP_S
+from lfr_core.contracts import MAX_TRACK_CROPS
 
 
 def default_spool_dir() -> Path:
@@ -30,9 +31,11 @@ class EdgeConfig(BaseModel):
     profile: str | None = None
     endpoint_url: str | None = Field(default=None, description="only for the local embedded stack")
     min_quality: float = Field(default=DEFAULT_MIN_QUALITY, ge=0.0, le=1.0)
-    # Sampling: best K crops per track, at most one per track per `min_interval_s`.
-    best_k: int = Field(default=DEFAULT_BEST_K, ge=1, le=20)
+    # Sampling: up to K crops per track, at most one per `min_interval_s`, sent together in one
+    # message once K are taken, `max_wait_s` after the first, or when the track ends.
+    best_k: int = Field(default=DEFAULT_BEST_K, ge=1, le=MAX_TRACK_CROPS)
     min_interval_s: float = Field(default=DEFAULT_MIN_INTERVAL_S, ge=0.0)
+    max_wait_s: float = Field(default=DEFAULT_MAX_WAIT_S, ge=0.0)
     min_track_hits: int = Field(default=DEFAULT_MIN_HITS, ge=1)
     max_track_gap_s: float = Field(default=DEFAULT_MAX_GAP_S, gt=0.0)
     # Capture: frames buffered between the reader and the processing loop (older ones are dropped).

@@ -6,7 +6,7 @@ and the demo call it too, so what is measured is what runs in the van.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ import numpy as np
 from edge_uploader.exceptions import SourceError
 from edge_uploader.quality import MIN_INTEROCULAR_PX, assess
 from edge_uploader.sources import IMAGE_SUFFIXES, list_images
-from lfr_core.contracts import CropMessage, InlineJpeg, Quality, new_id, utcnow
+from lfr_core.contracts import CropMessage, InlineJpeg, Quality, TrackCrop, new_id, utcnow
 from lfr_core.face.align import align_face
 from lfr_core.face.detect import Detection, FaceDetector, pick_central
 from lfr_core.face.image import encode_jpeg
@@ -35,8 +35,10 @@ class Crop:
     quality: Quality
 
     def to_message(
-        self, *, deployment_id: str, camera_id: str, track_id: str, captured_at: datetime, jpeg_quality: int = 95
+        self, *, deployment_id: str, camera_id: str, track_id: str, captured_at: datetime, jpeg_quality: int = 95,
+        more: Sequence[tuple[Crop, datetime]] = (),
     ) -> CropMessage:
+        """This crop as a message; `more`: the track's other crops (and when each was captured)."""
         lm = self.detection.landmarks
         return CropMessage(
             deployment_id=deployment_id,
@@ -46,6 +48,13 @@ class Crop:
             image=InlineJpeg.from_bytes(encode_jpeg(self.aligned_bgr, quality=jpeg_quality)),
             landmarks=tuple((float(x), float(y)) for x, y in lm),  # type: ignore[arg-type]
             quality=self.quality,
+            more=tuple(
+                TrackCrop(
+                    captured_at=at, quality=c.quality,
+                    image=InlineJpeg.from_bytes(encode_jpeg(c.aligned_bgr, quality=jpeg_quality)),
+                )
+                for c, at in more
+            ),
         )
 
 

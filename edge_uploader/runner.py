@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-from edge_uploader.delivery import Delivery, DeliveryStats
+from edge_uploader.delivery import DeliveryStats
 from edge_uploader.pipeline import FaceCropper
 from edge_uploader.preview import Annotation, PreviewWriter, Status
-from edge_uploader.sampler import SamplingPolicy, TrackSampler
+from edge_uploader.sampler import Bundle, SamplingPolicy, TrackSampler
 from edge_uploader.sources import Frame, FrameSource
 from edge_uploader.tracker import DEFAULT_MAX_GAP_S, Tracker
 from lfr_core.contracts import CropMessage
 from lfr_core.face.detect import Detection
 
 CropHook = Callable[[CropMessage, Frame, Detection], None]
+
+
+class Sink(Protocol):
+    """Where a track's message goes: `Delivery` (SQS + spool) in the van, a list in `lfr eval-video`."""
+
+    def deployment_expired(self) -> bool: ...
+
+    def submit(self, msg: CropMessage) -> None: ...
+
+    def stats(self) -> DeliveryStats | None: ...
 
 
 @dataclass
@@ -34,6 +45,7 @@ class RunStats:
     passed_gate: int = 0
     tracks: int = 0  # confirmed tracks (>= min_hits detections)
     crops_selected: int = 0
+    messages_sent: int = 0  # one per track: its crops travel together
     crops_per_track: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     detect_s: float = 0.0
@@ -57,7 +69,7 @@ class Uploader:
     def __init__(
         self,
         cropper: FaceCropper,
-        delivery: Delivery,
+        delivery: Sink,
         *,
         deployment_id: str,
         camera_id: str,
@@ -84,7 +96,7 @@ class Uploader:
         stats = RunStats()
         # Stills are unrelated moments: every face in every image is its own one-frame track.
         independent = source.kind == "folder"
-        policy = SamplingPolicy(self.policy.best_k, self.policy.min_interval_s, 1) if independent else self.policy
+        policy = replace(self.policy, min_hits=1) if independent else self.policy
         tracker = Tracker(self.max_gap_s)
         sampler = TrackSampler(policy)
         started = time.perf_counter()
@@ -98,13 +110,13 @@ class Uploader:
                 t0 = time.perf_counter()
                 dets = self.cropper.detector.detect(frame.image)
                 stats.detect_s += time.perf_counter() - t0
+                status: dict[str, Status] = {}
                 if independent:
                     for tr in tracker.end_all():
-                        sampler.end(tr.track_id)
+                        self._send(sampler.end(tr), stats, status)
                 assignments, ended = tracker.update(dets, frame.t)
                 for tr in ended:
-                    sampler.end(tr.track_id)
-                status: dict[str, Status] = {}
+                    self._send(sampler.end(tr), stats, status)
                 for a in assignments:
                     stats.faces += 1
                     if a.track.hits == policy.min_hits:
@@ -117,22 +129,13 @@ class Uploader:
                     stats.passed_gate += 1
                     status[a.track.track_id] = "tracked"
                     sampler.offer(a.track, crop, frame)
-                for sel in sampler.due(tracker.active, frame.t):
-                    msg = sel.crop.to_message(
-                        deployment_id=self.deployment_id, camera_id=self.camera_id, track_id=sel.track_id,
-                        captured_at=sel.frame.captured_at,
-                    )
-                    self.delivery.submit(msg)
-                    stats.crops_selected += 1
-                    stats.crops_per_track[sel.track_id] = sel.nth
-                    status[sel.track_id] = "sent"
-                    if self.on_crop is not None:
-                        self.on_crop(msg, sel.frame, sel.crop.detection)
+                for bundle in sampler.due(tracker.active, frame.t):
+                    self._send(bundle, stats, status)
                 self._counts(stats, source, started)
                 if self.preview is not None:
                     self.preview.write(frame.image, [
                         Annotation(a.detection.box, a.track.track_id, status.get(a.track.track_id, "tracked"),
-                                   sampler.sent_for(a.track.track_id))
+                                   sampler.crops_for(a.track.track_id))
                         for a in assignments
                     ], f"{self.camera_id} frame {frame.index}  tracks {len(tracker.active)}  "
                        f"crops {stats.crops_selected}")
@@ -141,10 +144,28 @@ class Uploader:
                     last_progress = now
                     self.progress(stats.line())
         finally:
+            # The source ended (or failed): tracks still in view get their decision now.
             for tr in tracker.end_all():
-                sampler.end(tr.track_id)
+                self._send(sampler.end(tr), stats, {})
             self._counts(stats, source, started)
         return stats
+
+    def _send(self, bundle: Bundle | None, stats: RunStats, status: dict[str, Status]) -> None:
+        """One message per track: its best crop, with the others in `more`."""
+        if bundle is None:
+            return
+        (best, frame), rest = bundle.best, bundle.crops[1:]
+        msg = best.to_message(
+            deployment_id=self.deployment_id, camera_id=self.camera_id, track_id=bundle.track_id,
+            captured_at=frame.captured_at, more=[(c, f.captured_at) for c, f in rest],
+        )
+        self.delivery.submit(msg)
+        stats.messages_sent += 1
+        stats.crops_selected += len(bundle.crops)
+        stats.crops_per_track[bundle.track_id] = len(bundle.crops)
+        status[bundle.track_id] = "sent"
+        if self.on_crop is not None:
+            self.on_crop(msg, frame, best.detection)
 
     def _counts(self, stats: RunStats, source: FrameSource, started: float) -> None:
         stats.frames_read = source.counts.read

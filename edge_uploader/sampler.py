@@ -1,26 +1,31 @@
-"""Which crops of a track leave the van: the best K by quality, the first as soon as it passes the gate.
+"""Which crops of a track leave the van, and when: one bundle of up to K crops per track.
 
-Per track (only crops that passed the quality gate are offered):
-- the first crop is sent as soon as the track is confirmed (`min_hits` detections), so an alert is
-  not held back to the end of the track;
-- after that, a crop is a candidate only if it is better than every crop already sent for the track;
-  the best candidate is sent once `min_interval_s` has passed since the track's last send (never more
-  than one crop per track per N seconds);
-- at most `best_k` crops per track; a candidate still waiting when its track ends is discarded.
-Held candidates live only in memory.
+The cloud makes one decision per track from all the crops it sends (issue 5: track fusion), so
+the crops of a track travel together in one message. Per track (only gate-passing crops are
+offered, and only once the track is confirmed by `min_hits` detections):
+- a crop is taken at most every `min_interval_s` (the best offered since the last take): crops
+  a second apart differ more than consecutive frames, so fusing them adds evidence;
+- the bundle leaves as soon as it holds `best_k` crops, or `max_wait_s` after its first crop
+  while the track is still in view, or when the track ends (with the best crop still waiting,
+  if there is room), whichever comes first. That bounds how long an alert waits for evidence;
+- after its bundle has left, a track's further crops are discarded (one decision per track).
+Held crops live only in memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from edge_uploader.pipeline import Crop
 from edge_uploader.sources import Frame
 from edge_uploader.tracker import Track
+from lfr_core.contracts import MAX_TRACK_CROPS
 
-DEFAULT_BEST_K = 3
+DEFAULT_BEST_K = MAX_TRACK_CROPS
 DEFAULT_MIN_INTERVAL_S = 1.0
 DEFAULT_MIN_HITS = 2
+DEFAULT_MAX_WAIT_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -28,70 +33,99 @@ class SamplingPolicy:
     best_k: int = DEFAULT_BEST_K
     min_interval_s: float = DEFAULT_MIN_INTERVAL_S
     min_hits: int = DEFAULT_MIN_HITS
+    max_wait_s: float = DEFAULT_MAX_WAIT_S
 
     def __post_init__(self) -> None:
-        if self.best_k < 1 or self.min_interval_s < 0 or self.min_hits < 1:
-            raise ValueError("best_k >= 1, min_interval_s >= 0 and min_hits >= 1 are required")
+        if not 1 <= self.best_k <= MAX_TRACK_CROPS:
+            raise ValueError(f"best_k must be 1..{MAX_TRACK_CROPS} (crops one track decision may fuse)")
+        if self.min_interval_s < 0 or self.min_hits < 1 or self.max_wait_s < 0:
+            raise ValueError("min_interval_s >= 0, min_hits >= 1 and max_wait_s >= 0 are required")
+
+
+Taken = tuple[Crop, Frame]
 
 
 @dataclass
 class _TrackState:
-    sent_scores: list[float] = field(default_factory=list)
-    last_sent_t: float = float("-inf")
-    pending: tuple[Crop, Frame] | None = None
+    taken: list[Taken] = field(default_factory=list)
+    first_taken_t: float = float("inf")
+    last_taken_t: float = float("-inf")
+    pending: Taken | None = None
+    done: bool = False  # its bundle has left
+    sent: int = 0  # crops in the bundle that left
 
 
 @dataclass(frozen=True)
-class Selected:
+class Bundle:
+    """The crops of one track that go out together, best quality first."""
+
     track_id: str
-    crop: Crop
-    frame: Frame
-    nth: int  # 1 for the track's first crop
+    crops: tuple[Taken, ...]
+    why: Literal["full", "waited", "ended"]
+
+    @property
+    def best(self) -> Taken:
+        return self.crops[0]
 
 
 class TrackSampler:
     def __init__(self, policy: SamplingPolicy) -> None:
         self.policy = policy
         self._state: dict[str, _TrackState] = {}
-        self.discarded = 0  # candidates never sent (track ended during the interval, or K reached)
+        self.discarded = 0  # gate-passing crops never sent (not the best in an interval, or after the bundle)
 
     def offer(self, track: Track, crop: Crop, frame: Frame) -> None:
         st = self._state.setdefault(track.track_id, _TrackState())
-        if len(st.sent_scores) >= self.policy.best_k:
+        if st.done:
             self.discarded += 1
             return
-        score = crop.quality.score
-        if st.sent_scores and score <= max(st.sent_scores):
-            self.discarded += 1
-            return
-        if st.pending is None or score > st.pending[0].quality.score:
+        if st.pending is None or crop.quality.score > st.pending[0].quality.score:
             if st.pending is not None:
                 self.discarded += 1
             st.pending = (crop, frame)
         else:
             self.discarded += 1
 
-    def due(self, tracks: dict[str, Track], t: float) -> list[Selected]:
-        """Candidates whose time has come, at frame time `t`."""
-        out: list[Selected] = []
+    def due(self, tracks: dict[str, Track], t: float) -> list[Bundle]:
+        """Bundles whose time has come, at frame time `t`."""
+        out: list[Bundle] = []
         for tid, st in self._state.items():
             tr = tracks.get(tid)
-            if st.pending is None or tr is None or tr.hits < self.policy.min_hits:
+            if st.done or tr is None or tr.hits < self.policy.min_hits:
                 continue
-            if st.sent_scores and t - st.last_sent_t < self.policy.min_interval_s:
-                continue
-            crop, frame = st.pending
-            st.pending = None
-            st.sent_scores.append(crop.quality.score)
-            st.last_sent_t = t
-            out.append(Selected(tid, crop, frame, len(st.sent_scores)))
+            if st.pending is not None and (not st.taken or t - st.last_taken_t >= self.policy.min_interval_s):
+                st.taken.append(st.pending)
+                st.pending = None
+                st.first_taken_t = min(st.first_taken_t, t)
+                st.last_taken_t = t
+            if len(st.taken) >= self.policy.best_k:
+                out.append(self._bundle(tid, st, "full"))
+            elif st.taken and t - st.first_taken_t >= self.policy.max_wait_s:
+                out.append(self._bundle(tid, st, "waited"))
         return out
 
-    def sent_for(self, track_id: str) -> int:
+    def crops_for(self, track_id: str) -> int:
+        """Crops taken for the track so far (held, or sent in its bundle)."""
         st = self._state.get(track_id)
-        return len(st.sent_scores) if st else 0
+        return (st.sent or len(st.taken)) if st else 0
 
-    def end(self, track_id: str) -> None:
-        st = self._state.pop(track_id, None)
-        if st is not None and st.pending is not None:
+    def end(self, track: Track) -> Bundle | None:
+        """The track left view: its bundle, if it has crops that have not left yet."""
+        st = self._state.pop(track.track_id, None)
+        if st is None or st.done:
+            return None
+        if st.pending is not None and track.hits >= self.policy.min_hits and len(st.taken) < self.policy.best_k:
+            st.taken.append(st.pending)
+            st.pending = None
+        if st.pending is not None:
             self.discarded += 1
+        return self._bundle(track.track_id, st, "ended") if st.taken else None
+
+    def _bundle(self, track_id: str, st: _TrackState, why: Literal["full", "waited", "ended"]) -> Bundle:
+        st.done = True
+        if st.pending is not None:
+            self.discarded += 1
+            st.pending = None
+        crops = tuple(sorted(st.taken, key=lambda c: -c[0].quality.score))
+        st.sent, st.taken = len(crops), []
+        return Bundle(track_id, crops, why)

@@ -20,6 +20,9 @@ CROP_SIZE = 112  # SFace input: aligned 112x112
 # SQS caps a message at 256 KiB; an aligned 112x112 JPEG is a few KiB, so a
 # crop this large is not an aligned crop and is refused before decoding.
 MAX_INLINE_JPEG_BYTES = 64 * 1024
+# One decision per track: a message carries up to this many crops of one track (the track
+# sizes the calibration table has thresholds for). 3 x 64 KiB inline stays far below 256 KiB.
+MAX_TRACK_CROPS = 3
 
 DeploymentId = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
@@ -88,8 +91,21 @@ class Quality(_Frozen):
 Point = tuple[float, float]
 
 
+class TrackCrop(_Frozen):
+    """Another crop of the message's track, decided together with the message's own crop."""
+
+    captured_at: AwareDatetime
+    image: InlineJpeg
+    quality: Quality
+
+
 class CropMessage(_Frozen):
-    """One aligned face crop from a camera, as sent to the deployment's queue."""
+    """The aligned face crops of one track from a camera, as sent to the deployment's queue.
+
+    `image` is the track's best crop (by quality); `more` holds its other crops (if any), so the
+    match function makes ONE decision per track from all of them without keeping anything about
+    a face between invocations.
+    """
 
     schema_version: Literal[1] = SCHEMA_VERSION
     message_id: str = Field(default_factory=new_id, min_length=8, max_length=64)
@@ -102,6 +118,11 @@ class CropMessage(_Frozen):
         description="right eye, left eye, nose, right mouth corner, left mouth corner in the source frame"
     )
     quality: Quality
+    more: tuple[TrackCrop, ...] = Field(default=(), max_length=MAX_TRACK_CROPS - 1)
+
+    @property
+    def n_crops(self) -> int:
+        return 1 + len(self.more)
 
 
 class Alert(_Frozen):
@@ -127,6 +148,8 @@ class Alert(_Frozen):
     watchlist_reason: str | None = None
     revision: int = Field(default=1, ge=1)
     page_url: str | None = None
+    # How many crops of the track the decision fused (`similarity` is then the fused score).
+    crops_fused: int = Field(default=1, ge=1, le=MAX_TRACK_CROPS)
 
 
 class AuditAction(StrEnum):

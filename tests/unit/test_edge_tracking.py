@@ -1,4 +1,4 @@
-"""Tracker and sampler: one id per walker through gaps and fast motion; best-K, first-crop-now, one per N s."""
+"""Tracker and sampler: one id per walker through gaps and fast motion; one bundle of up to K crops per track."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_uploader.pipeline import Crop
-from edge_uploader.sampler import SamplingPolicy, TrackSampler
+from edge_uploader.sampler import Bundle, SamplingPolicy, TrackSampler
 from edge_uploader.sources import Frame
 from edge_uploader.tracker import Tracker
 from lfr_core.contracts import Quality, utcnow
@@ -55,23 +55,55 @@ def crop(score: float) -> Crop:
     return Crop(np.zeros((112, 112, 3), np.uint8), det(0, 0), q)
 
 
-def test_sampler_first_crop_at_once_then_only_better_at_most_one_per_interval_and_k() -> None:
+def run_track(
+    sampler: TrackSampler, scores: list[float], dt: float = 0.4, end: bool = False
+) -> list[tuple[float, Bundle]]:
+    """One walker offering a crop of each score every `dt` s; (time, bundle) for each bundle that leaves."""
     tracker = Tracker()
-    sampler = TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0, min_hits=2))
-    scores = [0.5, 0.6, 0.4, 0.7, 0.8, 0.55, 0.9, 0.95, 0.97, 0.99, 0.3, 0.999]
-    sent: list[tuple[float, float]] = []  # (time, score)
+    out: list[tuple[float, Bundle]] = []
     for i, s in enumerate(scores):
-        t = i * 0.4
+        t = i * dt
         (a,), _ = tracker.update([det(100 + 5 * i, 100)], t)
         sampler.offer(a.track, crop(s), Frame(i, t, np.zeros((1, 1, 3), np.uint8), utcnow()))
-        sent += [(t, sel.crop.quality.score) for sel in sampler.due(tracker.active, t)]
-    # Not on the first sighting (unconfirmed), but at the second: the better of the two so far.
-    assert sent[0] == (0.4, 0.6)
-    assert len(sent) == 3  # K
-    assert all(b[0] - a[0] >= 1.0 for a, b in itertools.pairwise(sent))
-    assert all(b[1] > a[1] for a, b in itertools.pairwise(sent))  # each better than all before
+        out += [(t, b) for b in sampler.due(tracker.active, t)]
+    if end:
+        for tr in tracker.end_all():
+            if (b := sampler.end(tr)) is not None:
+                out.append((len(scores) * dt, b))
+    return out
+
+
+def scores_of(b: Bundle) -> list[float]:
+    return [c.quality.score for c, _ in b.crops]
+
+
+def test_a_track_sends_one_bundle_of_k_crops_spaced_by_the_interval_best_first() -> None:
+    sampler = TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0, min_hits=2, max_wait_s=10.0))
+    scores = [0.5, 0.6, 0.4, 0.7, 0.8, 0.55, 0.9, 0.95, 0.97, 0.99, 0.3, 0.999]
+    ((t, bundle),) = run_track(sampler, scores, end=True)  # one decision per track, even at its end
+    assert bundle.why == "full"
+    # Taken: the better of the first two when confirmed (t=0.4), then the best of each next second.
+    assert scores_of(bundle) == [0.95, 0.8, 0.6]
+    frames_t = sorted(f.t for _, f in bundle.crops)
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(frames_t))
+    assert t == pytest.approx(2.8)  # it left when the third crop was taken, not at the track's end
+    assert sampler.discarded == len(scores) - 3
+
+
+def test_a_lingering_track_waits_at_most_max_wait_and_a_short_one_leaves_at_its_end() -> None:
+    waited = run_track(TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0, max_wait_s=1.0)), [0.5] * 12)
+    ((t, bundle),) = waited
+    assert bundle.why == "waited" and len(bundle.crops) == 2 and t == pytest.approx(1.6)  # first taken at 0.4
+    # A walker seen for 3 frames: confirmed, two crops (the second is the best held at its end).
+    ((_, short),) = run_track(TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0)), [0.4, 0.5, 0.6],
+                              end=True)
+    assert short.why == "ended" and scores_of(short) == [0.6, 0.5]
+    # Seen once (never confirmed): nothing leaves.
+    assert run_track(TrackSampler(SamplingPolicy(min_hits=2)), [0.9], end=True) == []
 
 
 def test_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         SamplingPolicy(best_k=0)
+    with pytest.raises(ValueError):
+        SamplingPolicy(best_k=4)  # more crops than a message may carry and the calibration covers

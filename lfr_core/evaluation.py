@@ -234,19 +234,3 @@ def summarise(result: OpenSetResult, fpirs: Sequence[float] = REPORT_FPIRS) -> d
         "rank1_detail": result.rank1().to_dict(),
         "operating_points": {k: p.to_dict() for k, p in points.items()},
     }
-
-
-def fuse_scores(scores: np.ndarray, mode: str) -> np.ndarray:
-    """Track fusion of per-crop score matrices (T, N_crops, N_entries) -> (T, N_entries).
-
-    "max": the best crop decides (most sensitive; a track is as risky as its worst crop).
-    "mean": the average over crops per entry (one look-alike frame cannot alert alone).
-    """
-    s = np.asarray(scores, dtype=np.float32)
-    if s.ndim != 3:
-        raise ValueError(f"expected (tracks, crops, entries), got {s.shape}")
-    if mode == "max":
-        return s.max(axis=1)
-    if mode == "mean":
-        return s.mean(axis=1)
-    raise ValueError(f"unknown fusion mode {mode!r} (max, mean)")

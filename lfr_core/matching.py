@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,6 +20,10 @@ EMBEDDING_DIM = 128
 INDEX_FORMAT_VERSION = 1
 _NORM_TOLERANCE = 1e-3
 _KEYS = frozenset({"format_version", "entry_ids", "labels", "embeddings", "model"})
+FusionMode = Literal["max", "mean"]
+FUSION_MODES: tuple[FusionMode, ...] = ("max", "mean")
+# How production fuses a track's crops (README "Accuracy", "Track fusion" says why this one).
+PRODUCTION_FUSION: FusionMode = "max"
 
 
 @runtime_checkable
@@ -49,6 +53,32 @@ def _check_embeddings(emb: np.ndarray, what: str) -> None:
         raise InvalidIndexError(f"{what} must be (N, {EMBEDDING_DIM}), got {emb.shape}")
     if not np.all(np.isfinite(emb)):
         raise InvalidIndexError(f"{what} contain non-finite values")
+
+
+def fuse_scores(scores: np.ndarray, mode: str) -> np.ndarray:
+    """Track fusion of per-crop score matrices (T, N_crops, N_entries) -> (T, N_entries).
+
+    "max": the best crop decides (most sensitive; a track is as risky as its worst crop).
+    "mean": the average over crops per entry (one look-alike frame cannot alert alone).
+    """
+    s = np.asarray(scores, dtype=np.float32)
+    if s.ndim != 3:
+        raise ValueError(f"expected (tracks, crops, entries), got {s.shape}")
+    if mode == "max":
+        return s.max(axis=1)
+    if mode == "mean":
+        return s.mean(axis=1)
+    raise ValueError(f"unknown fusion mode {mode!r} (max, mean)")
+
+
+def _as_queries(queries: np.ndarray) -> np.ndarray:
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        raise ValueError("queries must be (M, 128); wrap a single query as queries[None]")
+    if q.ndim != 2 or q.shape[1] != EMBEDDING_DIM or not np.all(np.isfinite(q)):
+        raise ValueError(f"queries must be finite (M, {EMBEDDING_DIM}), got {q.shape}")
+    # Normalise defensively: a score is only a cosine if both sides are unit length.
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass(frozen=True)
@@ -100,15 +130,9 @@ class WatchlistIndex:
 
     def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-1 over the watchlist: (index into entry_ids (M,), cosine (M,) float32)."""
-        q = np.asarray(queries, dtype=np.float32)
-        if q.ndim == 1:
-            raise ValueError("queries must be (M, 128); wrap a single query as queries[None]")
-        if q.ndim != 2 or q.shape[1] != EMBEDDING_DIM or not np.all(np.isfinite(q)):
-            raise ValueError(f"queries must be finite (M, {EMBEDDING_DIM}), got {q.shape}")
+        q = _as_queries(queries)
         if q.shape[0] == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        # Normalise defensively: a score is only a cosine if both sides are unit length.
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         if self._searcher is None:
             self._searcher = ExactSearcher(self.embeddings)
         return self._searcher.search(q)
@@ -120,6 +144,32 @@ class WatchlistIndex:
             Hit(index=int(i), entry_id=self.entry_ids[i], label=self.labels[i], score=float(s))
             for i, s in zip(idx, score, strict=True)
         ]
+
+    def fused_top1(self, crops: np.ndarray, mode: str) -> Hit:
+        """One decision from several crops of one track: the best person and their fused score.
+
+        Per person (label), each crop's score is that person's best template; the crops' scores are
+        fused (`fuse_scores`: "mean" or "max") and the person with the highest fused score wins.
+        Exact over every entry (whatever searcher is set): fusing needs each crop's score for the
+        same person, not only each crop's own top-1. One crop gives the same answer as `top1`.
+        """
+        q = _as_queries(crops)
+        if q.shape[0] == 0:
+            raise ValueError("a track decision needs at least one crop")
+        scores = q @ self.embeddings.T  # (crops, entries)
+        codes, n_labels = self._label_codes()
+        per_label = np.full((n_labels, q.shape[0]), -np.inf, dtype=np.float32)
+        np.maximum.at(per_label, codes, scores.T)  # (labels, crops): each person's best template
+        fused = fuse_scores(per_label.T[None], mode)[0]
+        best = int(np.argmax(fused))
+        # The template that agrees best with the track across its crops names the entry.
+        mine = np.flatnonzero(codes == best)
+        entry = int(mine[np.argmax(scores[:, mine].sum(axis=0))])
+        return Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
+
+    def _label_codes(self) -> tuple[np.ndarray, int]:
+        names = {label: i for i, label in enumerate(dict.fromkeys(self.labels))}
+        return np.array([names[label] for label in self.labels], dtype=np.int64), len(names)
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()

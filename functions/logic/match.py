@@ -104,6 +104,7 @@ class PendingAlert:
     reference: str | None = None
     reason: str | None = None
     image_key: str | None = None
+    crops_fused: int = 1
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,8 @@ class _Valid:
     sqs_id: str
     message: CropMessage
     deployment: DeploymentRecord
-    jpeg: bytes
-    image: np.ndarray
+    jpeg: bytes  # the message's own (best) crop: the one an alert keeps
+    images: list[np.ndarray]  # every crop of the track, decoded; only while the batch is decided
     sent_ms: int | None
 
 
@@ -210,7 +211,11 @@ class MatchService:
         for sqs_id, msg, dep, sent in live:
             try:
                 jpeg = self._crop_bytes(msg)
-                image = decode_jpeg(jpeg, expect_size=(CROP_SIZE, CROP_SIZE))
+                # A track's crops are decided together: one bad crop refuses the whole message.
+                images = [
+                    decode_jpeg(raw, expect_size=(CROP_SIZE, CROP_SIZE))
+                    for raw in (jpeg, *(self._inline_bytes(c.image) for c in msg.more))
+                ]
             except InvalidImageError as exc:
                 results[sqs_id] = self._reject(sqs_id, exc.reason)
             except InvalidCropError as exc:
@@ -218,7 +223,7 @@ class MatchService:
             except TransientStorageError as exc:
                 results[sqs_id] = Prepared(error=exc)
             else:
-                valid.append(_Valid(sqs_id, msg, dep, jpeg, image, sent))
+                valid.append(_Valid(sqs_id, msg, dep, jpeg, images, sent))
 
         indexes: dict[str, WatchlistIndex] = {}
         index_errors: dict[str, WatchlistIndexError | TransientStorageError] = {}
@@ -243,45 +248,50 @@ class MatchService:
 
         try:
             started = self.monotonic()
-            embeddings = self.embedder.embed(np.stack([v.image for v in ready]))
+            embeddings = self.embedder.embed(np.stack([img for v in ready for img in v.images]))
             self.metrics.milliseconds("EmbedBatchMs", (self.monotonic() - started) * 1000.0)
         except Exception as exc:  # the model failing is not the crops' fault: retry them all
             logger.exception("embedding failed", extra={"error_type": type(exc).__name__})
             for v in ready:
                 results[v.sqs_id] = Prepared(error=exc)
             return results
-        self.metrics.count("CropsEmbedded", len(ready))
+        self.metrics.count("CropsEmbedded", len(embeddings))
 
-        by_deployment: dict[str, list[int]] = {}
-        for i, v in enumerate(ready):
-            by_deployment.setdefault(v.deployment.deployment_id, []).append(i)
-        self._count_seen({dep_id: len(rows) for dep_id, rows in by_deployment.items()})
-        for dep_id, rows in by_deployment.items():
-            best = watchlist.best_matches(indexes[dep_id], embeddings[rows])
-            for i, match in zip(rows, best, strict=True):
-                v = ready[i]
-                if match.score >= v.deployment.threshold:
-                    entry = self._entries_for(v.deployment).get(match.entry_id) or {}
-                    results[v.sqs_id] = Prepared(
-                        alert=PendingAlert(
-                            message=v.message,
-                            jpeg=v.jpeg,
-                            entry_id=match.entry_id,
-                            label=match.label,
-                            similarity=float(match.score),
-                            threshold=v.deployment.threshold,
-                            sent_timestamp_ms=v.sent_ms,
-                            retention_days=v.deployment.alert_retention_days,
-                            reference=entry.get("reference"),
-                            reason=entry.get("reason"),
-                            image_key=(
-                                watchlist_images_prefix(dep_id) + str(entry["file"]) if entry.get("file") else None
-                            ),
-                        )
+        seen: Counter[str] = Counter(v.deployment.deployment_id for v in ready)
+        self._count_seen(seen)
+        start = 0
+        for v in ready:
+            rows = embeddings[start : start + len(v.images)]
+            start += len(v.images)
+            dep = v.deployment
+            # One decision per track: its crops' scores fused per person, against the threshold
+            # calibrated for that many crops.
+            hit = indexes[dep.deployment_id].fused_top1(rows, dep.fusion_mode)
+            threshold = dep.threshold_for_crops(len(rows))
+            if hit.score >= threshold:
+                entry = self._entries_for(dep).get(hit.entry_id) or {}
+                results[v.sqs_id] = Prepared(
+                    alert=PendingAlert(
+                        message=v.message,
+                        jpeg=v.jpeg,
+                        entry_id=hit.entry_id,
+                        label=hit.label,
+                        similarity=float(hit.score),
+                        threshold=threshold,
+                        sent_timestamp_ms=v.sent_ms,
+                        retention_days=dep.alert_retention_days,
+                        reference=entry.get("reference"),
+                        reason=entry.get("reason"),
+                        image_key=(
+                            watchlist_images_prefix(dep.deployment_id) + str(entry["file"])
+                            if entry.get("file") else None
+                        ),
+                        crops_fused=len(rows),
                     )
-                else:
-                    # Below threshold: nothing about this face leaves this function.
-                    results[v.sqs_id] = Prepared(outcome=Outcome.NO_MATCH)
+                )
+            else:
+                # Below threshold: nothing about this face leaves this function.
+                results[v.sqs_id] = Prepared(outcome=Outcome.NO_MATCH)
         return results
 
     @property
@@ -338,13 +348,17 @@ class MatchService:
             except TransientStorageError:
                 logger.warning("faces_seen counter not updated", extra={"deployment_id": dep_id})
 
+    @staticmethod
+    def _inline_bytes(image: InlineJpeg) -> bytes:
+        try:
+            return image.to_bytes()
+        except ValueError:
+            raise InvalidCropError("bad_base64") from None
+
     def _crop_bytes(self, msg: CropMessage) -> bytes:
         image = msg.image
         if isinstance(image, InlineJpeg):
-            try:
-                return image.to_bytes()
-            except ValueError:
-                raise InvalidCropError("bad_base64") from None
+            return self._inline_bytes(image)
         assert isinstance(image, S3Pointer)
         # Only the deployment's own prefix in our bucket: a message must not make us read elsewhere.
         if image.bucket != self.watchlists.bucket or not image.key.startswith(
@@ -436,6 +450,7 @@ class MatchService:
                 watchlist_reference=p.reference,
                 watchlist_reason=p.reason,
                 watchlist_image_key=p.image_key,
+                crops_fused=p.crops_fused,
             )
             created = self.alerts.put_new(candidate)
             # Lost the race to a concurrent crop of this track (or delivery of this crop): compare.
@@ -459,6 +474,7 @@ class MatchService:
                     "watchlist_reference": p.reference,
                     "watchlist_reason": p.reason,
                     "watchlist_image_key": p.image_key,
+                    "crops_fused": p.crops_fused,
                     "revision": record.revision + 1,
                     "published_at": None,
                     "queue_to_publish_ms": None,

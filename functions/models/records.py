@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lfr_core.contracts import Alert, DeploymentId, DeploymentState
+from lfr_core.contracts import MAX_TRACK_CROPS, Alert, DeploymentId, DeploymentState
+from lfr_core.matching import FusionMode
 
 # Mirrors of infra.constants (the Lambda asset does not ship infra/; tests assert equality).
 ALERT_RETENTION_DAYS = 31
@@ -79,6 +80,12 @@ class DeploymentRecord(BaseModel):
     threshold: float = Field(ge=-1.0, le=1.0)
     # The false-positive identification rate the deployment was calibrated for, if it stated one.
     target_fpir: float | None = Field(default=None, gt=0.0, lt=1.0)
+    # One decision per track (issue 5): a message of n crops is decided on their fused score
+    # against track_thresholds[n - 2] (n >= 2; `threshold` for one crop), calibrated for fusion
+    # at creation. Empty (records from before fusion): every n uses `threshold` with "max",
+    # i.e. the old per-crop rule.
+    fusion_mode: FusionMode = "max"
+    track_thresholds: list[float] = Field(default_factory=list)
     started_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
     watchlist_size: int = Field(default=0, ge=0)
@@ -91,10 +98,20 @@ class DeploymentRecord(BaseModel):
     failure_reason: str | None = None
     authorisation: Authorisation | None = None
     stopped_at: AwareDatetime | None = None  # an early stop (lfr deployment stop)
-    # Crops compared with the watchlist (the transparency report's "faces seen"): a count only.
+    # Faces compared with the watchlist (one per track message): the transparency report's
+    # "faces seen", a count only.
     faces_seen: int = Field(default=0, ge=0)
     # Alert records and crops of this deployment expire after this many days (<= the default).
     alert_retention_days: int = Field(default=ALERT_RETENTION_DAYS, ge=1, le=ALERT_RETENTION_DAYS)
+
+    @field_validator("track_thresholds")
+    @classmethod
+    def _one_per_track_size(cls, v: list[float]) -> list[float]:
+        if v and len(v) != MAX_TRACK_CROPS - 1:
+            raise ValueError(f"track thresholds: one for each track size 2..{MAX_TRACK_CROPS}, or none")
+        if any(not -1.0 <= t <= 1.0 for t in v):
+            raise ValueError("track thresholds are cosines in [-1, 1]")
+        return v
 
     @field_validator("alert_retention_days")
     @classmethod
@@ -102,6 +119,12 @@ class DeploymentRecord(BaseModel):
         if v not in ALERT_RETENTION_CHOICES_DAYS:
             raise ValueError(f"alert retention must be one of {ALERT_RETENTION_CHOICES_DAYS} days")
         return v
+
+    def threshold_for_crops(self, n: int) -> float:
+        """The threshold a decision fused from `n` crops of one track must reach."""
+        if n <= 1 or not self.track_thresholds:
+            return self.threshold
+        return self.track_thresholds[min(n, MAX_TRACK_CROPS) - 2]
 
     def is_live(self, now: datetime) -> bool:
         """True only while crops may be matched: ACTIVE and before its expiry."""

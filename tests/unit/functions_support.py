@@ -18,7 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.models.records import DeploymentRecord
 from functions.observability import logger as fn_logger
-from lfr_core.contracts import CropMessage, DeploymentState, InlineJpeg, Quality
+from lfr_core.contracts import CropMessage, DeploymentState, InlineJpeg, Quality, TrackCrop
+from lfr_core.matching import FusionMode
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
@@ -103,6 +104,8 @@ def deployment(
     duration_s: int = 3600,
     index_etag: str | None = None,
     watchlist_size: int = 0,
+    track_thresholds: Sequence[float] = (),
+    fusion_mode: FusionMode = "max",
 ) -> DeploymentRecord:
     started = now - timedelta(seconds=60) if state == DeploymentState.ACTIVE else None
     return DeploymentRecord(
@@ -116,12 +119,16 @@ def deployment(
         expires_at=started + timedelta(seconds=duration_s) if started else None,
         index_etag=index_etag,
         watchlist_size=watchlist_size,
+        track_thresholds=list(track_thresholds),
+        fusion_mode=fusion_mode,
     )
 
 
 def crop_message(
-    deployment_id: str, jpeg: bytes, message_id: str | None = None, track_id: str = "trk-1"
+    deployment_id: str, jpeg: bytes, message_id: str | None = None, track_id: str = "trk-1",
+    more: Sequence[bytes] = (),
 ) -> CropMessage:
+    """A track's message: `jpeg` its best crop, `more` its other crops (lower quality)."""
     kwargs = {"message_id": message_id} if message_id else {}
     return CropMessage(
         deployment_id=deployment_id,
@@ -131,6 +138,11 @@ def crop_message(
         image=InlineJpeg.from_bytes(jpeg),
         landmarks=((38.0, 51.0), (73.0, 51.0), (56.0, 71.0), (41.0, 92.0), (70.0, 92.0)),
         quality=Quality(score=0.9, detector_score=0.9, interocular_px=40.0, sharpness=100.0, frontal=0.9),
+        more=tuple(
+            TrackCrop(captured_at=NOW, image=InlineJpeg.from_bytes(m),
+                      quality=Quality(score=0.8, detector_score=0.9, interocular_px=40.0, sharpness=90.0, frontal=0.9))
+            for m in more
+        ),
         **kwargs,  # type: ignore[arg-type]
     )
 

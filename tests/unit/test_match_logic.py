@@ -279,3 +279,76 @@ def test_crash_after_record_before_publish_publishes_on_retry(world: World) -> N
     assert world.run(sqs_event([("m", msg)])) == []
     assert len(world.publisher.published) == 1 and len(world.alerts_bucket.objects) == 1
     assert world.alerts.list_for_deployment(DEP)[0].published_at is not None
+
+
+# -- one decision per track (issue 5) ---------------------------------------------------------
+
+TRACK = [("Colin_Powell", n) for n in (2, 3, 4)]
+
+
+def _track_scores() -> np.ndarray:
+    """Each crop's score (as sent: through JPEG) for Colin_Powell's watchlist entry, from the real model."""
+    from lfr_core.face.image import decode_jpeg
+
+    emb = real_embedder().embed(np.stack([decode_jpeg(crop_jpeg(lfw_image(*p))) for p in TRACK]))
+    entry = real_embedder().embed(_aligned(lfw_image("Colin_Powell", 1))[None])[0]
+    return np.asarray(emb @ entry)
+
+
+def _track_deployment(world: World, one: float, three: float) -> None:
+    etag = world.deployments.get(DEP).index_etag  # type: ignore[union-attr]
+    world.deployments.items.clear()
+    world.deployments.create(deployment(DEP, threshold=one, index_etag=etag, watchlist_size=len(WATCHLIST),
+                                        track_thresholds=[one, three], fusion_mode="max"))
+
+
+def test_a_track_is_decided_once_from_all_its_crops_at_its_size_threshold(world: World) -> None:
+    scores = _track_scores()
+    fused = float(scores.max())
+    _track_deployment(world, one=0.3, three=fused - 0.01)
+    jpegs = [crop_jpeg(lfw_image(*p)) for p in TRACK]
+    msg = crop_message(DEP, jpegs[0], more=jpegs[1:])
+    assert world.run(sqs_event([("sqs-track", msg)])) == []
+
+    assert world.embedder.calls == [3]  # the track's crops in one model call
+    (a,) = world.alerts.list_for_deployment(DEP)
+    assert a.crops_fused == 3 and a.watchlist_label == "Colin_Powell"
+    assert a.similarity == pytest.approx(fused, abs=1e-5) and a.threshold == pytest.approx(fused - 0.01)
+    # The alert keeps the message's own (best-quality) crop only: the others are not stored.
+    assert world.alerts_bucket.objects == {alert_crop_key(DEP, a.alert_id): jpegs[0]}
+    assert json.loads(world.publisher.published[0][0])["crops_fused"] == 3
+
+
+def test_a_track_below_its_size_threshold_leaves_nothing_even_if_one_crop_would_pass_alone(
+    world: World, captured_logs: LogCapture
+) -> None:
+    scores = _track_scores()
+    # Each crop alone clears the one-crop threshold; fused, the track misses the three-crop one.
+    _track_deployment(world, one=float(scores.min()) - 0.05, three=float(scores.max()) + 0.01)
+    jpegs = [crop_jpeg(lfw_image(*p)) for p in TRACK]
+    assert world.run(sqs_event([("sqs-track", crop_message(DEP, jpegs[0], more=jpegs[1:]))])) == []
+
+    assert world.alerts.items == {} and world.alerts_bucket.objects == {} and world.publisher.published == []
+    for j in jpegs:
+        assert base64.b64encode(j).decode()[:40] not in captured_logs.text
+    # Alone, its best crop would have alerted: the track threshold is what held it back.
+    assert world.run(sqs_event([("sqs-one", crop_message(DEP, jpegs[int(np.argmax(scores))], track_id="t2"))])) == []
+    assert len(world.publisher.published) == 1
+
+
+def test_one_bad_crop_refuses_its_whole_track(world: World) -> None:
+    real = crop_jpeg(lfw_image(*MATED_PROBE))
+    msg = crop_message(DEP, real, more=[real[: len(real) // 2]])
+    assert world.run(sqs_event([("sqs-bad", msg)])) == []
+    assert world.embedder.calls == [] and world.alerts.items == {}
+    assert world.metrics.total("CropsRejected") == 1
+
+
+def test_track_thresholds_cover_every_track_size_or_none() -> None:
+    rec = deployment(DEP, threshold=0.5, track_thresholds=[0.55, 0.6])
+    assert [rec.threshold_for_crops(n) for n in (1, 2, 3)] == [0.5, 0.55, 0.6]
+    # A record from before fusion: every track size falls back to the one-crop threshold.
+    assert deployment(DEP, threshold=0.5).threshold_for_crops(3) == 0.5
+    for bad in ([0.55], [0.55, 0.6, 0.65], [0.55, 1.5]):
+        with pytest.raises(ValueError):
+            deployment(DEP, track_thresholds=bad)

@@ -122,3 +122,30 @@ def test_garbage_bytes_are_rejected(data: bytes) -> None:
 def test_empty_watchlist_is_refused() -> None:
     with pytest.raises(InvalidIndexError):
         WatchlistIndex(entry_ids=[], labels=[], embeddings=np.zeros((0, 128), np.float32), model="m")
+
+
+def _vec(*v: float) -> np.ndarray:
+    x = np.zeros(128, np.float32)
+    x[: len(v)] = v
+    return x / np.linalg.norm(x)
+
+
+def test_fused_top1_fuses_each_persons_best_template_over_a_tracks_crops() -> None:
+    # Two templates of "a" (a1 along axis 0, a2 along axis 1) and one of "b" (axis 2).
+    index = WatchlistIndex(["a1", "a2", "b1"], ["a", "a", "b"], np.stack([_vec(1), _vec(0, 1), _vec(0, 0, 1)]))
+    crops = np.stack([_vec(1, 0, 0.9), _vec(0, 1, 0.9), _vec(0, 0, 1)])  # a1-ish, a2-ish, pure b
+    # Per person, each crop's score is their best template: a = (0.74, 0.74, 0), b = (0.67, 0.67, 1).
+    best_max = index.fused_top1(crops, "max")
+    best_mean = index.fused_top1(crops, "mean")
+    assert (best_max.label, best_max.entry_id, round(best_max.score, 3)) == ("b", "b1", 1.0)
+    assert best_mean.label == "b" and best_mean.score == pytest.approx((0.669 * 2 + 1) / 3, abs=1e-3)
+    # Without the third crop, "a" wins on mean (0.74 vs 0.67), named by its template closest to the track.
+    two = index.fused_top1(crops[:2], "mean")
+    assert two.label == "a" and two.entry_id in {"a1", "a2"} and two.score == pytest.approx(0.743, abs=1e-3)
+    # One crop: the same answer as the plain top-1.
+    (hit,) = index.top1(crops[:1])
+    assert index.fused_top1(crops[:1], "max") == hit == index.fused_top1(crops[:1], "mean")
+    with pytest.raises(ValueError):
+        index.fused_top1(np.zeros((0, 128), np.float32), "max")
+    with pytest.raises(ValueError):
+        index.fused_top1(crops, "median")

@@ -23,7 +23,7 @@ from functions.models.records import AlertRecord, Authorisation, DeploymentRecor
 from infra import constants as C
 from lfr_cli.aws import AwsContext
 from lfr_core.calibration import shipped_table, threshold_for
-from lfr_core.contracts import AuditAction, AuditValue, DeploymentState, utcnow
+from lfr_core.contracts import MAX_TRACK_CROPS, AuditAction, AuditValue, DeploymentState, utcnow
 from lfr_core.errors import CalibrationError
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix
 from lfr_core.thresholds import DEFAULT_THRESHOLD
@@ -81,7 +81,9 @@ class Admin:
         It does not start: `authorise` then `start` (the session machine checks the authorisation).
         The threshold is, in order: explicit; calibrated for `target_fpir` at this watchlist's size
         (the image count bounds the enrolled count from above, erring towards fewer false alerts);
-        else `DEFAULT_THRESHOLD`. Which one, and why, goes into the audit log.
+        else `DEFAULT_THRESHOLD`. The thresholds for tracks of 2..3 crops come from the calibration
+        table: for the target FPIR, or for the FPIR the one-crop threshold has at this size. Which
+        ones, and why, go into the audit log.
         """
         if threshold is not None and target_fpir is not None:
             raise AdminError("give a threshold or a target FPIR, not both")
@@ -96,26 +98,36 @@ class Admin:
         if dupes:
             raise AdminError(f"watchlist: file names must be unique (they are the entry ids): {dupes[:5]}")
         source = "explicit" if threshold is not None else "default"
-        if threshold is None and target_fpir is not None:
-            try:
+        try:
+            table = shipped_table()
+            if threshold is None and target_fpir is not None:
                 threshold = threshold_for(target_fpir, len(files))
-            except CalibrationError as exc:
-                raise AdminError(f"no calibrated threshold: {exc}") from exc
-            source = f"calibrated:{shipped_table().model}"
+                source = f"calibrated:{table.model}"
+                tracks = [threshold_for(target_fpir, len(files), n) for n in range(2, MAX_TRACK_CROPS + 1)]
+            else:
+                threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+                # A stated or default threshold: each track size is held to the FPIR it gives one crop.
+                tracks = table.track_thresholds(threshold, len(files))
+        except CalibrationError as exc:
+            raise AdminError(f"no calibrated threshold: {exc}") from exc
         record = DeploymentRecord(
             deployment_id=new_deployment_id(name),
             name=name,
             state=DeploymentState.PENDING,
             created_at=utcnow(),
             duration_s=duration_s,
-            threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+            threshold=threshold,
             target_fpir=target_fpir,
+            fusion_mode=table.fusion_mode,
+            track_thresholds=[round(t, 6) for t in tracks],
             alert_retention_days=alert_retention_days,
         )
         self.deployments.create(record)
         self.record(
             AuditAction.CREATE, record.deployment_id, name=name[:200], duration_s=duration_s,
             watchlist_images=len(files), threshold=record.threshold, threshold_source=source,
+            fusion_mode=record.fusion_mode,
+            track_thresholds=",".join(f"{n}:{t}" for n, t in enumerate(record.track_thresholds, start=2)),
             target_fpir=target_fpir, alert_retention_days=alert_retention_days,
         )
         prefix = watchlist_images_prefix(record.deployment_id)

@@ -12,6 +12,7 @@ from lfr_cli.aws import AwsContext, StackNotFoundError
 from lfr_cli.durations import parse_duration
 from lfr_cli.officers import add_officer_parsers, run_officers
 from lfr_core.errors import DatasetNotFoundError
+from lfr_core.matching import PRODUCTION_FUSION
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -47,13 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--fps", type=float, default=10.0)
     make.add_argument("--concurrent", type=int, default=3, help="people in view at once")
 
+    ev_video = sub.add_parser("eval-video", help="track decisions on generated walk-by videos (edge + match path)")
+    ev_video.add_argument("--watchlist-size", type=int, default=100)
+    ev_video.add_argument("--listed-walkers", type=int, default=60, help="listed people who walk past")
+    ev_video.add_argument("--strangers", type=int, default=60, help="people not listed who walk past")
+    ev_video.add_argument("--target-fpir", type=float, default=2e-4)
+    ev_video.add_argument("--seed", type=int, default=0)
+    ev_video.add_argument("--out", type=Path, help="output folder (default build/eval)")
+    ev_video.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+
     ev = sub.add_parser("eval", help="open-set 1:N accuracy (TPIR at FPIR, DET) on an identity-labelled folder")
     ev.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
     ev.add_argument("--non-mated", type=Path, action="append", default=[], help="extra folder of people not listed")
     ev.add_argument("--watchlist-size", type=int, help="people listed (default: half of those with 2+ images)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--fusion", type=int, default=1, help="crops per track (1 = single-crop decisions)")
-    ev.add_argument("--fusion-mode", choices=["mean", "max"], default="mean")
+    ev.add_argument("--fusion-mode", choices=["mean", "max"], default=PRODUCTION_FUSION)
     ev.add_argument("--degrade", choices=["cctv"], help="apply surveillance conditions to probes")
     ev.add_argument("--flip-tta", action="store_true", help="horizontal-flip test-time augmentation")
     ev.add_argument("--gate", choices=["production", "none", "strict"], default="production")
@@ -64,13 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, help="onnxruntime threads")
     ev.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     ev.add_argument("--calibrate-out", type=Path, help="also rebuild the calibration table from the same pass")
+    ev.add_argument("--lists", type=int, default=1,
+                    help="repeat on this many seeded watchlists (seed, seed+1, ...) and pool the searches")
     cal = sub.add_parser("calibrate", help="rebuild the threshold table (target FPIR x watchlist size)")
     cal.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
     cal.add_argument("--sizes", default="1,5,10,20,50,100,200,500,1000")
     cal.add_argument("--lists", type=int, default=20, help="random watchlists per size")
     cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--fusion", type=int, default=3)
-    cal.add_argument("--fusion-mode", choices=["mean", "max"], default="mean")
+    cal.add_argument("--fusion-mode", choices=["mean", "max"], default=PRODUCTION_FUSION,
+                     help="how a track's crops are fused (thresholds for tracks of 2..3 crops)")
     cal.add_argument("--out", type=Path, help="table path (default: the shipped lfr_core/calibration.json)")
     cal.add_argument("--threads", type=int, help="onnxruntime threads")
     return p
@@ -108,15 +120,20 @@ def main(argv: list[str] | None = None) -> int:
             return run_eval(
                 args.dataset, args.non_mated, args.watchlist_size, args.seed, args.fusion, args.fusion_mode,
                 args.degrade, args.flip_tta, args.gate, args.enrol_images, args.template, args.ablation,
-                args.out or DEFAULT_OUT, args.json, args.threads, args.calibrate_out,
+                args.out or DEFAULT_OUT, args.json, args.threads, args.calibrate_out, args.lists,
             )
+        if args.command == "eval-video":
+            from lfr_cli.video_eval import DEFAULT_OUT, run_eval_video
+
+            return run_eval_video(args.watchlist_size, args.listed_walkers, args.strangers, args.seed,
+                                  args.target_fpir, args.out or DEFAULT_OUT, args.json)
         if args.command == "calibrate":
             from lfr_cli.evaluate import run_calibrate
             from lfr_core.calibration import TABLE_PATH
 
             sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
             return run_calibrate(
-                args.dataset, sizes, args.lists, args.seed, args.fusion, args.fusion_mode,
+                args.dataset, sizes, args.lists, args.seed, args.fusion_mode,
                 args.out or TABLE_PATH, args.threads,
             )
         if args.command == "deployment":

@@ -11,7 +11,10 @@ look like someone. So a deployment states the false-alert rate it accepts (e.g. 
 - threshold(target, size) = the lowest threshold whose pooled empirical FPIR is <= target;
 - thresholds are made non-decreasing in size (a bigger list never gets a lower threshold), so
   sampling noise can only err towards fewer false alerts;
-- the same for tracks ("fused"): the fused score of a track of `n` crops (mode as recorded).
+- the same for tracks ("fused"), for each track size n = 2..MAX_TRACK_CROPS: the fused score (the
+  table's `fusion_mode`) of a track of n crops of one non-listed person, each crop a different
+  image (see README "Accuracy" for why the production mode is the one that stays safe when a
+  video track's crops are nearly the same picture).
 
 Between tabulated sizes and targets the threshold is interpolated linearly in log(size) and
 log(target); outside the table it refuses (CalibrationError) rather than extrapolate a guess.
@@ -32,11 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from lfr_core.contracts import MAX_TRACK_CROPS
 from lfr_core.errors import CalibrationError
-from lfr_core.evaluation import fpir_key, fuse_scores, threshold_at_fpir
+from lfr_core.evaluation import fpir_key, threshold_at_fpir
+from lfr_core.matching import FUSION_MODES, FusionMode, fuse_scores
 
 TABLE_PATH = Path(__file__).with_name("calibration.json")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fused thresholds per track size (2..MAX_TRACK_CROPS) and one fusion mode
 DEFAULT_SIZES: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
 DEFAULT_TARGETS: tuple[float, ...] = (1e-2, 1e-3, 2e-4, 1e-4)
 
@@ -70,6 +75,23 @@ class Curve:
             return _interp(math.log(size), [math.log(s) for s in self.sizes], list(row))
 
         return _interp(math.log(target_fpir), [math.log(t) for t in targets], [at_size(t) for t in targets])
+
+    def fpir_at(self, threshold: float, watchlist_size: int) -> float:
+        """The inverse of `threshold` at one size: the target FPIR whose threshold is `threshold`,
+        clamped to the tabulated targets (thresholds fall as the target FPIR rises)."""
+        lo_t, hi_t = min(self.targets), max(self.targets)
+        if threshold >= self.threshold(lo_t, watchlist_size):
+            return lo_t
+        if threshold <= self.threshold(hi_t, watchlist_size):
+            return hi_t
+        lo, hi = math.log(lo_t), math.log(hi_t)
+        for _ in range(60):  # bisection in log FPIR; the curve is monotone in the target
+            mid = (lo + hi) / 2
+            if self.threshold(min(max(math.exp(mid), lo_t), hi_t), watchlist_size) > threshold:
+                lo = mid
+            else:
+                hi = mid
+        return min(max(math.exp((lo + hi) / 2), lo_t), hi_t)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,16 +133,34 @@ class CalibrationTable:
     model: str
     pipeline: Mapping[str, Any]  # the options the scores were made with (flip TTA, quality gate)
     single: Curve
-    fused: Curve | None
-    fusion: Mapping[str, Any] | None  # {"n": crops per track, "mode": "mean"|"max"}
+    fused: Mapping[int, Curve]  # crops per track (2..MAX_TRACK_CROPS) -> thresholds for the fused score
+    fusion_mode: FusionMode  # how a track's crops are fused: deployments take it from here
     provenance: Mapping[str, Any]
 
-    def threshold(self, target_fpir: float, watchlist_size: int, fused: bool = False) -> float:
-        if fused:
-            if self.fused is None:
-                raise CalibrationError("the calibration table has no fused (track) thresholds")
-            return self.fused.threshold(target_fpir, watchlist_size)
-        return self.single.threshold(target_fpir, watchlist_size)
+    def curve(self, crops: int = 1) -> Curve:
+        if crops <= 1:
+            return self.single
+        curve = self.fused.get(crops)
+        if curve is None:
+            raise CalibrationError(f"the calibration table has no thresholds for tracks of {crops} crops")
+        return curve
+
+    def threshold(self, target_fpir: float, watchlist_size: int, crops: int = 1) -> float:
+        return self.curve(crops).threshold(target_fpir, watchlist_size)
+
+    def track_thresholds(self, threshold: float, watchlist_size: int) -> list[float]:
+        """Thresholds for tracks of 2..MAX_TRACK_CROPS crops that keep the FPIR a single-crop
+        `threshold` has at this size (read off the single-crop curve, clamped to the table's range):
+        each track size is held to the same false-alert rate as one crop."""
+        size = min(max(watchlist_size, 1), self.single.sizes[-1])
+        fpir = self.single.fpir_at(threshold, size)
+        out = []
+        for n in range(2, MAX_TRACK_CROPS + 1):
+            # The single curve at the clamped FPIR may differ from `threshold` (outside the table's
+            # range): carry that difference over, so a stricter manual threshold stays stricter.
+            shift = threshold - self.single.threshold(fpir, size)
+            out.append(round(min(1.0, self.curve(n).threshold(fpir, size) + shift), 6))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,8 +169,8 @@ class CalibrationTable:
             "pipeline": dict(self.pipeline),
             "provenance": dict(self.provenance),
             "single": self.single.to_dict(),
-            "fusion": dict(self.fusion) if self.fusion else None,
-            "fused": self.fused.to_dict() if self.fused else None,
+            "fusion_mode": self.fusion_mode,
+            "fused": {str(n): c.to_dict() for n, c in sorted(self.fused.items())},
         }
 
     def write(self, path: Path) -> None:
@@ -143,16 +183,23 @@ class CalibrationTable:
         if version != FORMAT_VERSION:
             raise CalibrationError(f"unsupported calibration table (format_version {version!r})")
         try:
-            return cls(
+            fused = {int(n): Curve.from_dict(c) for n, c in dict(d["fused"]).items()}
+            mode = str(d["fusion_mode"])
+            if mode not in FUSION_MODES:
+                raise ValueError(f"unknown fusion mode {mode!r}")
+            table = cls(
                 model=str(d["model"]),
                 pipeline=dict(d["pipeline"]),
                 single=Curve.from_dict(d["single"]),
-                fused=Curve.from_dict(d["fused"]) if d.get("fused") else None,
-                fusion=dict(d["fusion"]) if d.get("fusion") else None,
+                fused=fused,
+                fusion_mode="max" if mode == "max" else "mean",
                 provenance=dict(d.get("provenance") or {}),
             )
-        except KeyError as exc:
-            raise CalibrationError(f"calibration table lacks {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"calibration table: {type(exc).__name__}: {exc}") from exc
+        if sorted(fused) != list(range(2, MAX_TRACK_CROPS + 1)):
+            raise CalibrationError(f"the table needs fused thresholds for tracks of 2..{MAX_TRACK_CROPS} crops")
+        return table
 
     @classmethod
     def load(cls, path: Path = TABLE_PATH) -> CalibrationTable:
@@ -170,12 +217,13 @@ def shipped_table() -> CalibrationTable:
     return CalibrationTable.load(TABLE_PATH)
 
 
-def threshold_for(target_fpir: float, watchlist_size: int, fused: bool = False) -> float:
+def threshold_for(target_fpir: float, watchlist_size: int, crops: int = 1) -> float:
     """The cosine threshold that keeps FPIR at or below `target_fpir` for a list of `watchlist_size`.
 
-    `fused=True` gives the threshold for a track's fused score (see the table's `fusion`).
+    `crops` > 1: the threshold for the fused score of a track of that many crops (the table's
+    `fusion_mode`), so that a track decision has the same FPIR as a one-crop decision.
     """
-    return shipped_table().threshold(target_fpir, watchlist_size, fused)
+    return shipped_table().threshold(target_fpir, watchlist_size, crops)
 
 
 # -- building a table from embeddings (used by `lfr calibrate` and the tests) -------------------

@@ -18,7 +18,7 @@ import pytest
 
 from lfr_cli.evaluate import Embeddings, calibrate_table, load_folder
 from lfr_cli.main import main
-from lfr_core.calibration import Gallery, pooled_non_mated
+from lfr_core.calibration import CalibrationTable, Gallery, pooled_non_mated
 from lfr_core.datasets import LfwImage, read_lfw_manifest
 from lfr_core.evaluation import Rate
 
@@ -67,6 +67,29 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png"]
 
 
+def test_lfr_eval_pools_seeded_lists_and_rebuilds_the_table_from_the_same_pass(
+    built_models: Path, lfw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _subset(tmp_path / "data", n_multi=24, n_single=60, seed=5)
+    out, table_path = tmp_path / "out", tmp_path / "calibration.json"
+    args = ["eval", "--dataset", str(data), "--watchlist-size", "12", "--out", str(out), "--json"]
+    singles = []
+    for seed in (3, 4, 5):
+        assert main([*args, "--seed", str(seed), "--fusion", "2"]) == 0
+        singles.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert main([*args, "--seed", "3", "--lists", "3", "--fusion", "2", "--calibrate-out", str(table_path)]) == 0
+    pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert pooled["lists"] == 3 and pooled["unit"] == "track" and pooled["variant"]["fusion_mode"] == "max"
+    # Seeds 3, 4 and 5 pooled: exactly the three lists' searches together.
+    for key in ("mated", "non_mated"):
+        assert pooled[key] == sum(one[key] for one in singles) > 0
+    assert (out / "eval-fusion2-s3x3.json").is_file()
+    table = CalibrationTable.load(table_path)
+    assert table.fusion_mode == "max" and sorted(table.fused) == [2, 3]
+    for size in table.single.sizes:  # max fusion: a track of more crops needs at least the same score
+        assert table.threshold(1e-2, size, 3) >= table.threshold(1e-2, size, 2) - 0.02
+
+
 def test_calibrated_threshold_gives_its_target_fpir_on_held_apart_people(
     built_models: Path, lfw_dir: Path, tmp_path: Path
 ) -> None:
@@ -79,7 +102,7 @@ def test_calibrated_threshold_gives_its_target_fpir_on_held_apart_people(
     size, target = 5, 1e-2
     table = calibrate_table(
         [s for s in samples if s.identity in half_a], emb, sizes=[1, size, 10], targets=[target, 1e-3],
-        lists=30, seed=1, fusion=(3, "mean"), log=lambda _m: None,
+        lists=30, seed=1, fusion_mode="max", log=lambda _m: None,
     )
     threshold = table.threshold(target, size)
 

@@ -205,7 +205,7 @@ def test_after_expiry_purged_within_target_and_audited(admin: Admin, watchlist_d
 def test_stated_target_fpir_sets_the_calibrated_threshold_and_is_audited(
     admin: Admin, watchlist_dir: Path, stack: LocalStack
 ) -> None:
-    from lfr_core.calibration import threshold_for
+    from lfr_core.calibration import shipped_table, threshold_for
 
     rec = admin.create_deployment("calibrated", watchlist_dir, duration_s=600, target_fpir=2e-4)
     n = len(list(watchlist_dir.iterdir()))
@@ -214,6 +214,11 @@ def test_stated_target_fpir_sets_the_calibrated_threshold_and_is_audited(
     assert created["details"]["threshold"] == pytest.approx(rec.threshold)
     assert str(created["details"]["threshold_source"]).startswith("calibrated:")
     assert created["details"]["target_fpir"] == 2e-4
+    # Tracks of 2 and 3 crops get the thresholds calibrated for them, recorded and audited too.
+    assert rec.track_thresholds == pytest.approx([threshold_for(2e-4, n, 2), threshold_for(2e-4, n, 3)], abs=1e-6)
+    assert created["details"]["track_thresholds"] == ",".join(
+        f"{k}:{t}" for k, t in enumerate(rec.track_thresholds, start=2))
+    assert created["details"]["fusion_mode"] == rec.fusion_mode == shipped_table().fusion_mode
     # Both at once is ambiguous: refused with a clear message, and nothing is created.
     with pytest.raises(SystemExit) as refused:
         cli(stack, "deployment", "create", "--name", "both", "--watchlist", str(watchlist_dir),

@@ -16,11 +16,11 @@ from lfr_core.evaluation import (
     Rate,
     clopper_pearson,
     fpir_key,
-    fuse_scores,
     summarise,
     threshold_at_fpir,
     wilson_interval,
 )
+from lfr_core.matching import fuse_scores
 
 
 def test_intervals_match_published_values() -> None:
@@ -129,23 +129,59 @@ def test_curve_interpolates_in_log_size_and_log_target_and_refuses_outside() -> 
             c.threshold(target, size)
 
 
+def _table() -> CalibrationTable:
+    # Max fusion: the threshold rises with the crops fused, as a real table's does.
+    fused = {
+        n: Curve(_curve().sizes, _curve().targets,
+                 {k: tuple(t + 0.05 * (n - 1) for t in row) for k, row in _curve().thresholds.items()}, (900, 900))
+        for n in (2, 3)
+    }
+    return CalibrationTable("m.onnx", {"flip_tta": False}, _curve(), fused, "max", {})
+
+
 def test_table_round_trips_and_rejects_malformed(tmp_path: Path) -> None:
-    t = CalibrationTable("m.onnx", {"flip_tta": False}, _curve(), _curve(), {"n": 3, "mode": "mean"}, {})
-    t.write(tmp_path / "c.json")
+    _table().write(tmp_path / "c.json")
     back = CalibrationTable.load(tmp_path / "c.json")
-    assert back.threshold(1e-3, 100, fused=True) == pytest.approx(0.60)
-    (tmp_path / "bad.json").write_text(json.dumps({"format_version": 1, "model": "m"}))
-    with pytest.raises(CalibrationError):
-        CalibrationTable.load(tmp_path / "bad.json")
-    with pytest.raises(CalibrationError):
-        CalibrationTable.load(tmp_path / "missing.json")
+    assert back.threshold(1e-3, 100, crops=3) == pytest.approx(0.70)
+    assert back.threshold(1e-3, 100, crops=1) == pytest.approx(0.60)
+    assert back.fusion_mode == "max"
+    (tmp_path / "bad.json").write_text(json.dumps({"format_version": 2, "model": "m"}))
+    old = _table().to_dict() | {"format_version": 1}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    two_only = _table().to_dict()
+    del two_only["fused"]["3"]
+    (tmp_path / "two.json").write_text(json.dumps(two_only))
+    odd_mode = _table().to_dict() | {"fusion_mode": "median"}
+    (tmp_path / "mode.json").write_text(json.dumps(odd_mode))
+    for name in ("bad.json", "old.json", "two.json", "mode.json", "missing.json"):
+        with pytest.raises(CalibrationError):
+            CalibrationTable.load(tmp_path / name)
+
+
+def test_fpir_at_inverts_the_curve_and_clamps_to_its_range() -> None:
+    c = _curve()
+    for target in (1e-3, 3e-3, 1e-2):
+        assert c.fpir_at(c.threshold(target, 31), 31) == pytest.approx(target, rel=1e-6)
+    assert c.fpir_at(0.99, 10) == pytest.approx(1e-3)  # stricter than the table: its strictest target
+    assert c.fpir_at(0.01, 10) == pytest.approx(1e-2)
+
+
+def test_track_thresholds_hold_each_track_size_to_the_one_crop_fpir() -> None:
+    t = _table()
+    # 0.45 is FPIR 10^-2.5 at size 10: the track thresholds are the fused curves' at that FPIR.
+    assert t.track_thresholds(0.45, 10) == pytest.approx([0.50, 0.55])
+    # A manual threshold stricter than the table's range keeps its extra margin for tracks too.
+    assert t.track_thresholds(0.58, 10) == pytest.approx([0.63, 0.68])
+    # Lists larger than the table are held at its largest size (the admin path refuses them first).
+    assert t.track_thresholds(0.55, 1000) == t.track_thresholds(0.55, 100)
 
 
 def test_shipped_table_is_monotone_and_covers_the_operating_point() -> None:
     # Stricter target or larger list -> never a lower threshold.
     for size in (1, 20, 100, 600, 1000):
-        assert threshold_for(1e-4, size) >= threshold_for(2e-4, size) >= threshold_for(1e-2, size)
-        assert threshold_for(2e-4, size, fused=True) >= threshold_for(1e-2, size, fused=True)
+        for crops in (1, 2, 3):
+            strict, operating, loose = (threshold_for(f, size, crops) for f in (1e-4, 2e-4, 1e-2))
+            assert strict >= operating >= loose
     assert threshold_for(2e-4, 20) <= threshold_for(2e-4, 1000)
     assert 0.3 < threshold_for(2e-4, 600) < 0.8
 

@@ -71,6 +71,7 @@ class DemoSummary:
     watchlist_size: int
     enrol_rejects: int
     threshold: float
+    track_messages_sent: int  # one per track (plus the late crop), each with 1-3 crops
     crops_sent: int
     faces_below_gate: int
     watchlisted_people_shown: int
@@ -164,7 +165,9 @@ def run_demo_on(
             rec = admin.create_authorise_start("demo", Path(tmp), duration_s=session_s)
         dep = rec.deployment_id
         say(f"deployment {dep}: watchlist of {len(plan.watchlist)} uploaded, session {session_s}s, "
-            f"threshold {rec.threshold:.3f}")
+            f"threshold {rec.threshold:.3f} for one crop, "
+            + ", ".join(f"{t:.3f} for {n}" for n, t in enumerate(rec.track_thresholds, start=2))
+            + f" ({rec.fusion_mode} fusion)")
         rec = admin.wait_for(dep, {DeploymentState.ACTIVE}, timeout_s=600)
         say(f"ACTIVE: {rec.watchlist_size} enrolled, {len(rec.enrol_rejects)} rejected, "
             f"expires {rec.expires_at:%H:%M:%S}")
@@ -187,7 +190,8 @@ def run_demo_on(
         shown = len(scene["people"])
         say(f"edge: {shown} people walked past ({video_s:.0f}s of video), {edge.frames_processed}/"
             f"{edge.frames_read} frames processed, {edge.faces} faces, {edge.tracks} tracks, "
-            f"{edge.below_gate} below the quality gate, {delivered.sent} crops sent")
+            f"{edge.below_gate} below the quality gate, {delivered.sent} track messages sent "
+            f"({edge.crops_selected} crops, up to 3 per track, decided together)")
         sender = SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL])
         _wait_queue_drained(ctx, timeout_s=300)
         time.sleep(2.0)  # let the last SNS deliveries reach the phone
@@ -225,7 +229,8 @@ def run_demo_on(
         watchlist_size=rec.watchlist_size,
         enrol_rejects=len(rec.enrol_rejects),
         threshold=rec.threshold,
-        crops_sent=delivered.sent + 1,
+        track_messages_sent=delivered.sent + 1,
+        crops_sent=edge.crops_selected + 1,
         faces_below_gate=edge.below_gate,
         watchlisted_people_shown=len(shown_ids),
         passers_by_shown=len(in_video - shown_ids),

@@ -125,3 +125,25 @@ def test_calibrated_threshold_gives_its_target_fpir_on_held_apart_people(
     lo, hi = measured.ci
     assert measured.n >= 2000
     assert lo <= target <= hi, f"target {target} outside measured FPIR {measured} at threshold {threshold:.3f}"
+
+
+def test_lfr_eval_video_decides_real_tracks_at_the_deployments_thresholds(
+    built_models: Path, lfw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = main(["eval-video", "--watchlist-size", "20", "--listed-walkers", "8", "--strangers", "8",
+               "--seed", "1", "--out", str(out), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["watchlist_size"] == 20 and summary["tracks"] >= 14
+    assert sum(summary["crops_per_track"].values()) == summary["tracks"]
+    assert summary["crops_per_track"]["3"] >= summary["tracks"] / 2  # walks give the full 3 crops mostly
+    rules = {r["rule"]: r for r in summary["rules"]}
+    production = next(r for name, r in rules.items() if name.startswith("production"))
+    assert production["threshold"].startswith("1:")  # one threshold per track size
+    tpir, false = production["tpir_tracks"], production["false_alert_tracks"]
+    assert tpir["n"] >= 7 and false["n"] >= 6  # every placed walker's track was decided
+    assert tpir["rate"] >= 0.5 and false["k"] <= 1  # sane at FPIR 2e-4 on a 20-person list
+    assert len(rules) == 4
+    # Only counts and rates are kept: no video, no crops.
+    assert [p.name for p in out.iterdir()] == ["eval-video-s1.json"]

@@ -294,6 +294,19 @@ class Outcome:
     mated_gender: list[str]
     non_mated_gender: list[str]
     watchlist_size: int
+    # For each non-mated search: (who was searched, whom they best matched) - names, no biometrics.
+    non_mated_pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def false_alert_pairs(self, target: float = OPERATING_FPIR, top: int = 10) -> dict[str, Any]:
+        """Who the false alerts at the operating threshold are: the pairs that set the FPIR tail."""
+        t = self.result.at_fpir(target).threshold
+        above = [p for p, sc in zip(self.non_mated_pairs, self.result.non_mated_scores, strict=True) if sc >= t]
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for p in above:
+            counts[p] += 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {"threshold": round(t, 6), "false_alerts": len(above), "distinct_pairs": len(counts),
+                "top": [{"searched": a, "matched": b, "count": n} for (a, b), n in ranked[:top]]}
 
     def summary(self) -> dict[str, Any]:
         out = summarise(self.result)
@@ -304,6 +317,7 @@ class Outcome:
             failure_to_enrol=self.fte.to_dict(),
             failure_to_acquire={"mated": self.fta_mated.to_dict(), "non_mated": self.fta_non_mated.to_dict()},
             fairness=self.fairness(),
+            false_alerts_at_operating_point=self.false_alert_pairs() if self.non_mated_pairs else None,
         )
         return out
 
@@ -391,6 +405,7 @@ def evaluate(proto: Protocol, emb: Embeddings, v: Variant) -> Outcome:
                 m_scores.append(r[1])
                 m_correct.append(r[0] == person)
     n_scores, n_gender = [], []
+    n_pairs: list[tuple[str, str]] = []
     n_total = 0
     for person in proto.non_mated_people():
         for unit in units(proto.by_person[person]):
@@ -399,10 +414,11 @@ def evaluate(proto: Protocol, emb: Embeddings, v: Variant) -> Outcome:
             if r is not None:
                 n_scores.append(r[1])
                 n_gender.append(unit[0].gender)
+                n_pairs.append((person, r[0]))
     result = OpenSetResult(np.asarray(m_scores), np.asarray(m_correct, bool), np.asarray(n_scores))
     return Outcome(
         v, result, Rate(failed, len(proto.listed)), Rate(m_fta, len(m_scores)),
-        Rate(n_total - len(n_scores), n_total), m_gender, n_gender, len(proto.listed) - failed,
+        Rate(n_total - len(n_scores), n_total), m_gender, n_gender, len(proto.listed) - failed, n_pairs,
     )
 
 
@@ -440,6 +456,7 @@ def pooled(outcomes: Sequence[Outcome]) -> Outcome:
         total(lambda o: o.fte), total(lambda o: o.fta_mated), total(lambda o: o.fta_non_mated),
         [g for o in outcomes for g in o.mated_gender], [g for o in outcomes for g in o.non_mated_gender],
         round(sum(o.watchlist_size for o in outcomes) / len(outcomes)),
+        [p for o in outcomes for p in o.non_mated_pairs],
     )
 
 
@@ -587,6 +604,11 @@ def run_eval(
             for m in ("fnir", "fpir")
         )
         print(f"by gender at the FPIR {key} threshold {fair['threshold']}: {cells}")
+    fa = summary["false_alerts_at_operating_point"]
+    if fa:
+        pairs = "; ".join(f"{p['searched']} -> {p['matched']} x{p['count']}" for p in fa["top"][:5])
+        print(f"false alerts at the FPIR {fpir_key(OPERATING_FPIR)} threshold {fa['threshold']}: {fa['false_alerts']} "
+              f"in {fa['distinct_pairs']} pairs (searched -> matched); most: {pairs}")
     print(f"wrote {json_path} and {det_path}")
     if calibrate_out is not None:
         # The same in-memory embeddings also rebuild the table: one pass over the images, not two.

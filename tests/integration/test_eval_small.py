@@ -58,6 +58,8 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
     op = summary["operating_points"]["0.01"]
     assert op["fpir"]["rate"] <= 0.01 and op["fpir"]["ci95"][0] <= op["fpir"]["rate"] <= op["fpir"]["ci95"][1]
     assert summary["failure_to_enrol"]["n"] == 12
+    fa = summary["false_alerts_at_operating_point"]
+    assert fa["false_alerts"] == summary["operating_points"]["0.0002"]["fpir"]["k"]
     assert {"mated", "non_mated"} <= set(summary["failure_to_acquire"])
     assert {"M", "F", "ratio_F_over_M"} <= set(summary["fairness"]["0.0002"])
     png = Path(summary["det_png"])

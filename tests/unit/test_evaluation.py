@@ -199,3 +199,18 @@ def test_flip_tta_is_mirror_invariant_and_off_by_default(built_models: Path) -> 
     # With TTA a crop and its mirror image embed to the same vector.
     assert np.allclose(tta.embed(crops), tta.embed(crops[:, :, ::-1]), atol=1e-5)
     assert np.allclose(np.linalg.norm(tta.embed(crops), axis=1), 1.0, atol=1e-5)
+
+
+def test_false_alerts_at_the_operating_point_are_named_by_pair() -> None:
+    from lfr_cli.evaluate import Outcome, Variant
+
+    # 10,000 non-mated searches: 2e-4 allows 2 above the threshold; the top 3 are one twin pair twice and kin.
+    scores = np.concatenate([np.linspace(0.1, 0.4, 9997), [0.9, 0.8, 0.7]])
+    pairs = [("stranger", "listed")] * 9997 + [("Venus", "Serena"), ("Venus", "Serena"), ("Joseph", "Sepp")]
+    result = OpenSetResult(np.array([0.95]), np.array([True]), scores)
+    o = Outcome(Variant(), result, Rate(0, 1), Rate(0, 1), Rate(0, 10_000), ["M"], ["M"] * 10_000, 1, pairs)
+    fa = o.false_alert_pairs(2e-4)
+    assert fa["false_alerts"] == result.at_fpir(2e-4).fpir.k == 2
+    assert fa["top"] == [{"searched": "Venus", "matched": "Serena", "count": 2}]
+    wider = o.false_alert_pairs(3e-4)
+    assert [(p["searched"], p["count"]) for p in wider["top"]] == [("Venus", 2), ("Joseph", 1)]

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--best-k", type=int, help="crops per track decision at most (default 3, the maximum)")
     run.add_argument("--min-interval", type=float, help="seconds between two crops of one track (default 1)")
     run.add_argument("--max-wait", type=float,
-                     help="seconds from a track's first crop to sending its crops while in view (default 2.5)")
+                     help="seconds from a track's first crop to sending its crops while in view (default 3)")
     run.add_argument("--spool-dir", type=Path)
     run.add_argument("--spool-ttl", type=float, help="seconds a crop may wait for the network (default 300)")
     run.add_argument("--expires-at", help="the deployment's end (ISO-8601 with zone): nothing is sent after it")

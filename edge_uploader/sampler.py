@@ -4,10 +4,12 @@ The cloud makes one decision per track from all the crops it sends (issue 5: tra
 the crops of a track travel together in one message. Per track (only gate-passing crops are
 offered, and only once the track is confirmed by `min_hits` detections):
 - a crop is taken at most every `min_interval_s` (the best offered since the last take): crops
-  a second apart differ more than consecutive frames, so fusing them adds evidence;
-- the bundle leaves as soon as it holds `best_k` crops, or `max_wait_s` after its first crop
-  while the track is still in view, or when the track ends (with the best crop still waiting,
-  if there is room), whichever comes first. That bounds how long an alert waits for evidence;
+  a second apart differ more than consecutive frames, so fusing them adds evidence; once
+  `best_k` are held, a later take replaces the held crop of lowest quality if it is better
+  (a walker's face is best close to the camera, at the end of the walk);
+- the bundle leaves `max_wait_s` after its first crop while the track is still in view, or when
+  the track ends (with the best crop still waiting, if it beats a held one), whichever comes
+  first. That bounds how long an alert waits for evidence;
 - after its bundle has left, a track's further crops are discarded (one decision per track).
 Held crops live only in memory.
 """
@@ -25,7 +27,7 @@ from lfr_core.contracts import MAX_TRACK_CROPS
 DEFAULT_BEST_K = MAX_TRACK_CROPS
 DEFAULT_MIN_INTERVAL_S = 1.0
 DEFAULT_MIN_HITS = 2
-DEFAULT_MAX_WAIT_S = 2.5
+DEFAULT_MAX_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class _TrackState:
     taken: list[Taken] = field(default_factory=list)
     first_taken_t: float = float("inf")
     last_taken_t: float = float("-inf")
+    last_idx: int = 0  # which held crop came from the last take
     pending: Taken | None = None
     done: bool = False  # its bundle has left
     sent: int = 0  # crops in the bundle that left
@@ -61,7 +64,7 @@ class Bundle:
 
     track_id: str
     crops: tuple[Taken, ...]
-    why: Literal["full", "waited", "ended"]
+    why: Literal["waited", "ended"]
 
     @property
     def best(self) -> Taken:
@@ -94,13 +97,10 @@ class TrackSampler:
             if st.done or tr is None or tr.hits < self.policy.min_hits:
                 continue
             if st.pending is not None and (not st.taken or t - st.last_taken_t >= self.policy.min_interval_s):
-                st.taken.append(st.pending)
-                st.pending = None
+                self._take(st)
                 st.first_taken_t = min(st.first_taken_t, t)
                 st.last_taken_t = t
-            if len(st.taken) >= self.policy.best_k:
-                out.append(self._bundle(tid, st, "full"))
-            elif st.taken and t - st.first_taken_t >= self.policy.max_wait_s:
+            if st.taken and t - st.first_taken_t >= self.policy.max_wait_s:
                 out.append(self._bundle(tid, st, "waited"))
         return out
 
@@ -114,14 +114,34 @@ class TrackSampler:
         st = self._state.pop(track.track_id, None)
         if st is None or st.done:
             return None
-        if st.pending is not None and track.hits >= self.policy.min_hits and len(st.taken) < self.policy.best_k:
-            st.taken.append(st.pending)
-            st.pending = None
+        if st.pending is not None and track.hits >= self.policy.min_hits:
+            if st.taken and st.pending[1].t - st.last_taken_t < self.policy.min_interval_s:
+                # Same interval as the last take: keep the better of the two, so crops stay spaced.
+                if st.pending[0].quality.score > st.taken[st.last_idx][0].quality.score:
+                    st.taken[st.last_idx] = st.pending
+                self.discarded += 1
+                st.pending = None
+            else:
+                self._take(st)
         if st.pending is not None:
             self.discarded += 1
         return self._bundle(track.track_id, st, "ended") if st.taken else None
 
-    def _bundle(self, track_id: str, st: _TrackState, why: Literal["full", "waited", "ended"]) -> Bundle:
+    def _take(self, st: _TrackState) -> None:
+        """Hold the pending crop: added while fewer than K are held, else in place of a worse one."""
+        assert st.pending is not None
+        if len(st.taken) < self.policy.best_k:
+            st.taken.append(st.pending)
+            st.last_idx = len(st.taken) - 1
+        else:
+            worst = min(range(len(st.taken)), key=lambda i: st.taken[i][0].quality.score)
+            if st.pending[0].quality.score > st.taken[worst][0].quality.score:
+                st.taken[worst] = st.pending
+                st.last_idx = worst
+            self.discarded += 1  # one of the two is dropped either way
+        st.pending = None
+
+    def _bundle(self, track_id: str, st: _TrackState, why: Literal["waited", "ended"]) -> Bundle:
         st.done = True
         if st.pending is not None:
             self.discarded += 1

@@ -33,6 +33,11 @@ design point; for reference at 0.50: 100 people FPIR 5.5e-4, 500 -> 2.5e-3, 1,00
 Larger lists need their own measurement (and a higher threshold). OpenCV's 1:1 verification
 threshold 0.363 gives FPIR ~3e-2 at 20 people and ~0.6 at 1,000: never use it for 1:N.
 
+Tracks: a deployment with this default threshold decides a track of 2 or 3 crops (max fusion)
+against the calibration table's threshold for that track size at the FPIR 0.55 has for one crop
+(`CalibrationTable.track_thresholds`), so a person walking past is no more likely to raise a false
+alert than one crop of them was; each crop alone at 0.55 would have let a track try up to 3 times.
+
 LFW is not representative of the population (few children, older people, women; little ethnic
 diversity); these numbers do not establish fitness for operational use.
 """

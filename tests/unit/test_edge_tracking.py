@@ -77,27 +77,32 @@ def scores_of(b: Bundle) -> list[float]:
     return [c.quality.score for c, _ in b.crops]
 
 
-def test_a_track_sends_one_bundle_of_k_crops_spaced_by_the_interval_best_first() -> None:
+def test_a_track_sends_one_bundle_of_its_best_k_crops_spaced_by_the_interval() -> None:
     sampler = TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0, min_hits=2, max_wait_s=10.0))
     scores = [0.5, 0.6, 0.4, 0.7, 0.8, 0.55, 0.9, 0.95, 0.97, 0.99, 0.3, 0.999]
-    ((t, bundle),) = run_track(sampler, scores, end=True)  # one decision per track, even at its end
-    assert bundle.why == "full"
-    # Taken: the better of the first two when confirmed (t=0.4), then the best of each next second.
-    assert scores_of(bundle) == [0.95, 0.8, 0.6]
+    ((t, bundle),) = run_track(sampler, scores, end=True)  # one decision per track
+    assert bundle.why == "ended" and t == pytest.approx(4.8)
+    # Taken once a second (0.6 at 0.4 s, 0.8, 0.95, 0.99); held: the best 3; at the end 0.999 beats
+    # the take of its own interval (0.99) rather than crowding it.
+    assert scores_of(bundle) == [0.999, 0.95, 0.8]
     frames_t = sorted(f.t for _, f in bundle.crops)
     assert all(b - a >= 1.0 for a, b in itertools.pairwise(frames_t))
-    assert t == pytest.approx(2.8)  # it left when the third crop was taken, not at the track's end
     assert sampler.discarded == len(scores) - 3
 
 
 def test_a_lingering_track_waits_at_most_max_wait_and_a_short_one_leaves_at_its_end() -> None:
-    waited = run_track(TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0, max_wait_s=1.0)), [0.5] * 12)
-    ((t, bundle),) = waited
+    waited = run_track(TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0, max_wait_s=1.0)), [0.5] * 12,
+                       end=True)
+    ((t, bundle),) = waited  # and nothing more when it ends: its decision is made
     assert bundle.why == "waited" and len(bundle.crops) == 2 and t == pytest.approx(1.6)  # first taken at 0.4
-    # A walker seen for 3 frames: confirmed, two crops (the second is the best held at its end).
+    # A walker seen for 3 frames (0.8 s): one interval, so one crop, the best of it.
     ((_, short),) = run_track(TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0)), [0.4, 0.5, 0.6],
                               end=True)
-    assert short.why == "ended" and scores_of(short) == [0.6, 0.5]
+    assert short.why == "ended" and scores_of(short) == [0.6]
+    # Seen for 1.6 s: two intervals, two crops.
+    ((_, two),) = run_track(TrackSampler(SamplingPolicy(best_k=3, min_interval_s=1.0)), [0.4, 0.5, 0.6, 0.3, 0.2],
+                            end=True)
+    assert scores_of(two) == [0.6, 0.5]
     # Seen once (never confirmed): nothing leaves.
     assert run_track(TrackSampler(SamplingPolicy(min_hits=2)), [0.9], end=True) == []
 

@@ -693,7 +693,7 @@ def calibrate_table(
                   "tracks": "n different images of one person"},
         single=single, fused=fused, fusion_mode=fusion_mode,
         provenance=provenance or {},
-    )
+    ).with_track_floor()
 
 
 def run_calibrate(

@@ -28,7 +28,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,14 @@ class Curve:
                 hi = mid
         return min(max(math.exp((lo + hi) / 2), lo_t), hi_t)
 
+    def at_least(self, other: Curve) -> Curve:
+        """This curve, raised wherever `other` (same sizes and targets) has a higher threshold."""
+        if other.sizes != self.sizes or set(other.thresholds) != set(self.thresholds):
+            raise CalibrationError("curves of different sizes or targets cannot be compared")
+        raised = {k: tuple(max(a, b) for a, b in zip(row, other.thresholds[k], strict=True))
+                  for k, row in self.thresholds.items()}
+        return Curve(self.sizes, self.targets, raised, self.searches)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "sizes": list(self.sizes),
@@ -136,6 +144,20 @@ class CalibrationTable:
     fused: Mapping[int, Curve]  # crops per track (2..MAX_TRACK_CROPS) -> thresholds for the fused score
     fusion_mode: FusionMode  # how a track's crops are fused: deployments take it from here
     provenance: Mapping[str, Any]
+
+    def with_track_floor(self) -> CalibrationTable:
+        """Each track size held to at least the threshold of one fewer crop (and so of one crop).
+
+        The fused curves are measured on tracks of *different* photos. A camera's track may be
+        nearly one picture n times, and then its fused score is just one crop's score: a lower
+        threshold than one crop's would let it alert more often than one crop may. (Pooled lfw-dev
+        needs this at large lists, where the track pool lacks the look-alike pairs that set the
+        one-crop tail.)"""
+        fused: dict[int, Curve] = {}
+        below = self.single
+        for n in sorted(self.fused):
+            below = fused[n] = self.fused[n].at_least(below)
+        return replace(self, fused=fused)
 
     def curve(self, crops: int = 1) -> Curve:
         if crops <= 1:

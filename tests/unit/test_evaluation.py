@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lfr_core.calibration import CalibrationTable, Curve, threshold_for
+from lfr_core.calibration import CalibrationTable, Curve, shipped_table, threshold_for
 from lfr_core.errors import CalibrationError
 from lfr_core.evaluation import (
     OpenSetResult,
@@ -176,7 +177,21 @@ def test_track_thresholds_hold_each_track_size_to_the_one_crop_fpir() -> None:
     assert t.track_thresholds(0.55, 1000) == t.track_thresholds(0.55, 100)
 
 
+def test_a_track_is_never_held_to_a_lower_threshold_than_fewer_crops() -> None:
+    low = Curve(_curve().sizes, _curve().targets, {"0.001": (0.45, 0.65), "0.01": (0.35, 0.55)}, (9, 9))
+    t = replace(_table(), fused={2: low, 3: _curve()}).with_track_floor()
+    # Tracks of 2 measured below one crop at size 10: raised to one crop's; elsewhere kept.
+    assert t.fused[2].thresholds == {"0.001": (0.50, 0.65), "0.01": (0.40, 0.55)}
+    # Tracks of 3 are at least tracks of 2's.
+    assert t.fused[3].thresholds == {"0.001": (0.50, 0.65), "0.01": (0.40, 0.55)}
+
+
 def test_shipped_table_is_monotone_and_covers_the_operating_point() -> None:
+    table = shipped_table()
+    for n in (2, 3):  # never below fewer crops: a camera's crops may be nearly one picture
+        below = table.curve(n - 1)
+        for k, row in table.curve(n).thresholds.items():
+            assert all(a >= b for a, b in zip(row, below.thresholds[k], strict=True))
     # Stricter target or larger list -> never a lower threshold.
     for size in (1, 20, 100, 600, 1000):
         for crops in (1, 2, 3):

@@ -99,6 +99,8 @@ class WatchlistIndex:
     # Which model made the embeddings: scores from different models are not comparable.
     model: str = MODEL_SFACE
     _searcher: Searcher | None = field(default=None, init=False, repr=False, compare=False)
+    # Each entry's person as an integer, for fusing per person (built once, on first use).
+    _codes: tuple[np.ndarray, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.entry_ids = [str(e) for e in self.entry_ids]
@@ -168,8 +170,10 @@ class WatchlistIndex:
         return Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
 
     def _label_codes(self) -> tuple[np.ndarray, int]:
-        names = {label: i for i, label in enumerate(dict.fromkeys(self.labels))}
-        return np.array([names[label] for label in self.labels], dtype=np.int64), len(names)
+        if self._codes is None:
+            names = {label: i for i, label in enumerate(dict.fromkeys(self.labels))}
+            self._codes = np.array([names[label] for label in self.labels], dtype=np.int64), len(names)
+        return self._codes
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()

@@ -56,11 +56,12 @@ from lfr_core.layout import (
 )
 from lfr_core.matching import WatchlistIndex
 
-# One alert per track (issue 6): the alert id is uuid5(deployment/camera/track), so every
-# crop of a person walking past lands on the SAME alert record and the SAME crop key. The
-# first crop above threshold creates and publishes it; a later crop of the track replaces
-# it (record, crop, revision + 1) and republishes only if its similarity is higher and no
-# officer has decided the alert yet; anything else publishes and keeps nothing. A replay
+# One alert per track (issue 6): the alert id is uuid5(deployment/camera/track). The edge
+# sends a track once (its crops together, issue 5), so normally one message makes the alert;
+# should another message carry the same track id (an edge restart re-sending, a replay), it
+# lands on the SAME alert record and crop key: it replaces it (record, crop, revision + 1)
+# and republishes only if its similarity is higher and no officer has decided the alert yet;
+# anything else publishes and keeps nothing. A replay
 # of the crop the alert currently holds publishes nothing (`published_at` is set). This,
 # rather than the Powertools idempotency table: the state lives and expires with the
 # alert itself (one TTL, one place to purge), non-matched crops cost no write, and the

@@ -1,9 +1,8 @@
-"""The seams logic is written against, so unit tests can swap the model or the index."""
+"""The seam logic is written against, so unit tests can swap the model."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -13,14 +12,3 @@ class Embedder(Protocol):
     """`lfr_core.face.embed.FaceEmbedder`: aligned 112x112 BGR crops -> (N, D) L2-normalised rows."""
 
     def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class BestMatch:
-    entry_id: str
-    label: str
-    score: float
-
-
-class SearchableIndex(Protocol):
-    def __len__(self) -> int: ...

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from functions.exceptions import WatchlistIndexError
-from functions.logic.protocols import BestMatch
 from lfr_core.errors import InvalidIndexError
 from lfr_core.matching import WatchlistIndex
 
@@ -21,8 +20,3 @@ def load_index(data: bytes) -> WatchlistIndex:
         return WatchlistIndex.from_npz_bytes(data)
     except (InvalidIndexError, ValueError, KeyError, OSError) as exc:
         raise WatchlistIndexError(f"unreadable index: {type(exc).__name__}") from exc
-
-
-def best_matches(index: WatchlistIndex, embeddings: np.ndarray) -> list[BestMatch]:
-    """Top-1 per query row (an index always has at least one entry)."""
-    return [BestMatch(entry_id=h.entry_id, label=h.label, score=h.score) for h in index.top1(embeddings)]

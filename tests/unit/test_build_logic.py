@@ -73,7 +73,7 @@ def test_build_indexes_faces_and_records_rejects(setup) -> None:
 
     index = watchlist.load_index(data)
     probes = real_embedder().embed(np.stack([aligned_crop(lfw_image(p, 2)) for p in PEOPLE]))
-    best = watchlist.best_matches(index, probes)
+    best = index.top1(probes)
     assert [b.label for b in best if b is not None] == PEOPLE
     assert [b.entry_id for b in best if b is not None] == [f"{p}_0001" for p in PEOPLE]
 
@@ -97,7 +97,7 @@ def test_manifest_overrides_labels(setup) -> None:
     index = watchlist.load_index(store.objects[watchlist_index_key(DEP)])
     from tests.unit.functions_support import aligned_crop
 
-    (best,) = watchlist.best_matches(index, real_embedder().embed([aligned_crop(lfw_image("Colin_Powell", 1))]))
+    (best,) = index.top1(real_embedder().embed([aligned_crop(lfw_image("Colin_Powell", 1))]))
     assert best is not None and (best.entry_id, best.label) == ("wl-001", "Subject A")
 
 
@@ -136,7 +136,7 @@ def test_several_images_of_one_person_enrol_as_templates_of_one_label(setup) -> 
     index = watchlist.load_index(store.get_with_etag(watchlist_index_key(DEP))[0])
     assert sorted(index.labels) == ["Ariel_Sharon", "Colin_Powell", "Colin_Powell", "Colin_Powell"]
     probe = real_embedder().embed(aligned_crop(lfw_image("Colin_Powell", 4))[None])
-    (best,) = watchlist.best_matches(index, probe)
+    (best,) = index.top1(probe)
     assert best.label == "Colin_Powell"
     first_only = float(index.embeddings[index.entry_ids.index("Colin_Powell_0001")] @ probe[0])
     assert best.score >= first_only

@@ -62,7 +62,7 @@ class RunStats:
                  f"expired={d.expired} refused={d.refused_after_expiry}") if d else ""
         return (f"frames read={self.frames_read} processed={self.frames_processed} dropped={self.frames_dropped} "
                 f"bad={self.frames_bad} | faces={self.faces} below_gate={self.below_gate} tracks={self.tracks} | "
-                f"crops {deliv} | {self.fps:.1f} fps")
+                f"track messages {deliv} | {self.fps:.1f} fps")
 
 
 class Uploader:

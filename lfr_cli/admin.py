@@ -22,7 +22,7 @@ from functions.logic.audit import AuditLog
 from functions.models.records import AlertRecord, Authorisation, DeploymentRecord
 from infra import constants as C
 from lfr_cli.aws import AwsContext
-from lfr_core.calibration import shipped_table, threshold_for
+from lfr_core.calibration import shipped_table
 from lfr_core.contracts import MAX_TRACK_CROPS, AuditAction, AuditValue, DeploymentState, utcnow
 from lfr_core.errors import CalibrationError
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix
@@ -101,9 +101,9 @@ class Admin:
         try:
             table = shipped_table()
             if threshold is None and target_fpir is not None:
-                threshold = threshold_for(target_fpir, len(files))
+                threshold = table.threshold(target_fpir, len(files))
                 source = f"calibrated:{table.model}"
-                tracks = [threshold_for(target_fpir, len(files), n) for n in range(2, MAX_TRACK_CROPS + 1)]
+                tracks = [table.threshold(target_fpir, len(files), n) for n in range(2, MAX_TRACK_CROPS + 1)]
             else:
                 threshold = DEFAULT_THRESHOLD if threshold is None else threshold
                 # A stated or default threshold: each track size is held to the FPIR it gives one crop.

@@ -476,7 +476,19 @@ class MatchService:
         try:
             raw = json.loads(self.watchlists.get_object(watchlist_entries_key(dep.deployment_id)))
             entries = {str(k): dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-        except (ObjectNotFoundError, TransientStorageError, ValueError, TypeError):
+        except TransientStorageError as exc:
+            # This alert goes out without them; not cached, so the next alert reads them again.
+            logger.warning(
+                "watchlist entries unavailable (transient): this alert carries the entry id only",
+                extra={"deployment_id": dep.deployment_id, "error_type": type(exc).__name__},
+            )
+            return {}
+        except (ObjectNotFoundError, ValueError, TypeError) as exc:
+            # Alerts still go out (entry id, default reason); said once per index version, not per crop.
+            logger.warning(
+                "watchlist entries unavailable: alerts carry the entry id only",
+                extra={"deployment_id": dep.deployment_id, "error_type": type(exc).__name__},
+            )
             entries = {}
         if len(self._caches.entries) >= MAX_CACHED_INDEXES and dep.deployment_id not in self._caches.entries:
             self._caches.entries.pop(next(iter(self._caches.entries)))

@@ -167,7 +167,7 @@ def test_missing_index_holds_every_crop_for_retry_and_is_visible(world: World, c
 
 @pytest.mark.parametrize(
     "defect",
-    ["not_npz", "truncated", "wrong_dimension", "non_finite", "empty"],
+    ["not_npz", "truncated", "wrong_dimension", "non_finite", "unnormalised", "zero_entries", "empty"],
 )
 def test_unreadable_index_is_the_same_fault_never_a_silent_drop(world: World, index_npz: bytes, defect: str) -> None:
     key = watchlist_index_key(DEP)
@@ -181,6 +181,11 @@ def test_unreadable_index_is_the_same_fault_never_a_silent_drop(world: World, in
         emb = np.ones((3, 128), np.float32)
         emb[1, 5] = np.nan
         bad = _npz_with(index_npz, embeddings=emb)
+    elif defect == "unnormalised":
+        bad = _npz_with(index_npz, embeddings=np.full((3, 128), 0.5, np.float32))
+    elif defect == "zero_entries":
+        bad = _npz_with(index_npz, embeddings=np.zeros((0, 128), np.float32),
+                        entry_ids=np.array([], dtype="<U1"), labels=np.array([], dtype="<U1"))
     else:
         bad = b""
     world.bucket.put_object(key, bad)
@@ -222,3 +227,24 @@ def test_a_fault_the_audit_log_cannot_record_is_marked_again_next_batch(world: W
     assert sorted(world.run(_batch())) == ["listed", "s0", "s1"]
     assert len(_fault_events(world)) == 1
     assert world.deployments.get(DEP).index_fault is not None  # type: ignore[union-attr]
+
+
+def test_a_transient_error_reading_entries_is_not_cached_for_the_container(world: World) -> None:
+    from functions.exceptions import TransientStorageError
+    from lfr_core.layout import watchlist_entries_key
+
+    key = watchlist_entries_key(DEP)
+    entries = {"Colin_Powell_0001": {"reference": "REF-1", "reason": "warrant"}}
+    world.bucket.put_object(key, json.dumps(entries).encode())
+    stranger = crop_message(DEP, crop_jpeg(lfw_image(single_image_people(1)[0], 1)), track_id="trk-s")
+    assert world.run(sqs_event([("s", stranger)])) == []  # the index is now cached; entries not read yet
+    calls = world.bucket.calls["get_object"]
+    world.bucket.fail("get_object", TransientStorageError("s3: SlowDown"))  # the entries read
+    one = crop_message(DEP, crop_jpeg(lfw_image(*LISTED_PROBE)), track_id="trk-a")
+    assert world.run(sqs_event([("a", one)])) == []
+    assert world.alerts.list_for_deployment(DEP)[0].watchlist_reference is None  # this alert: without them
+    two = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 3)), track_id="trk-b")
+    assert world.run(sqs_event([("b", two)])) == []
+    refs = {a.track_id: a.watchlist_reference for a in world.alerts.list_for_deployment(DEP)}
+    assert refs == {"trk-a": None, "trk-b": "REF-1"}  # read again, not the cached failure
+    assert world.bucket.calls["get_object"] >= calls + 2

@@ -30,7 +30,7 @@ from edge_uploader.sender import SqsSender
 from functions.logic.audit import read_events
 from functions.observability import METRIC_INDEX_MISSING, METRICS_NAMESPACE, SERVICE_DIMENSION, SERVICE_NAME
 from infra import constants as C
-from infra.constructs.alarms import ALARM_INDEX_MISSING, alarm_name_prefix
+from infra.constructs.alarms import ALARM_DLQ_DEPTH, ALARM_INDEX_MISSING, alarm_name_prefix
 from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn, plan_demo
@@ -151,8 +151,16 @@ def test_deleted_index_holds_crops_shows_the_fault_and_a_restored_index_alerts_o
     assert health["metrics_in_window"][METRIC_INDEX_MISSING] >= 3
     assert health["queues"]["crop_queue"]["waiting"] + health["queues"]["crop_queue"]["in_flight"] == 3
 
-    # The metric as CloudWatch received it, and the alarm's own rule applied to it.
+    # Every template alarm exists locally, watching this stack's resources and notifying the ops topic.
     cw = ctx.client("cloudwatch")
+    for a in cw.describe_alarms(AlarmNames=sorted(names))["MetricAlarms"]:
+        assert a["AlarmActions"] == [ctx.outputs[C.OUTPUT_ALARM_TOPIC_ARN]], a["AlarmName"]
+        assert a["Dimensions"] and all(d["Value"] and "Ref" not in d["Value"] for d in a["Dimensions"]), a
+    queue_name = ctx.outputs[C.OUTPUT_CROP_DLQ_URL].rsplit("/", 1)[-1]
+    (dlq_alarm,) = cw.describe_alarms(AlarmNames=[prefix + ALARM_DLQ_DEPTH])["MetricAlarms"]
+    assert dlq_alarm["Dimensions"] == [{"Name": "QueueName", "Value": queue_name}]
+
+    # The metric as CloudWatch received it, and the alarm's own rule applied to it.
     (alarm,) = cw.describe_alarms(AlarmNames=[prefix + ALARM_INDEX_MISSING])["MetricAlarms"]
     assert (alarm["Namespace"], alarm["MetricName"]) == (METRICS_NAMESPACE, METRIC_INDEX_MISSING)
     assert alarm["Dimensions"] == [{"Name": SERVICE_DIMENSION, "Value": SERVICE_NAME}]

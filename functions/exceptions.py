@@ -7,6 +7,8 @@ and the session state machine's Retry/Catch match on `NoUsableFacesError` and
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class LfrFunctionError(Exception):
     """Base of every error raised on purpose by `functions/`."""
@@ -50,7 +52,11 @@ class PurgeIncompleteError(LfrFunctionError):
 
 
 class WatchlistIndexError(LfrFunctionError):
-    """The deployment's index is missing or unreadable."""
+    """The deployment's index is missing or unreadable; `reason` is "missing" or "unreadable"."""
+
+    def __init__(self, message: str, reason: Literal["missing", "unreadable"] = "unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ObjectNotFoundError(LfrFunctionError):

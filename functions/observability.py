@@ -16,6 +16,18 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 SERVICE_NAME = "lfr"  # = infra.constants.SERVICE_NAME, default when POWERTOOLS_SERVICE_NAME is unset
 METRICS_NAMESPACE = "lfr"  # = infra.constants.METRICS_NAMESPACE
 
+# The metrics that alarms watch (infra/constructs/alarms.py imports these names: one spelling for
+# the code that emits a metric and the alarm that watches it). Each is emitted in namespace
+# METRICS_NAMESPACE with the dimension {"service": SERVICE_NAME} (Powertools' default), and, when
+# it has a reason, once more with {"reason": ..., "service": ...} for the breakdown.
+METRIC_CROPS_REJECTED = "CropsRejected"  # a crop that can never match (corrupt, wrong size, bad message)
+METRIC_CROPS_REFUSED = "CropsRefused"  # a crop for a deployment that is not ACTIVE
+# Crops of an ACTIVE deployment held for retry because its watchlist index is missing or unreadable.
+METRIC_INDEX_MISSING = "IndexMissing"
+# A purge attempt that found data still under the deployment prefix (or could not finish).
+METRIC_PURGE_INCOMPLETE = "PurgeIncomplete"
+SERVICE_DIMENSION = "service"  # Powertools' dimension name for the service
+
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE))
 
@@ -33,8 +45,9 @@ class PowertoolsMetricsSink:
         self._m = m
 
     def count(self, name: str, value: float = 1.0, dimensions: Mapping[str, str] | None = None) -> None:
+        # The total always (the series an alarm watches), plus the per-dimension breakdown if given.
+        self._m.add_metric(name=name, unit=MetricUnit.Count, value=value)
         if not dimensions:
-            self._m.add_metric(name=name, unit=MetricUnit.Count, value=value)
             return
         # Dimensions on the shared Metrics object would apply to every metric of the
         # invocation; a per-reason count needs its own EMF blob.

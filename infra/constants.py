@@ -76,3 +76,8 @@ OUTPUT_OFFICER_API_URL = "OfficerApiUrl"
 OUTPUT_SIGNING_SECRET_ARN = "SigningSecretArn"
 OUTPUT_OFFICER_USER_POOL_ID = "OfficerUserPoolId"
 OUTPUT_OFFICER_USER_POOL_CLIENT_ID = "OfficerUserPoolClientId"
+
+# Alarms (infra/constructs/alarms.py): every alarm's name starts with this (the CLI lists them by it).
+ALARM_NAME_PREFIX = "{stack_name}-alarm-"
+OUTPUT_ALARM_TOPIC_ARN = "AlarmTopicArn"
+ALARM_EMAIL_CONTEXT = "alarm_email"  # `cdk deploy -c alarm_email=ops@example.org` subscribes it

@@ -10,6 +10,8 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.constants import (
+    ALARM_EMAIL_CONTEXT,
+    OUTPUT_ALARM_TOPIC_ARN,
     OUTPUT_ALERT_TOPIC_ARN,
     OUTPUT_ALERTS_BUCKET,
     OUTPUT_ALERTS_TABLE,
@@ -25,6 +27,7 @@ from infra.constants import (
     OUTPUT_SIGNING_SECRET_ARN,
     OUTPUT_WATCHLIST_BUCKET,
 )
+from infra.constructs.alarms import Alarms, AlarmSources
 from infra.constructs.alerts import AlertTopic
 from infra.constructs.audit import AuditLog, grant_queue_purge
 from infra.constructs.functions import CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
@@ -97,6 +100,19 @@ class LfrStack(Stack):
             match_fn=self.functions.match,
         )
         self.audit.grant_append(self.officers.function)
+        # Every quiet failure (DLQ, queue age, match errors, rejected/refused crops, purge, index)
+        # alarms to one ops topic; the session machine's own failed-execution alarm notifies it too.
+        self.alarms = Alarms(
+            self,
+            "Alarms",
+            sources=AlarmSources(
+                crop_queue=self.queues.crops,
+                dlq=self.queues.dlq,
+                match_fn=self.functions.match,
+                existing=(self.session.failed_alarm,),
+            ),
+            alarm_email=self.node.try_get_context(ALARM_EMAIL_CONTEXT),
+        )
 
         outputs = {
             OUTPUT_CROP_QUEUE_URL: self.queues.crops.queue_url,
@@ -113,6 +129,7 @@ class LfrStack(Stack):
             OUTPUT_SIGNING_SECRET_ARN: self.officers.signing_secret.secret_arn,
             OUTPUT_OFFICER_USER_POOL_ID: self.officers.user_pool.user_pool_id,
             OUTPUT_OFFICER_USER_POOL_CLIENT_ID: self.officers.app_client.user_pool_client_id,
+            OUTPUT_ALARM_TOPIC_ARN: self.alarms.topic.topic_arn,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from edge_uploader.pipeline import SourceError, list_images
 from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
@@ -21,11 +23,12 @@ from functions.exceptions import StateConflictError
 from functions.logic.audit import AuditLog
 from functions.models.records import AlertRecord, Authorisation, DeploymentRecord
 from infra import constants as C
+from lfr_cli import aws
 from lfr_cli.aws import AwsContext
 from lfr_core.calibration import shipped_table
 from lfr_core.contracts import MAX_TRACK_CROPS, AuditAction, AuditValue, DeploymentState, utcnow
 from lfr_core.errors import CalibrationError
-from lfr_core.layout import deployment_prefix, watchlist_images_prefix
+from lfr_core.layout import deployment_prefix, watchlist_images_prefix, watchlist_index_key
 from lfr_core.thresholds import DEFAULT_THRESHOLD
 
 ENDED = {DeploymentState.CLOSED, DeploymentState.FAILED}
@@ -242,6 +245,56 @@ class Admin:
     def alerts_of(self, deployment_id: str) -> list[AlertRecord]:
         return self.alerts.list_for_deployment(deployment_id)
 
+    def health(self, rec: DeploymentRecord) -> dict[str, Any]:
+        """What `lfr deployment status` shows beside the record: the watchlist index, the raw numbers
+        (queue and DLQ counts, the crop queue's oldest message, the alarmed metrics over this
+        deployment's window) and every ops alarm's state. A part that cannot be read says why."""
+        from functions.observability import (
+            METRIC_CROPS_REFUSED,
+            METRIC_CROPS_REJECTED,
+            METRIC_INDEX_MISSING,
+            METRIC_PURGE_INCOMPLETE,
+            METRICS_NAMESPACE,
+            SERVICE_DIMENSION,
+            SERVICE_NAME,
+        )
+
+        out: dict[str, Any] = {}
+        index: dict[str, Any] = {"status": "ok", "fault": None}
+        if rec.index_fault is not None:
+            index = {"status": f"{rec.index_fault.reason} since {rec.index_fault.since.isoformat()}",
+                     "fault": rec.index_fault.model_dump(mode="json")}
+        if rec.state == DeploymentState.ACTIVE:
+            # Read directly too: a deleted index is visible here before any crop has hit it.
+            present = self.watchlist.count_prefix(watchlist_index_key(rec.deployment_id)) > 0
+            index["object_present"] = present
+            if not present and rec.index_fault is None:
+                index["status"] = "missing (no crop has needed it yet)"
+        out["index"] = index
+        out["refused_crops"] = rec.refused_crops  # this deployment's, from its record
+        until = rec.closed_at or utcnow()
+        since = min(rec.started_at or rec.created_at, until)
+        readers: dict[str, Any] = {
+            "queues": lambda: aws.queue_counts(self.ctx),
+            "crop_queue_oldest_s": lambda: aws.queue_oldest_age_s(self.ctx, until - timedelta(minutes=5), until),
+            # Service-wide totals (a rejected crop may not even name a deployment) over this window.
+            "metrics_in_window": lambda: aws.metric_sums(
+                self.ctx, METRICS_NAMESPACE,
+                [METRIC_CROPS_REJECTED, METRIC_CROPS_REFUSED, METRIC_INDEX_MISSING, METRIC_PURGE_INCOMPLETE],
+                {SERVICE_DIMENSION: SERVICE_NAME}, since, until,
+            ),
+            "alarms": lambda: aws.alarm_states(self.ctx),
+        }
+        for name, read in readers.items():
+            try:
+                out[name] = read()
+            except (ClientError, BotoCoreError, KeyError) as exc:
+                out[name] = {"unavailable": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        alarms = out["alarms"]
+        if isinstance(alarms, list):
+            out["alarms_firing"] = [a["name"] for a in alarms if a["state"] == "ALARM"]
+        return out
+
     def objects_remaining(self, deployment_id: str) -> int:
         return self.watchlist.count_prefix(deployment_prefix(deployment_id))
 
@@ -331,12 +384,15 @@ def run_deployment(args: Any, admin: Admin, parse_duration: Any) -> int:
     elif args.sub == "status":
         from functions.logic.officer import latency_summary, outcome_counts
 
-        doc = admin.get(args.deployment_id).model_dump(mode="json")
+        rec = admin.get(args.deployment_id)
+        doc = rec.model_dump(mode="json")
         alerts = admin.alerts_of(args.deployment_id)
         # Officers' decisions (unresolved is never counted as true) and crop-enqueued -> SNS publish latency.
         doc["alert_outcomes"] = outcome_counts(alerts)
         doc["queue_to_publish_ms"] = latency_summary(alerts)
-        print(json.dumps(doc, indent=2))
+        # Faults and alarms: index health, queue/DLQ counts, alarmed metrics, every ops alarm's state.
+        doc["health"] = admin.health(rec)
+        print(json.dumps(doc, indent=2, default=str))
     elif args.sub == "list":
         for rec in admin.list_deployments():
             print(f"{rec.deployment_id:40s} {rec.state:10s} {rec.name}")

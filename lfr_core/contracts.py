@@ -168,6 +168,7 @@ class AuditAction(StrEnum):
     REFUSED = "refused"
     FAIL = "fail"
     CLOSE = "close"
+    FAULT = "fault"  # a system fault raised or cleared (e.g. the watchlist index unusable), once each
 
 
 AuditValue = str | int | float | bool | None

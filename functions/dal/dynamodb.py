@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from functions.dal._aws import LazyClient, error_code, transient
 from functions.dal.ports import AlertRepository, DeploymentRepository
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
-from functions.models.records import AlertRecord, DeploymentRecord
+from functions.models.records import AlertRecord, DeploymentRecord, IndexFault
 from lfr_core.contracts import DeploymentState
 
 _SER = TypeSerializer()
@@ -147,6 +147,28 @@ class DynamoDeploymentRepository(DeploymentRepository):
 
     def add_faces_seen(self, deployment_id: str, count: int) -> None:
         self._add(deployment_id, "faces_seen", count)
+
+    def set_index_fault(self, deployment_id: str, fault: IndexFault | None) -> bool:
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": self._key(deployment_id)}
+        if fault is None:
+            kwargs.update(
+                UpdateExpression="REMOVE index_fault",
+                ConditionExpression="attribute_exists(deployment_id) AND attribute_exists(index_fault)",
+            )
+        else:
+            kwargs.update(
+                UpdateExpression="SET index_fault = :f",
+                ConditionExpression="attribute_exists(deployment_id) AND attribute_not_exists(index_fault)",
+                ExpressionAttributeValues={":f": to_attr(fault.model_dump(mode="json"))},
+            )
+        with transient("deployments.set_index_fault"):
+            try:
+                self._ddb.client.update_item(**kwargs)
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+                return False
+        return True
 
     def _add(self, deployment_id: str, counter: str, count: int) -> None:
         with transient(f"deployments.add_{counter}"):

@@ -20,7 +20,7 @@ from functions.dal.ports import (
     WatchlistStore,
 )
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
-from functions.models.records import AlertRecord, DeploymentRecord
+from functions.models.records import AlertRecord, DeploymentRecord, IndexFault
 from lfr_core.contracts import Alert, DeploymentState
 
 
@@ -94,6 +94,17 @@ class InMemoryDeploymentRepository(_Faults, DeploymentRepository):
         self._enter("add_faces_seen")
         if deployment_id in self.items:
             self.items[deployment_id]["faces_seen"] = self.items[deployment_id].get("faces_seen", 0) + count
+
+    def set_index_fault(self, deployment_id: str, fault: IndexFault | None) -> bool:
+        self._enter("set_index_fault")
+        item = self.items.get(deployment_id)
+        if item is None or (fault is None) == ("index_fault" not in item):
+            return False
+        if fault is None:
+            del item["index_fault"]
+        else:
+            item["index_fault"] = fault.model_dump(mode="json")
+        return True
 
 
 class InMemoryAlertRepository(_Faults, AlertRepository):

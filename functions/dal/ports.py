@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from functions.models.records import AlertRecord, DeploymentRecord
+from functions.models.records import AlertRecord, DeploymentRecord, IndexFault
 from lfr_core.contracts import Alert, DeploymentState
 
 
@@ -49,6 +49,14 @@ class DeploymentRepository(ABC):
     @abstractmethod
     def add_faces_seen(self, deployment_id: str, count: int) -> None:
         """Atomic ADD to `faces_seen` (crops compared with the watchlist); nothing for an unknown id."""
+
+    @abstractmethod
+    def set_index_fault(self, deployment_id: str, fault: IndexFault | None) -> bool:
+        """Mark (`fault`) or clear (None) the record's `index_fault`, only if it is not already so.
+
+        True if this call changed it (so exactly one of several concurrent callers reports the
+        change), False if it already was; nothing for an unknown id.
+        """
 
 
 class AlertRepository(ABC):

@@ -15,7 +15,7 @@ from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.session import SessionRequest, SessionService
 from functions.models.env import SessionEnv
-from functions.observability import logger
+from functions.observability import METRIC_PURGE_INCOMPLETE, PowertoolsMetricsSink, logger, metrics
 
 
 def _make() -> SessionService:
@@ -34,7 +34,15 @@ set_service = _service.set  # tests install a service over fakes
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@metrics.log_metrics
 @event_parser(model=SessionRequest)
 def handler(event: SessionRequest, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(deployment_id=event.deployment_id, action=event.action)
-    return get_service().handle(event)
+    try:
+        return get_service().handle(event)
+    except Exception as exc:
+        if event.action == "purge":
+            # Any purge attempt that did not finish (data remains, storage or audit failed) is
+            # counted for the PurgeIncomplete alarm; the state machine retries it.
+            PowertoolsMetricsSink(metrics).count(METRIC_PURGE_INCOMPLETE, 1, {"error": type(exc).__name__})
+        raise

@@ -42,8 +42,14 @@ from functions.exceptions import (
 from functions.logic import watchlist
 from functions.logic.audit import AuditLog
 from functions.logic.protocols import Embedder
-from functions.models.records import ALERT_RETENTION_DAYS, AlertRecord, DeploymentRecord
-from functions.observability import MetricsSink, logger
+from functions.models.records import ALERT_RETENTION_DAYS, AlertRecord, DeploymentRecord, IndexFault
+from functions.observability import (
+    METRIC_CROPS_REFUSED,
+    METRIC_CROPS_REJECTED,
+    METRIC_INDEX_MISSING,
+    MetricsSink,
+    logger,
+)
 from lfr_core.contracts import CROP_SIZE, AuditAction, CropMessage, InlineJpeg, S3Pointer, utcnow
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.image import decode_jpeg
@@ -228,22 +234,31 @@ class MatchService:
 
         indexes: dict[str, WatchlistIndex] = {}
         index_errors: dict[str, WatchlistIndexError | TransientStorageError] = {}
-        for dep in {v.deployment.deployment_id: v.deployment for v in valid}.values():
+        fresh: set[str] = set()  # deployments whose index was just read from S3 (not the cache)
+        live_deps = {v.deployment.deployment_id: v.deployment for v in valid}
+        for dep in live_deps.values():
             try:
-                indexes[dep.deployment_id] = self._index_for(dep)
+                indexes[dep.deployment_id], loaded = self._index_for(dep)
             except (WatchlistIndexError, TransientStorageError) as exc:
                 index_errors[dep.deployment_id] = exc
+            else:
+                if loaded:
+                    fresh.add(dep.deployment_id)
         ready: list[_Valid] = []
+        held: Counter[str] = Counter()
         for v in valid:
             idx = index_errors.get(v.deployment.deployment_id)
             if isinstance(idx, WatchlistIndexError):
-                # An ACTIVE deployment without a readable index is a build fault; a retry
-                # cannot fix it and a DLQ copy would keep the face.
-                results[v.sqs_id] = self._reject(v.sqs_id, "no_index")
+                # An ACTIVE deployment without a usable index is a system fault, not the crop's:
+                # the record is a batch item failure (retried), never consumed as if matched.
+                # See _index_health for why retrying is safe for privacy.
+                held[v.deployment.deployment_id] += 1
+                results[v.sqs_id] = Prepared(error=idx)
             elif idx is not None:
                 results[v.sqs_id] = Prepared(error=idx)
             else:
                 ready.append(v)
+        self._index_health(live_deps, index_errors, fresh, held)
         if not ready:
             return results
 
@@ -303,7 +318,7 @@ class MatchService:
         return self._embedder
 
     def _reject(self, sqs_id: str, reason: str) -> Prepared:
-        self.metrics.count("CropsRejected", 1, {"reason": reason})
+        self.metrics.count(METRIC_CROPS_REJECTED, 1, {"reason": reason})
         logger.warning("crop rejected", extra={"sqs_message_id": sqs_id, "reason": reason})
         return Prepared(outcome=Outcome.REJECTED, reason=reason)
 
@@ -328,7 +343,7 @@ class MatchService:
         self, refused: Counter[str], deployments: Mapping[str, DeploymentRecord | Exception | None]
     ) -> None:
         for dep_id, n in refused.items():
-            self.metrics.count("CropsRefused", n)
+            self.metrics.count(METRIC_CROPS_REFUSED, n)
             logger.warning(
                 "crops refused: deployment not active", extra={"deployment_id": dep_id, "count": n}
             )
@@ -371,20 +386,86 @@ class MatchService:
         except ObjectNotFoundError:
             raise InvalidCropError("pointer_missing") from None
 
-    def _index_for(self, dep: DeploymentRecord) -> WatchlistIndex:
+    def _index_for(self, dep: DeploymentRecord) -> tuple[WatchlistIndex, bool]:
+        """The deployment's index and whether it was read from S3 just now (False: the cache).
+
+        A failed read is not cached: every batch while the fault lasts reads S3 again, so a
+        restored index is picked up by the next batch.
+        """
         cached = self._caches.indexes.get(dep.deployment_id)
         if cached is not None and dep.index_etag is not None and cached[0] == dep.index_etag:
-            return cached[1]
+            return cached[1], False
         try:
             data, etag = self.watchlists.get_with_etag(watchlist_index_key(dep.deployment_id))
         except ObjectNotFoundError as exc:
-            logger.error("watchlist index missing", extra={"deployment_id": dep.deployment_id})
-            raise WatchlistIndexError(f"no index for {dep.deployment_id}") from exc
+            raise WatchlistIndexError(f"no index for {dep.deployment_id}", reason="missing") from exc
         index = watchlist.load_index(data)
         if len(self._caches.indexes) >= MAX_CACHED_INDEXES and dep.deployment_id not in self._caches.indexes:
             self._caches.indexes.pop(next(iter(self._caches.indexes)))
         self._caches.indexes[dep.deployment_id] = (etag, index)
-        return index
+        return index, True
+
+    def _index_health(
+        self,
+        deployments: Mapping[str, DeploymentRecord],
+        errors: Mapping[str, WatchlistIndexError | TransientStorageError],
+        fresh: set[str],
+        held: Mapping[str, int],
+    ) -> None:
+        """Make an unusable index of an ACTIVE deployment loud, and its repair visible.
+
+        Why hold (retry) the crops rather than consume them: the fault is the system's, and
+        consuming would silently lose every listed person for the rest of the session. A held
+        crop lives no longer than any crop in flight: it is retried until the index is back
+        (then matched), the deployment ends (then refused, or deleted from queue and DLQ by the
+        session's purge) or the queue's retention expires it (CROP_QUEUE_RETENTION_S); after
+        maxReceiveCount it waits in the DLQ, which the purge empties at the session's end.
+        Every batch counts its held crops (metric IndexMissing, alarmed); the deployment record
+        gets `index_fault` (shown by `lfr deployment status`) and the audit log one "fault"
+        event when it is raised and one when it is cleared, by conditional writes, not per crop.
+        """
+        for dep_id, dep in deployments.items():
+            err = errors.get(dep_id)
+            if isinstance(err, WatchlistIndexError):
+                n = held.get(dep_id, 0)
+                self.metrics.count(METRIC_INDEX_MISSING, n, {"reason": err.reason})
+                logger.error(
+                    "watchlist index unusable: crops held for retry",
+                    extra={"deployment_id": dep_id, "reason": err.reason, "count": n},
+                )
+                if dep.index_fault is None:  # the conditional write below decides; this saves a write
+                    self._set_index_fault(dep, IndexFault(reason=err.reason, since=self.clock()), n)
+            elif err is None and dep_id in fresh and dep.index_fault is not None:
+                # Only an index just read from S3 proves the repair (a warm cache does not).
+                self._set_index_fault(dep, None, 0)
+
+    def _set_index_fault(self, dep: DeploymentRecord, fault: IndexFault | None, held: int) -> None:
+        dep_id = dep.deployment_id
+        try:
+            changed = self.deployments.set_index_fault(dep_id, fault)
+        except TransientStorageError:
+            logger.warning("index fault not recorded", extra={"deployment_id": dep_id})
+            return  # the metric counted it; the next batch tries again
+        if not changed or self.audit is None:
+            return
+        before = dep.index_fault
+        try:
+            if fault is not None:
+                self.audit.record(
+                    "match-function", AuditAction.FAULT, dep_id,
+                    fault=f"index_{fault.reason}", status="raised", crops_held=held,
+                )
+            elif before is not None:
+                self.audit.record(
+                    "match-function", AuditAction.FAULT, dep_id, fault=f"index_{before.reason}",
+                    status="cleared", seconds=round((self.clock() - before.since).total_seconds(), 1),
+                )
+        except Exception as exc:  # any audit failure: undo the mark so the next batch records both
+            logger.error("index fault not audited", extra={"deployment_id": dep_id, "error_type": type(exc).__name__})
+            try:
+                self.deployments.set_index_fault(dep_id, before if fault is None else None)
+            except TransientStorageError:
+                logger.warning("index fault mark not undone", extra={"deployment_id": dep_id})
 
     def _entries_for(self, dep: DeploymentRecord) -> dict[str, dict[str, Any]]:
         """entries.json of the deployment's watchlist, cached like the index; {} if absent or unreadable
@@ -395,7 +476,19 @@ class MatchService:
         try:
             raw = json.loads(self.watchlists.get_object(watchlist_entries_key(dep.deployment_id)))
             entries = {str(k): dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-        except (ObjectNotFoundError, TransientStorageError, ValueError, TypeError):
+        except TransientStorageError as exc:
+            # This alert goes out without them; not cached, so the next alert reads them again.
+            logger.warning(
+                "watchlist entries unavailable (transient): this alert carries the entry id only",
+                extra={"deployment_id": dep.deployment_id, "error_type": type(exc).__name__},
+            )
+            return {}
+        except (ObjectNotFoundError, ValueError, TypeError) as exc:
+            # Alerts still go out (entry id, default reason); said once per index version, not per crop.
+            logger.warning(
+                "watchlist entries unavailable: alerts carry the entry id only",
+                extra={"deployment_id": dep.deployment_id, "error_type": type(exc).__name__},
+            )
             entries = {}
         if len(self._caches.entries) >= MAX_CACHED_INDEXES and dep.deployment_id not in self._caches.entries:
             self._caches.entries.pop(next(iter(self._caches.entries)))

@@ -19,4 +19,7 @@ def load_index(data: bytes) -> WatchlistIndex:
     try:
         return WatchlistIndex.from_npz_bytes(data)
     except (InvalidIndexError, ValueError, KeyError, OSError) as exc:
-        raise WatchlistIndexError(f"unreadable index: {type(exc).__name__}") from exc
+        # Any defect of the artifact (not npz, truncated, wrong dimension, non-finite, wrong dtype or
+        # version: InvalidIndexError from WatchlistIndex's own validation) is the one typed error
+        # the match path turns into an index fault; the message names the defect, never the data.
+        raise WatchlistIndexError(f"unreadable index: {type(exc).__name__}", reason="unreadable") from exc

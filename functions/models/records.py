@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -39,6 +39,19 @@ class PurgeResult(BaseModel):
     # Crop messages of this deployment removed from the crop queue and its DLQ.
     queue_deleted: int = Field(default=0, ge=0)
     dlq_deleted: int = Field(default=0, ge=0)
+
+
+class IndexFault(BaseModel):
+    """The deployment's watchlist index could not be used by the match function: a system fault.
+
+    Set once (conditionally) by the first match invocation that finds it, cleared by the first
+    that reads a usable index again; `lfr deployment status` shows it. No biometric: a tag and a time.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: Literal["missing", "unreadable"]
+    since: AwareDatetime
 
 
 class Authorisation(BaseModel):
@@ -103,6 +116,8 @@ class DeploymentRecord(BaseModel):
     faces_seen: int = Field(default=0, ge=0)
     # Alert records and crops of this deployment expire after this many days (<= the default).
     alert_retention_days: int = Field(default=ALERT_RETENTION_DAYS, ge=1, le=ALERT_RETENTION_DAYS)
+    # Health: set while the watchlist index is missing or unreadable (docs/ARCHITECTURE.md "Match path").
+    index_fault: IndexFault | None = None
 
     @field_validator("track_thresholds")
     @classmethod

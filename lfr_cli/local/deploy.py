@@ -21,15 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lfr_cli.local.emulate import materialise_unsupported
+from lfr_cli.local.emulate import create_alarms, materialise_unsupported, take_alarms
 from lfr_cli.local.server import ACCOUNT_ID, REGION
 
 log = logging.getLogger(__name__)
 
 # Resource types moto's CloudFormation skips (with a warning per resource, twice): policies that
-# enforce TLS/least privilege and the failed-session alarm. They are asserted on the synthesised
-# template in tests/infra; locally they are reported once instead of flooding the console.
-MOTO_UNSUPPORTED = ("AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy", "AWS::CloudWatch::Alarm")
+# enforce TLS/least privilege. They are asserted on the synthesised template in tests/infra; locally
+# they are reported once instead of flooding the console. Alarms, which moto's CloudFormation skips
+# too, are created after the stack through CloudWatch's API (emulate.create_alarms).
+MOTO_UNSUPPORTED = ("AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy")
 logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
 
@@ -227,7 +228,9 @@ def deploy(
     body = template_path.read_text()
     _note_unsupported(json.loads(body))
     # Secrets, Cognito, API stages/authorizers: created through their own APIs (moto's CFN skips them).
-    body = json.dumps(materialise_unsupported(json.loads(body), client, stack_name))
+    local_template = materialise_unsupported(json.loads(body), client, stack_name)
+    alarms = take_alarms(local_template)  # created below, once the resources they watch exist
+    body = json.dumps(local_template)
     cfn = client("cloudformation")
     kwargs: dict[str, Any] = {
         "StackName": stack_name,
@@ -259,6 +262,10 @@ def deploy(
                     status=r["ResourceStatus"],
                 )
             )
+    try:
+        create_alarms(alarms, client, {r.logical_id: r.physical_id for r in resources}, stack_name)
+    except (KeyError, ValueError) as exc:
+        raise DeployError(f"alarms of {stack_name} could not be created locally: {exc}") from exc
     timings["total_s"] = time.perf_counter() - t0
     log.info("deployed %s in %.1fs %s", stack_name, timings["total_s"], timings)
     return DeployedStack(

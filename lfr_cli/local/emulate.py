@@ -89,3 +89,67 @@ def materialise_unsupported(template: dict[str, Any], client: Callable[[str], An
         elif isinstance(deps, str) and deps in values:
             del res["DependsOn"]
     return out
+
+
+# -- CloudWatch alarms: moto's CloudFormation skips AWS::CloudWatch::Alarm, its CloudWatch API does not.
+
+ALARM_TYPE = "AWS::CloudWatch::Alarm"
+_ALARM_PROPS = (
+    "AlarmName", "AlarmDescription", "MetricName", "Namespace", "Statistic", "Period", "EvaluationPeriods",
+    "Threshold", "ComparisonOperator", "TreatMissingData", "AlarmActions", "OKActions", "Dimensions",
+    "DatapointsToAlarm", "Unit",
+)
+
+
+def take_alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Remove the alarms from `template` (before create_stack); returns them by logical id."""
+    resources: dict[str, Any] = template.get("Resources", {})
+    alarms = {lid: r for lid, r in resources.items() if r.get("Type") == ALARM_TYPE}
+    for lid in alarms:
+        del resources[lid]
+    return alarms
+
+
+def _resolve(node: Any, physical: dict[str, str]) -> Any:
+    """Ref / Fn::GetAtt (QueueName, Arn) / Fn::Join against the created stack's physical ids."""
+    if isinstance(node, dict):
+        if set(node) == {"Ref"}:
+            return physical[node["Ref"]]
+        if set(node) == {"Fn::GetAtt"}:
+            target = node["Fn::GetAtt"]
+            lid, attr = target.split(".", 1) if isinstance(target, str) else target
+            pid = physical[lid]
+            if attr == "QueueName":  # an SQS queue's physical id is its URL
+                return pid.rstrip("/").rsplit("/", 1)[-1]
+            if attr == "Arn" and pid.startswith("arn:"):
+                return pid
+            raise ValueError(f"cannot resolve Fn::GetAtt {lid}.{attr} for a local alarm")
+        if set(node) == {"Fn::Join"}:
+            sep, parts = node["Fn::Join"]
+            return sep.join(str(_resolve(p, physical)) for p in parts)
+        return {k: _resolve(v, physical) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, physical) for v in node]
+    return node
+
+
+def create_alarms(
+    alarms: dict[str, dict[str, Any]], client: Callable[[str], Any], physical: dict[str, str], stack_name: str
+) -> list[str]:
+    """Create each alarm through CloudWatch's PutMetricAlarm, as CloudFormation would; returns the names.
+
+    moto stores alarms and their states but does not evaluate them from metric data: locally an
+    alarm stays INSUFFICIENT_DATA unless something sets its state (the metrics themselves are real).
+    """
+    cw = client("cloudwatch")
+    names: list[str] = []
+    for lid, res in sorted(alarms.items()):
+        props = _resolve({k: v for k, v in res.get("Properties", {}).items() if k in _ALARM_PROPS}, physical)
+        props.setdefault("AlarmName", f"{stack_name}-{lid}")
+        props["Threshold"] = float(props["Threshold"])
+        for k in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if k in props:
+                props[k] = int(props[k])
+        cw.put_metric_alarm(**props)
+        names.append(props["AlarmName"])
+    return names

@@ -23,6 +23,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from lfr_cli.local import emf
+
 
 class LambdaContext:
     """The attributes and method of the Python Lambda runtime's context object that handlers use."""
@@ -79,6 +81,8 @@ def _send(out: TextIO, message: dict[str, Any]) -> None:
 
 def main() -> int:
     proto = _take_stdout()
+    # Metrics printed as EMF reach the local CloudWatch, as CloudWatch Logs would extract them.
+    sys.stdout = emf.install(sys.stdout)
     task_root = os.environ.get("LAMBDA_TASK_ROOT")
     if task_root and task_root not in sys.path:
         sys.path.insert(0, task_root)

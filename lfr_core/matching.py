@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -101,6 +102,7 @@ class WatchlistIndex:
     _searcher: Searcher | None = field(default=None, init=False, repr=False, compare=False)
     # Each entry's person as an integer, for fusing per person (built once, on first use).
     _codes: tuple[np.ndarray, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _order: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.entry_ids = [str(e) for e in self.entry_ids]
@@ -155,25 +157,64 @@ class WatchlistIndex:
         Exact over every entry (whatever searcher is set): fusing needs each crop's score for the
         same person, not only each crop's own top-1. One crop gives the same answer as `top1`.
         """
-        q = _as_queries(crops)
-        if q.shape[0] == 0:
-            raise ValueError("a track decision needs at least one crop")
-        scores = q @ self.embeddings.T  # (crops, entries)
-        codes, n_labels = self._label_codes()
-        per_label = np.full((n_labels, q.shape[0]), -np.inf, dtype=np.float32)
-        np.maximum.at(per_label, codes, scores.T)  # (labels, crops): each person's best template
-        fused = fuse_scores(per_label.T[None], mode)[0]
-        best = int(np.argmax(fused))
-        # The template that agrees best with the track across its crops names the entry.
-        mine = np.flatnonzero(codes == best)
-        entry = int(mine[np.argmax(scores[:, mine].sum(axis=0))])
-        return Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
+        return self.fused_top1_batch([crops], mode)[0]
 
-    def _label_codes(self) -> tuple[np.ndarray, int]:
+    def fused_top1_batch(self, tracks: Sequence[np.ndarray], mode: str) -> list[Hit]:
+        """`fused_top1` for every track of a batch with ONE matrix product over all their crops.
+
+        A batch of 10 tracks of 3 crops is one (30, N) product rather than ten passes over the
+        gallery; the per-person reduction is skipped when every person has one template.
+        """
+        blocks = [_as_queries(t) for t in tracks]
+        if any(b.shape[0] == 0 for b in blocks):
+            raise ValueError("a track decision needs at least one crop")
+        if not blocks:
+            return []
+        scores = np.concatenate(blocks) @ self.embeddings.T  # (all crops, entries)
+        per_person = self._per_person(scores)  # (all crops, persons)
+        codes, _, unique = self._persons()
+        hits: list[Hit] = []
+        start = 0
+        for block in blocks:
+            rows = slice(start, start + block.shape[0])
+            start = rows.stop
+            fused = fuse_scores(per_person[rows][None], mode)[0]
+            best = int(np.argmax(fused))
+            if unique:
+                entry = best
+            else:
+                # The template that agrees best with the track across its crops names the entry.
+                mine = np.flatnonzero(codes == best)
+                entry = int(mine[np.argmax(scores[rows][:, mine].sum(axis=0))])
+            hits.append(
+                Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
+            )
+        return hits
+
+    def _per_person(self, scores: np.ndarray) -> np.ndarray:
+        """(queries, entries) -> (queries, persons): each person's best template per query."""
+        codes, _, unique = self._persons()
+        if unique:
+            return scores  # entry i is person i: nothing to reduce
+        order = self._person_order()
+        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+        return np.maximum.reduceat(scores[:, order], starts, axis=1)
+
+    def _persons(self) -> tuple[np.ndarray, int, bool]:
+        """Each entry's person as an integer (first appearance order), their count, and
+        whether every person has exactly one template (then codes == arange)."""
         if self._codes is None:
             names = {label: i for i, label in enumerate(dict.fromkeys(self.labels))}
-            self._codes = np.array([names[label] for label in self.labels], dtype=np.int64), len(names)
-        return self._codes
+            codes = np.array([names[label] for label in self.labels], dtype=np.int64)
+            self._codes = codes, len(names)
+        codes, n = self._codes
+        return codes, n, n == len(codes)
+
+    def _person_order(self) -> np.ndarray:
+        """A stable sort of the entries by person, so each person's templates are contiguous."""
+        if self._order is None:
+            self._order = np.argsort(self._persons()[0], kind="stable")
+        return self._order
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()

@@ -149,3 +149,46 @@ def test_fused_top1_fuses_each_persons_best_template_over_a_tracks_crops() -> No
         index.fused_top1(np.zeros((0, 128), np.float32), "max")
     with pytest.raises(ValueError):
         index.fused_top1(crops, "median")
+
+
+def _fused_top1_per_track(index: WatchlistIndex, crops: np.ndarray, mode: str) -> tuple[str, str, float]:
+    """The per-message rule the batch search replaced: one gallery pass per track, np.maximum.at."""
+    q = _unit(crops)
+    scores = q @ index.embeddings.T
+    names = list(dict.fromkeys(index.labels))
+    codes = np.array([names.index(label) for label in index.labels])
+    per_label = np.full((len(names), q.shape[0]), -np.inf, dtype=np.float32)
+    np.maximum.at(per_label, codes, scores.T)
+    fused = per_label.max(axis=1) if mode == "max" else per_label.mean(axis=1)
+    best = int(np.argmax(fused))
+    mine = np.flatnonzero(codes == best)
+    entry = int(mine[np.argmax(scores[:, mine].sum(axis=0))])
+    return index.entry_ids[entry], index.labels[entry], float(fused[best])
+
+
+@pytest.mark.parametrize("templates_per_person", [1, 3])
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_batch_search_decides_every_track_as_the_per_track_search_does(templates_per_person: int, mode: str) -> None:
+    rng = np.random.default_rng(7)
+    people = 300
+    # Templates of one person near a common centre, so their scores genuinely compete.
+    centres = rng.normal(size=(people, 128))
+    n = people * templates_per_person
+    emb = _unit(np.repeat(centres, templates_per_person, axis=0) + 0.6 * rng.normal(size=(n, 128)))
+    labels = [f"p{i // templates_per_person}" for i in range(len(emb))]
+    order = rng.permutation(len(emb))  # persons' templates need not be contiguous in the artifact
+    index = WatchlistIndex([f"e{i}" for i in order], [labels[i] for i in order], emb[order])
+    # Ten tracks of 1-3 crops: half near a listed person, half strangers.
+    tracks = [
+        (centres[rng.integers(people)] if t % 2 else rng.normal(size=128)) + rng.normal(size=(1 + t % 3, 128))
+        for t in range(10)
+    ]
+    batch = index.fused_top1_batch(tracks, mode)
+    assert len(batch) == len(tracks)
+    for hit, crops in zip(batch, tracks, strict=True):
+        entry_id, label, score = _fused_top1_per_track(index, crops, mode)
+        assert (hit.entry_id, hit.label) == (entry_id, label)
+        assert hit.score == pytest.approx(score, abs=1e-5)
+        alone = index.fused_top1(crops, mode)  # BLAS may round a (1..3, N) product differently
+        assert alone.entry_id == hit.entry_id and alone.score == pytest.approx(hit.score, abs=1e-5)
+    assert index.fused_top1_batch([], mode) == []

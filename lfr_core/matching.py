@@ -1,7 +1,8 @@
 """The watchlist index: an npz artifact of normalised embeddings, and top-1 cosine search over it.
 
-Search is exact (one matrix product) behind the `Searcher` protocol, so an approximate searcher
-(e.g. pynndescent) can be plugged in for very large watchlists without changing callers.
+Track decisions (`fused_top1_batch`) are exact: one matrix product per batch. For very large
+watchlists the artifact also carries an approximate graph (`lfr_core.ann`, built with the
+watchlist, never in a cold start) that proposes candidate persons, which are then re-scored exactly.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import io
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from lfr_core.ann import GraphCandidates
 from lfr_core.errors import InvalidIndexError
 from lfr_core.layout import MODEL_SFACE
 
@@ -21,6 +23,7 @@ EMBEDDING_DIM = 128
 INDEX_FORMAT_VERSION = 1
 _NORM_TOLERANCE = 1e-3
 _KEYS = frozenset({"format_version", "entry_ids", "labels", "embeddings", "model"})
+_GRAPH_KEY = "candidate_graph"  # optional: the serialised `lfr_core.ann` graph of a large watchlist
 FusionMode = Literal["max", "mean"]
 FUSION_MODES: tuple[FusionMode, ...] = ("max", "mean")
 # How production fuses a track's crops (README "Accuracy", "Track fusion" says why this one).
@@ -103,6 +106,8 @@ class WatchlistIndex:
     # Each entry's person as an integer, for fusing per person (built once, on first use).
     _codes: tuple[np.ndarray, int] | None = field(default=None, init=False, repr=False, compare=False)
     _order: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    # Candidates for very large watchlists (None: every decision scans every entry).
+    graph: GraphCandidates | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.entry_ids = [str(e) for e in self.entry_ids]
@@ -170,6 +175,8 @@ class WatchlistIndex:
             raise ValueError("a track decision needs at least one crop")
         if not blocks:
             return []
+        if self.graph is not None:
+            return [self._fused_top1_candidates(b, mode) for b in self._candidate_blocks(blocks)]
         scores = np.concatenate(blocks) @ self.embeddings.T  # (all crops, entries)
         per_person = self._per_person(scores)  # (all crops, persons)
         codes, _, unique = self._persons()
@@ -190,6 +197,36 @@ class WatchlistIndex:
                 Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
             )
         return hits
+
+    def _candidate_blocks(self, blocks: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each track's crops with the entries of every person the graph proposes for any crop."""
+        assert self.graph is not None
+        proposed = self.graph.candidates(np.concatenate(blocks))
+        codes, _, _ = self._persons()
+        order = self._person_order()
+        bounds = np.searchsorted(codes[order], np.arange(self._persons()[1] + 1))
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        start = 0
+        for block in blocks:
+            persons = np.unique(codes[proposed[start : start + block.shape[0]].ravel()])
+            start += block.shape[0]
+            entries = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in persons])
+            out.append((block, entries))
+        return out
+
+    def _fused_top1_candidates(self, item: tuple[np.ndarray, np.ndarray], mode: str) -> Hit:
+        """The exact fused decision restricted to the candidates' persons (all their templates)."""
+        crops, entries = item
+        scores = crops @ self.embeddings[entries].T  # (crops, candidate entries)
+        codes = self._persons()[0][entries]
+        persons = np.unique(codes)
+        grouped = np.argsort(codes, kind="stable")
+        per_person = np.maximum.reduceat(scores[:, grouped], np.searchsorted(codes[grouped], persons), axis=1)
+        fused = fuse_scores(per_person[None], mode)[0]
+        best = int(np.argmax(fused))
+        mine = np.flatnonzero(codes == persons[best])
+        entry = int(entries[mine[np.argmax(scores[:, mine].sum(axis=0))]])
+        return Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
 
     def _per_person(self, scores: np.ndarray) -> np.ndarray:
         """(queries, entries) -> (queries, persons): each person's best template per query."""
@@ -216,17 +253,24 @@ class WatchlistIndex:
             self._order = np.argsort(self._persons()[0], kind="stable")
         return self._order
 
+    def with_graph(self, threads: int = 0) -> WatchlistIndex:
+        """Add the approximate candidate graph (at build time; a large list's build pays for it)."""
+        self.graph = GraphCandidates.build(self.embeddings, threads=threads)
+        return self
+
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()
         # Fixed-width unicode arrays, so loading never needs pickle.
-        np.savez(
-            buf,
-            format_version=np.int64(INDEX_FORMAT_VERSION),
-            entry_ids=np.array(self.entry_ids, dtype=np.str_),
-            labels=np.array(self.labels, dtype=np.str_),
-            embeddings=self.embeddings,
-            model=np.array(self.model, dtype=np.str_),
-        )
+        arrays: dict[str, Any] = {
+            "format_version": np.int64(INDEX_FORMAT_VERSION),
+            "entry_ids": np.array(self.entry_ids, dtype=np.str_),
+            "labels": np.array(self.labels, dtype=np.str_),
+            "embeddings": self.embeddings,
+            "model": np.array(self.model, dtype=np.str_),
+        }
+        if self.graph is not None:
+            arrays[_GRAPH_KEY] = np.frombuffer(self.graph.to_bytes(), dtype=np.uint8)
+        np.savez(buf, **arrays)
         return buf.getvalue()
 
     @classmethod
@@ -240,6 +284,7 @@ class WatchlistIndex:
                 if missing:
                     raise InvalidIndexError(f"index artifact lacks {sorted(missing)}")
                 arrays = {k: npz[k] for k in _KEYS}
+                graph_bytes = npz[_GRAPH_KEY].tobytes() if _GRAPH_KEY in npz.files else None
         except InvalidIndexError:
             raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -257,9 +302,17 @@ class WatchlistIndex:
         emb = arrays["embeddings"]
         if emb.dtype != np.float32:
             raise InvalidIndexError(f"embeddings must be float32, got {emb.dtype}")
-        return cls(
+        index = cls(
             entry_ids=arrays["entry_ids"].tolist(),
             labels=arrays["labels"].tolist(),
             embeddings=emb,
             model=str(arrays["model"]),
         )
+        if graph_bytes is not None:
+            try:
+                index.graph = GraphCandidates.from_bytes(graph_bytes)
+            except (ValueError, RuntimeError) as e:
+                raise InvalidIndexError(f"unreadable candidate graph: {type(e).__name__}") from e
+            if len(index.graph) != len(index):
+                raise InvalidIndexError(f"candidate graph has {len(index.graph)} entries, index {len(index)}")
+        return index

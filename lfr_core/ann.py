@@ -9,8 +9,8 @@ the candidates.
 Why usearch and not pynndescent (which the design first named): pynndescent needs numba, llvmlite,
 scipy and scikit-learn, 323 MiB unzipped for Lambda's Python 3.12, over the 250 MiB that a function
 and its layers may hold together, before onnxruntime; and its numba JIT is a cold-start cost.
-usearch is one 10 MiB native wheel with no JIT, and its graph is serialised with the watchlist at
-build time and restored in milliseconds. Measured recall and speed: README "Performance".
+usearch (with its numkong kernels, 56 MiB in the layer) has no JIT, and its graph is serialised
+with the watchlist at build time and restored in milliseconds. Measured recall and speed: README "Performance".
 """
 
 from __future__ import annotations

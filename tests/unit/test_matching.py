@@ -252,3 +252,19 @@ def test_loading_an_index_with_a_graph_compiles_nothing() -> None:
         "assert 'numba' not in sys.modules and 'llvmlite' not in sys.modules, 'a JIT was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_confusable_pairs_name_different_people_who_score_as_one() -> None:
+    index, _ = _clustered_index(300, 2, seed=8)
+    emb = index.embeddings.copy()
+    # p7's first template is nearly p9's: one person under two names, the case hygiene must catch.
+    emb[14] = _unit((emb[18] + 0.01 * np.random.default_rng(9).normal(size=128))[None])[0]
+    twins = WatchlistIndex(index.entry_ids, index.labels, emb)
+    pairs = twins.confusable_pairs(threshold=0.9)
+    assert [(p.label, p.other_label) for p in pairs] == [("p7", "p9")]
+    assert pairs[0].similarity > 0.95
+    # Two templates of ONE person are never reported, however alike.
+    assert all(p.label != p.other_label for p in twins.confusable_pairs(threshold=-1.0))
+    # The graph's candidates find the same pair.
+    twins.with_graph()
+    assert [(p.entry_id, p.other_entry_id) for p in twins.confusable_pairs(threshold=0.9)] == [("e14", "e18")]

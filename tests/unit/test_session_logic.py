@@ -291,5 +291,5 @@ def test_the_start_is_audited_with_how_many_pairs_of_entries_the_admin_was_warne
     svc.validate(DEP)
     repo.update(DEP, {"state": "BUILDING", "index_etag": '"e"', "watchlist_size": 3, "confusable_count": 2})
     svc.activate(DEP)
-    (start,) = [d for a, _, d in _actions() if a == "start"]
+    (start,) = [d for a, _, d in _actions() if a == "start" and d.get("stage") == "active"]
     assert start["confusable_pairs"] == 2

@@ -378,6 +378,12 @@ def run_deployment(args: Any, admin: Admin, parse_duration: Any) -> int:
                   f"{rec.watchlist_size} enrolled, {len(rec.enrol_rejects)} rejected")
             for r in rec.enrol_rejects:
                 print(f"  rejected {r.file}: {r.reason}")
+            if rec.confusable_count:
+                print(f"  {rec.confusable_count} pair(s) of entries score as one person at {rec.threshold:.3f}"
+                      " (one person under two names, or look-alikes): check before relying on alerts")
+            for c in rec.confusable:
+                print(f"  confusable {c.entry_id} ({c.label}) ~ {c.other_entry_id} ({c.other_label}): "
+                      f"{c.similarity:.3f}")
     elif args.sub == "stop":
         rec = admin.stop(args.deployment_id, args.reason)
         print(f"{rec.deployment_id} STOPPED; the session purges its watchlist and closes")

@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--calibrate-out", type=Path, help="also rebuild the calibration table from the same pass")
     ev.add_argument("--lists", type=int, default=1,
                     help="repeat on this many seeded watchlists (seed, seed+1, ...) and pool the searches")
+    bench = sub.add_parser("bench", help="measure model, search scaling, cold start and cost per camera-hour here")
+    bench.add_argument("--quick", action="store_true", help="small sizes (what the tests run)")
+    bench.add_argument("--out", type=Path, default=None, help="output folder (default build/bench)")
+    bench.add_argument("--json", action="store_true", help="print the report as one JSON object")
     cal = sub.add_parser("calibrate", help="rebuild the threshold table (target FPIR x watchlist size)")
     cal.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
     cal.add_argument("--sizes", default="1,5,10,20,50,100,200,500,1000")
@@ -127,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_eval_video(args.watchlist_size, args.listed_walkers, args.strangers, args.seed,
                                   args.target_fpir, args.out or DEFAULT_OUT, args.json)
+        if args.command == "bench":
+            from lfr_cli.bench import DEFAULT_OUT as BENCH_OUT
+            from lfr_cli.bench import run_bench
+
+            return run_bench(args.quick, args.out or BENCH_OUT, args.json)
         if args.command == "calibrate":
             from lfr_cli.evaluate import run_calibrate
             from lfr_core.calibration import TABLE_PATH

@@ -1,18 +1,21 @@
 """The watchlist index: an npz artifact of normalised embeddings, and top-1 cosine search over it.
 
-Search is exact (one matrix product) behind the `Searcher` protocol, so an approximate searcher
-(e.g. pynndescent) can be plugged in for very large watchlists without changing callers.
+Track decisions (`fused_top1_batch`) are exact: one matrix product per batch. For very large
+watchlists the artifact also carries an approximate graph (`lfr_core.ann`, built with the
+watchlist, never in a cold start) that proposes candidate persons, which are then re-scored exactly.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from lfr_core.ann import GraphCandidates
 from lfr_core.errors import InvalidIndexError
 from lfr_core.layout import MODEL_SFACE
 
@@ -20,6 +23,7 @@ EMBEDDING_DIM = 128
 INDEX_FORMAT_VERSION = 1
 _NORM_TOLERANCE = 1e-3
 _KEYS = frozenset({"format_version", "entry_ids", "labels", "embeddings", "model"})
+_GRAPH_KEY = "candidate_graph"  # optional: the serialised `lfr_core.ann` graph of a large watchlist
 FusionMode = Literal["max", "mean"]
 FUSION_MODES: tuple[FusionMode, ...] = ("max", "mean")
 # How production fuses a track's crops (README "Accuracy", "Track fusion" says why this one).
@@ -91,6 +95,17 @@ class Hit:
     score: float
 
 
+@dataclass(frozen=True)
+class ConfusablePair:
+    """Two entries of different people who score as one person would (`confusable_pairs`)."""
+
+    entry_id: str
+    label: str
+    other_entry_id: str
+    other_label: str
+    similarity: float
+
+
 @dataclass
 class WatchlistIndex:
     entry_ids: list[str]
@@ -101,6 +116,9 @@ class WatchlistIndex:
     _searcher: Searcher | None = field(default=None, init=False, repr=False, compare=False)
     # Each entry's person as an integer, for fusing per person (built once, on first use).
     _codes: tuple[np.ndarray, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _order: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    # Candidates for very large watchlists (None: every decision scans every entry).
+    graph: GraphCandidates | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.entry_ids = [str(e) for e in self.entry_ids]
@@ -155,37 +173,142 @@ class WatchlistIndex:
         Exact over every entry (whatever searcher is set): fusing needs each crop's score for the
         same person, not only each crop's own top-1. One crop gives the same answer as `top1`.
         """
-        q = _as_queries(crops)
-        if q.shape[0] == 0:
+        return self.fused_top1_batch([crops], mode)[0]
+
+    def fused_top1_batch(self, tracks: Sequence[np.ndarray], mode: str) -> list[Hit]:
+        """`fused_top1` for every track of a batch with ONE matrix product over all their crops.
+
+        A batch of 10 tracks of 3 crops is one (30, N) product rather than ten passes over the
+        gallery; the per-person reduction is skipped when every person has one template.
+        """
+        blocks = [_as_queries(t) for t in tracks]
+        if any(b.shape[0] == 0 for b in blocks):
             raise ValueError("a track decision needs at least one crop")
-        scores = q @ self.embeddings.T  # (crops, entries)
-        codes, n_labels = self._label_codes()
-        per_label = np.full((n_labels, q.shape[0]), -np.inf, dtype=np.float32)
-        np.maximum.at(per_label, codes, scores.T)  # (labels, crops): each person's best template
-        fused = fuse_scores(per_label.T[None], mode)[0]
+        if not blocks:
+            return []
+        if self.graph is not None:
+            return [self._fused_top1_candidates(b, mode) for b in self._candidate_blocks(blocks)]
+        scores = np.concatenate(blocks) @ self.embeddings.T  # (all crops, entries)
+        per_person = self._per_person(scores)  # (all crops, persons)
+        codes, _, unique = self._persons()
+        hits: list[Hit] = []
+        start = 0
+        for block in blocks:
+            rows = slice(start, start + block.shape[0])
+            start = rows.stop
+            fused = fuse_scores(per_person[rows][None], mode)[0]
+            best = int(np.argmax(fused))
+            if unique:
+                entry = best
+            else:
+                # The template that agrees best with the track across its crops names the entry.
+                mine = np.flatnonzero(codes == best)
+                entry = int(mine[np.argmax(scores[rows][:, mine].sum(axis=0))])
+            hits.append(
+                Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
+            )
+        return hits
+
+    def confusable_pairs(self, threshold: float, block: int = 2048) -> list[ConfusablePair]:
+        """Entries whose nearest entry of ANOTHER person scores at least `threshold`: one person
+        enrolled under two names, or look-alikes that will be taken for each other at the operating
+        threshold. Each unordered pair once, highest first. Exact below the graph's size, the
+        graph's candidates above it (a pair the graph misses is not reported: said in the docs)."""
+        codes = self._persons()[0]
+        best: dict[tuple[int, int], float] = {}
+        for start in range(0, len(self), block):
+            rows = np.arange(start, min(start + block, len(self)))
+            if self.graph is not None:
+                cand = self.graph.candidates(self.embeddings[rows])
+                scores = np.einsum("rd,rkd->rk", self.embeddings[rows], self.embeddings[cand])
+            else:
+                scores = self.embeddings[rows] @ self.embeddings.T
+                cand = np.broadcast_to(np.arange(len(self)), scores.shape)
+            scores = np.where(codes[cand] == codes[rows][:, None], -np.inf, scores)  # same person: fine
+            j = np.argmax(scores, axis=1)
+            top = scores[np.arange(len(rows)), j]
+            for r, c, sc in zip(rows, cand[np.arange(len(rows)), j], top, strict=True):
+                if sc >= threshold:
+                    key = (min(int(r), int(c)), max(int(r), int(c)))
+                    best[key] = max(best.get(key, -np.inf), float(sc))
+        return [
+            ConfusablePair(self.entry_ids[a], self.labels[a], self.entry_ids[b], self.labels[b], score)
+            for (a, b), score in sorted(best.items(), key=lambda kv: -kv[1])
+        ]
+
+    def _candidate_blocks(self, blocks: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each track's crops with the entries of every person the graph proposes for any crop."""
+        assert self.graph is not None
+        proposed = self.graph.candidates(np.concatenate(blocks))
+        codes, _, _ = self._persons()
+        order = self._person_order()
+        bounds = np.searchsorted(codes[order], np.arange(self._persons()[1] + 1))
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        start = 0
+        for block in blocks:
+            persons = np.unique(codes[proposed[start : start + block.shape[0]].ravel()])
+            start += block.shape[0]
+            entries = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in persons])
+            out.append((block, entries))
+        return out
+
+    def _fused_top1_candidates(self, item: tuple[np.ndarray, np.ndarray], mode: str) -> Hit:
+        """The exact fused decision restricted to the candidates' persons (all their templates)."""
+        crops, entries = item
+        scores = crops @ self.embeddings[entries].T  # (crops, candidate entries)
+        codes = self._persons()[0][entries]
+        persons = np.unique(codes)
+        grouped = np.argsort(codes, kind="stable")
+        per_person = np.maximum.reduceat(scores[:, grouped], np.searchsorted(codes[grouped], persons), axis=1)
+        fused = fuse_scores(per_person[None], mode)[0]
         best = int(np.argmax(fused))
-        # The template that agrees best with the track across its crops names the entry.
-        mine = np.flatnonzero(codes == best)
-        entry = int(mine[np.argmax(scores[:, mine].sum(axis=0))])
+        mine = np.flatnonzero(codes == persons[best])
+        entry = int(entries[mine[np.argmax(scores[:, mine].sum(axis=0))]])
         return Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
 
-    def _label_codes(self) -> tuple[np.ndarray, int]:
+    def _per_person(self, scores: np.ndarray) -> np.ndarray:
+        """(queries, entries) -> (queries, persons): each person's best template per query."""
+        codes, _, unique = self._persons()
+        if unique:
+            return scores  # entry i is person i: nothing to reduce
+        order = self._person_order()
+        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+        return np.maximum.reduceat(scores[:, order], starts, axis=1)
+
+    def _persons(self) -> tuple[np.ndarray, int, bool]:
+        """Each entry's person as an integer (first appearance order), their count, and
+        whether every person has exactly one template (then codes == arange)."""
         if self._codes is None:
             names = {label: i for i, label in enumerate(dict.fromkeys(self.labels))}
-            self._codes = np.array([names[label] for label in self.labels], dtype=np.int64), len(names)
-        return self._codes
+            codes = np.array([names[label] for label in self.labels], dtype=np.int64)
+            self._codes = codes, len(names)
+        codes, n = self._codes
+        return codes, n, n == len(codes)
+
+    def _person_order(self) -> np.ndarray:
+        """A stable sort of the entries by person, so each person's templates are contiguous."""
+        if self._order is None:
+            self._order = np.argsort(self._persons()[0], kind="stable")
+        return self._order
+
+    def with_graph(self, threads: int = 0) -> WatchlistIndex:
+        """Add the approximate candidate graph (at build time; a large list's build pays for it)."""
+        self.graph = GraphCandidates.build(self.embeddings, threads=threads)
+        return self
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()
         # Fixed-width unicode arrays, so loading never needs pickle.
-        np.savez(
-            buf,
-            format_version=np.int64(INDEX_FORMAT_VERSION),
-            entry_ids=np.array(self.entry_ids, dtype=np.str_),
-            labels=np.array(self.labels, dtype=np.str_),
-            embeddings=self.embeddings,
-            model=np.array(self.model, dtype=np.str_),
-        )
+        arrays: dict[str, Any] = {
+            "format_version": np.int64(INDEX_FORMAT_VERSION),
+            "entry_ids": np.array(self.entry_ids, dtype=np.str_),
+            "labels": np.array(self.labels, dtype=np.str_),
+            "embeddings": self.embeddings,
+            "model": np.array(self.model, dtype=np.str_),
+        }
+        if self.graph is not None:
+            arrays[_GRAPH_KEY] = np.frombuffer(self.graph.to_bytes(), dtype=np.uint8)
+        np.savez(buf, **arrays)
         return buf.getvalue()
 
     @classmethod
@@ -199,6 +322,7 @@ class WatchlistIndex:
                 if missing:
                     raise InvalidIndexError(f"index artifact lacks {sorted(missing)}")
                 arrays = {k: npz[k] for k in _KEYS}
+                graph_bytes = npz[_GRAPH_KEY].tobytes() if _GRAPH_KEY in npz.files else None
         except InvalidIndexError:
             raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -216,9 +340,17 @@ class WatchlistIndex:
         emb = arrays["embeddings"]
         if emb.dtype != np.float32:
             raise InvalidIndexError(f"embeddings must be float32, got {emb.dtype}")
-        return cls(
+        index = cls(
             entry_ids=arrays["entry_ids"].tolist(),
             labels=arrays["labels"].tolist(),
             embeddings=emb,
             model=str(arrays["model"]),
         )
+        if graph_bytes is not None:
+            try:
+                index.graph = GraphCandidates.from_bytes(graph_bytes)
+            except (ValueError, RuntimeError) as e:
+                raise InvalidIndexError(f"unreadable candidate graph: {type(e).__name__}") from e
+            if len(index.graph) != len(index):
+                raise InvalidIndexError(f"candidate graph has {len(index.graph)} entries, index {len(index)}")
+        return index

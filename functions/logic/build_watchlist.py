@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Protocol
 
@@ -27,7 +27,7 @@ from functions.exceptions import (
 )
 from functions.logic import watchlist
 from functions.logic.protocols import Embedder
-from functions.models.records import EnrolReject
+from functions.models.records import MAX_CONFUSABLE_LISTED, ConfusableEntries, EnrolReject
 from functions.observability import logger
 from lfr_core.contracts import DeploymentState
 from lfr_core.errors import InvalidImageError
@@ -154,13 +154,22 @@ class BuildService:
             )
             raise NoUsableFacesError(f"none of {len(files)} watchlist image(s) yielded a usable face")
 
-        data = watchlist.index_bytes(entry_ids, labels, np.concatenate(chunks, axis=0))
+        index = watchlist.build_index(entry_ids, labels, np.concatenate(chunks, axis=0))
+        # Hygiene before the session starts: pairs of people the matcher will confuse at this
+        # deployment's threshold (admin sees them in `lfr deployment start --wait` / status).
+        confusable = index.confusable_pairs(rec.threshold)
+        confusable_docs = [
+            ConfusableEntries.model_validate(asdict(p)).model_dump() for p in confusable[:MAX_CONFUSABLE_LISTED]
+        ]
         # Before the index: the match function reads entries when it (re)loads the index.
         self.watchlists.put_object(watchlist_entries_key(deployment_id), json.dumps(entries).encode())
-        etag = self.watchlists.put_object(watchlist_index_key(deployment_id), data)
+        etag = self.watchlists.put_object(watchlist_index_key(deployment_id), index.to_npz_bytes())
         self.deployments.update(
             deployment_id,
-            {"watchlist_size": len(entry_ids), "enrol_rejects": reject_docs, "index_etag": etag},
+            {
+                "watchlist_size": len(entry_ids), "enrol_rejects": reject_docs, "index_etag": etag,
+                "confusable": confusable_docs, "confusable_count": len(confusable),
+            },
             expect_states=(S.BUILDING,),
         )
         logger.info(
@@ -169,6 +178,7 @@ class BuildService:
                 "deployment_id": deployment_id,
                 "watchlist_size": len(entry_ids),
                 "rejected": len(rejects),
+                "confusable_pairs": len(confusable),
             },
         )
         return BuildResult(watchlist_size=len(entry_ids), rejected=len(rejects))

@@ -60,7 +60,7 @@ from lfr_core.layout import (
     watchlist_images_prefix,
     watchlist_index_key,
 )
-from lfr_core.matching import WatchlistIndex
+from lfr_core.matching import Hit, WatchlistIndex
 
 # One alert per track (issue 6): the alert id is uuid5(deployment/camera/track). The edge
 # sends a track once (its crops together, issue 5), so normally one message makes the alert;
@@ -275,14 +275,13 @@ class MatchService:
 
         seen: Counter[str] = Counter(v.deployment.deployment_id for v in ready)
         self._count_seen(seen)
-        start = 0
+        hits = self._search(ready, embeddings, indexes)
         for v in ready:
-            rows = embeddings[start : start + len(v.images)]
-            start += len(v.images)
             dep = v.deployment
+            hit = hits[v.sqs_id]
+            rows = v.images
             # One decision per track: its crops' scores fused per person, against the threshold
             # calibrated for that many crops.
-            hit = indexes[dep.deployment_id].fused_top1(rows, dep.fusion_mode)
             threshold = dep.threshold_for_crops(len(rows))
             if hit.score >= threshold:
                 entry = self._entries_for(dep).get(hit.entry_id) or {}
@@ -309,6 +308,25 @@ class MatchService:
                 # Below threshold: nothing about this face leaves this function.
                 results[v.sqs_id] = Prepared(outcome=Outcome.NO_MATCH)
         return results
+
+    @staticmethod
+    def _search(
+        ready: Sequence[_Valid], embeddings: np.ndarray, indexes: Mapping[str, WatchlistIndex]
+    ) -> dict[str, Hit]:
+        """Each track's fused best person: ONE gallery product per deployment for the whole batch."""
+        rows: dict[str, np.ndarray] = {}
+        start = 0
+        for v in ready:
+            rows[v.sqs_id] = embeddings[start : start + len(v.images)]
+            start += len(v.images)
+        by_deployment: dict[str, list[_Valid]] = {}
+        for v in ready:
+            by_deployment.setdefault(v.deployment.deployment_id, []).append(v)
+        hits: dict[str, Hit] = {}
+        for dep_id, group in by_deployment.items():
+            found = indexes[dep_id].fused_top1_batch([rows[v.sqs_id] for v in group], group[0].deployment.fusion_mode)
+            hits.update(zip((v.sqs_id for v in group), found, strict=True))
+        return hits
 
     @property
     def embedder(self) -> Embedder:

@@ -167,7 +167,7 @@ class SessionService:
             expires = min(expires, rec.authorisation.end)  # never beyond what was authorised
         self._audit(
             AuditAction.START, deployment_id, stage="active", expires_at=expires.isoformat(),
-            watchlist_size=rec.watchlist_size,
+            watchlist_size=rec.watchlist_size, confusable_pairs=rec.confusable_count,
         )
         rec = self.deployments.update(
             deployment_id,

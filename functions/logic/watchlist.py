@@ -7,12 +7,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from functions.exceptions import WatchlistIndexError
+from lfr_core.ann import ANN_MIN_ENTRIES
 from lfr_core.errors import InvalidIndexError
 from lfr_core.matching import WatchlistIndex
 
 
+def build_index(entry_ids: Sequence[str], labels: Sequence[str], embeddings: np.ndarray) -> WatchlistIndex:
+    index = WatchlistIndex(entry_ids=list(entry_ids), labels=list(labels), embeddings=embeddings)
+    if len(index) >= ANN_MIN_ENTRIES:
+        index.with_graph()  # built here, once, so no match cold start ever builds it
+    return index
+
+
 def index_bytes(entry_ids: Sequence[str], labels: Sequence[str], embeddings: np.ndarray) -> bytes:
-    return WatchlistIndex(entry_ids=list(entry_ids), labels=list(labels), embeddings=embeddings).to_npz_bytes()
+    return build_index(entry_ids, labels, embeddings).to_npz_bytes()
 
 
 def load_index(data: bytes) -> WatchlistIndex:

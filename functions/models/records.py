@@ -30,6 +30,24 @@ class EnrolReject(BaseModel):
     reason: str
 
 
+# At most this many confusable pairs are kept on the record (the count is always kept).
+MAX_CONFUSABLE_LISTED = 50
+
+
+class ConfusableEntries(BaseModel):
+    """Two watchlist entries of different people that score as one person at the deployment's
+    threshold: one person under two names, or look-alikes an officer will be asked to tell apart.
+    Ids, labels and a score only; shown to the admin before the session starts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry_id: str
+    label: str
+    other_entry_id: str
+    other_label: str
+    similarity: float = Field(ge=-1.0, le=1.0)
+
+
 class PurgeResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -103,6 +121,8 @@ class DeploymentRecord(BaseModel):
     expires_at: AwareDatetime | None = None
     watchlist_size: int = Field(default=0, ge=0)
     enrol_rejects: list[EnrolReject] = Field(default_factory=list)
+    confusable: list[ConfusableEntries] = Field(default_factory=list)  # the highest MAX_CONFUSABLE_LISTED
+    confusable_count: int = Field(default=0, ge=0)
     refused_crops: int = Field(default=0, ge=0)
     purge: PurgeResult | None = None
     closed_at: AwareDatetime | None = None

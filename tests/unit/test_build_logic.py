@@ -140,3 +140,22 @@ def test_several_images_of_one_person_enrol_as_templates_of_one_label(setup) -> 
     assert best.label == "Colin_Powell"
     first_only = float(index.embeddings[index.entry_ids.index("Colin_Powell_0001")] @ probe[0])
     assert best.score >= first_only
+
+
+def test_build_lists_one_person_enrolled_under_two_names_for_the_admin(setup) -> None:
+    svc, repo, store = setup
+    prefix = watchlist_images_prefix(DEP)
+    for p in PEOPLE:
+        store.objects[prefix + f"{p}_0001.jpg"] = lfw_image(p, 1).read_bytes()
+    # Colin Powell's second photo under another name: the duplicate LFW itself has (two names, one face).
+    store.objects[prefix + "Someone_Else_0001.jpg"] = lfw_image("Colin_Powell", 2).read_bytes()
+
+    build_handler_result(svc, DEP)
+    rec = repo.get(DEP)
+    assert rec is not None and rec.watchlist_size == 4
+    assert rec.confusable_count == 1
+    (pair,) = rec.confusable
+    assert {pair.label, pair.other_label} == {"Colin_Powell", "Someone_Else"}
+    assert pair.similarity >= rec.threshold
+    # Different people at the same threshold are not listed.
+    assert all({"Ariel_Sharon", "Bill_Clinton"}.isdisjoint({c.label, c.other_label}) for c in rec.confusable)

@@ -149,3 +149,122 @@ def test_fused_top1_fuses_each_persons_best_template_over_a_tracks_crops() -> No
         index.fused_top1(np.zeros((0, 128), np.float32), "max")
     with pytest.raises(ValueError):
         index.fused_top1(crops, "median")
+
+
+def _fused_top1_per_track(index: WatchlistIndex, crops: np.ndarray, mode: str) -> tuple[str, str, float]:
+    """The per-message rule the batch search replaced: one gallery pass per track, np.maximum.at."""
+    q = _unit(crops)
+    scores = q @ index.embeddings.T
+    names = list(dict.fromkeys(index.labels))
+    codes = np.array([names.index(label) for label in index.labels])
+    per_label = np.full((len(names), q.shape[0]), -np.inf, dtype=np.float32)
+    np.maximum.at(per_label, codes, scores.T)
+    fused = per_label.max(axis=1) if mode == "max" else per_label.mean(axis=1)
+    best = int(np.argmax(fused))
+    mine = np.flatnonzero(codes == best)
+    entry = int(mine[np.argmax(scores[:, mine].sum(axis=0))])
+    return index.entry_ids[entry], index.labels[entry], float(fused[best])
+
+
+@pytest.mark.parametrize("templates_per_person", [1, 3])
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_batch_search_decides_every_track_as_the_per_track_search_does(templates_per_person: int, mode: str) -> None:
+    rng = np.random.default_rng(7)
+    people = 300
+    # Templates of one person near a common centre, so their scores genuinely compete.
+    centres = rng.normal(size=(people, 128))
+    n = people * templates_per_person
+    emb = _unit(np.repeat(centres, templates_per_person, axis=0) + 0.6 * rng.normal(size=(n, 128)))
+    labels = [f"p{i // templates_per_person}" for i in range(len(emb))]
+    order = rng.permutation(len(emb))  # persons' templates need not be contiguous in the artifact
+    index = WatchlistIndex([f"e{i}" for i in order], [labels[i] for i in order], emb[order])
+    # Ten tracks of 1-3 crops: half near a listed person, half strangers.
+    tracks = [
+        (centres[rng.integers(people)] if t % 2 else rng.normal(size=128)) + rng.normal(size=(1 + t % 3, 128))
+        for t in range(10)
+    ]
+    batch = index.fused_top1_batch(tracks, mode)
+    assert len(batch) == len(tracks)
+    for hit, crops in zip(batch, tracks, strict=True):
+        entry_id, label, score = _fused_top1_per_track(index, crops, mode)
+        assert (hit.entry_id, hit.label) == (entry_id, label)
+        assert hit.score == pytest.approx(score, abs=1e-5)
+        alone = index.fused_top1(crops, mode)  # BLAS may round a (1..3, N) product differently
+        assert alone.entry_id == hit.entry_id and alone.score == pytest.approx(hit.score, abs=1e-5)
+    assert index.fused_top1_batch([], mode) == []
+
+
+def _clustered_index(people: int, templates: int, seed: int) -> tuple[WatchlistIndex, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(people, 128))
+    emb = _unit(np.repeat(centres, templates, axis=0) + 0.7 * rng.normal(size=(people * templates, 128)))
+    labels = [f"p{i // templates}" for i in range(len(emb))]
+    return WatchlistIndex([f"e{i}" for i in range(len(emb))], labels, emb), centres
+
+
+@pytest.mark.parametrize("templates", [1, 2])
+def test_the_candidate_graph_gives_the_exact_decision_when_its_candidates_hold_the_best_entry(templates: int) -> None:
+    index, centres = _clustered_index(4000, templates, seed=3)
+    rng = np.random.default_rng(4)
+    mated = [centres[rng.integers(len(centres))] + 0.7 * rng.normal(size=(1 + t % 3, 128)) for t in range(40)]
+    strangers = [rng.normal(size=(1 + t % 3, 128)) for t in range(40)]
+    with_graph = WatchlistIndex.from_npz_bytes(index.to_npz_bytes())
+    assert with_graph.graph is None  # small lists are not given one by default
+    with_graph.with_graph()
+    loaded = WatchlistIndex.from_npz_bytes(with_graph.to_npz_bytes())  # the graph travels in the artifact
+    assert loaded.graph is not None and len(loaded.graph) == len(index)
+    # A listed person's track: the graph proposes them, and the decision is exact search's.
+    for e, a in zip(index.fused_top1_batch(mated, "max"), loaded.fused_top1_batch(mated, "max"), strict=True):
+        assert (a.entry_id, a.label) == (e.entry_id, e.label)
+        assert a.score == pytest.approx(e.score, abs=1e-5)  # re-scored exactly, not the graph's f16 score
+    # A stranger's nearest entry may not be proposed, but scores are exact over a subset: the graph
+    # can lower a stranger's best score, never raise it, so it cannot add a false alert.
+    for e, a in zip(index.fused_top1_batch(strangers, "max"), loaded.fused_top1_batch(strangers, "max"), strict=True):
+        assert a.score <= e.score + 1e-5
+
+
+def test_a_corrupt_candidate_graph_is_an_invalid_index() -> None:
+    index, _ = _clustered_index(50, 1, seed=5)
+    index.with_graph()
+    raw = io.BytesIO(index.to_npz_bytes())
+    with np.load(raw) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["candidate_graph"] = arrays["candidate_graph"][:100]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with pytest.raises(InvalidIndexError):
+        WatchlistIndex.from_npz_bytes(buf.getvalue())
+
+
+def test_loading_an_index_with_a_graph_compiles_nothing() -> None:
+    # The match function's cold start: no numba (or any JIT) may be imported to load or search.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from lfr_core.matching import WatchlistIndex\n"
+        "e = np.random.default_rng(0).normal(size=(300, 128)).astype('float32')\n"
+        "e /= np.linalg.norm(e, axis=1, keepdims=True)\n"
+        "i = WatchlistIndex([str(n) for n in range(300)], [str(n) for n in range(300)], e).with_graph()\n"
+        "j = WatchlistIndex.from_npz_bytes(i.to_npz_bytes())\n"
+        "j.fused_top1_batch([e[:2]], 'max')\n"
+        "assert 'numba' not in sys.modules and 'llvmlite' not in sys.modules, 'a JIT was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_confusable_pairs_name_different_people_who_score_as_one() -> None:
+    index, _ = _clustered_index(300, 2, seed=8)
+    emb = index.embeddings.copy()
+    # p7's first template is nearly p9's: one person under two names, the case hygiene must catch.
+    emb[14] = _unit((emb[18] + 0.01 * np.random.default_rng(9).normal(size=128))[None])[0]
+    twins = WatchlistIndex(index.entry_ids, index.labels, emb)
+    pairs = twins.confusable_pairs(threshold=0.9)
+    assert [(p.label, p.other_label) for p in pairs] == [("p7", "p9")]
+    assert pairs[0].similarity > 0.95
+    # Two templates of ONE person are never reported, however alike.
+    assert all(p.label != p.other_label for p in twins.confusable_pairs(threshold=-1.0))
+    # The graph's candidates find the same pair.
+    twins.with_graph()
+    assert [(p.entry_id, p.other_entry_id) for p in twins.confusable_pairs(threshold=0.9)] == [("e14", "e18")]

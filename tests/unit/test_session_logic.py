@@ -283,3 +283,13 @@ def test_fail_is_audited_with_the_error_message(env) -> None:
     )
     assert rec["failure_reason"] == "AuthorisationError: deployment dep-session refused: no authorisation recorded"
     assert _actions()[-1] == ("fail", DEP, {"reason": rec["failure_reason"]})
+
+
+def test_the_start_is_audited_with_how_many_pairs_of_entries_the_admin_was_warned_about(env) -> None:
+    svc, repo, store, clock = env
+    _pending(repo, store, images=3, auth=authorisation(clock, max_size=3, hours=1), duration_s=1800)
+    svc.validate(DEP)
+    repo.update(DEP, {"state": "BUILDING", "index_etag": '"e"', "watchlist_size": 3, "confusable_count": 2})
+    svc.activate(DEP)
+    (start,) = [d for a, _, d in _actions() if a == "start" and d.get("stage") == "active"]
+    assert start["confusable_pairs"] == 2

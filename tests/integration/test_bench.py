@@ -1,0 +1,55 @@
+"""`lfr bench --quick`: runs end to end on the real model and real faces and reports what it measured.
+
+Timings are reported, never asserted (the machine is shared); the report's shape and its
+non-timing facts (recall, sizes, no JIT in a cold start) are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_reports_every_measurement(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lfr_cli.main", "bench", "--quick", "--json", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, check=True,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == json.loads((tmp_path / "bench.json").read_text())
+    assert (tmp_path / "search-scaling.png").stat().st_size > 10_000
+
+    model = report["model"]
+    assert model["ms_per_crop_batch_1"] > 0 and model["ms_per_crop_batch_10"] > 0
+
+    sizes = [p["entries"] for p in report["search"]]
+    assert sizes == [1_000, 10_000]
+    for point in report["search"]:
+        assert point["exact_ms_per_crop_batch"] > 0 and point["exact_load_s"] > 0
+        # Real mated photos find their own enrolment most of the time (SFace's rank-1 on lfw-dev ~0.97).
+        assert 0.8 <= point["exact_rank1_own"] <= 1.0
+    graph = report["search"][-1]
+    assert graph["graph_build_s"] > 0 and graph["graph_artifact_mib"] > graph["artifact_mib"]
+    assert 0.9 <= graph["graph_recall_of_exact_best"] <= 1.0
+
+    cold = report["cold_start"]
+    assert cold["jit_imported"] is False
+    assert math.isclose(
+        cold["total_s"], cold["import_s"] + cold["model_first_embed_s"] + cold["index_load_first_search_s"]
+    )
+
+    cost = report["cost_per_camera_hour"]
+    rates = cost["rates"]
+    assert [r["messages_per_s"] for r in rates] == [1.0, 5.0, 10.0]
+    # More traffic costs more, and every rate is far below searching each track on Rekognition.
+    totals = [r["usd_total"] for r in rates]
+    assert totals == sorted(totals) and all(t > 0 for t in totals)
+    assert all(r["usd_total"] < r["rekognition_usd"] for r in rates)
+    assert rates[0]["rekognition_usd"] == pytest.approx(3.6)

@@ -512,7 +512,9 @@ class OfficerApi:
             claims = self._claims(event, cognito, now)
         except TokenError as exc:
             # An expired token was still signed by us (or verified by Cognito): it names its officer.
-            self._deny(event, AccessRefusal(f"token_{exc.reason}"), dep_id, alert_id, exc.officer_id)
+            tag = f"token_{exc.reason}"
+            reason = AccessRefusal(tag) if tag in AccessRefusal.__members__.values() else AccessRefusal.TOKEN_MALFORMED
+            self._deny(event, reason, dep_id, alert_id, exc.officer_id)
             return None
         if claims.deployment_id != dep_id:
             self._deny(event, AccessRefusal.FOREIGN_DEPLOYMENT, dep_id, alert_id, claims.officer_id)

@@ -27,7 +27,8 @@ class Storage(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            # ACLs off: log delivery is granted by the bucket policy (FEATURE_FLAGS in infra/app.py).
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_RETENTION_DAYS))],
             removal_policy=RemovalPolicy.RETAIN,
         )
@@ -40,8 +41,6 @@ class Storage(Construct):
             "CKV_AWS_18": "This is the access-log bucket; logging it to itself would loop.",
             "CKV_AWS_21": "Log objects are written once by S3 log delivery and expire after a year; versions"
             " would only keep deleted logs longer than that.",
-            "W3045": "S3 server access log delivery is granted by the LogDeliveryWrite ACL that CDK emits for a"
-            " server_access_logs_bucket (without the serverAccessLogsUseBucketPolicy feature flag).",
         })
 
         def biometric_bucket(bucket_id: str, log_prefix: str, **extra: Any) -> s3.Bucket:

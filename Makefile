@@ -5,8 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: venv models layer test test-fast demo lint clean browser
+.PHONY: venv models layer test test-fast demo lint static static-tools clean browser
 CHROMIUM := /usr/bin/chromium
+# checkov pins dependencies that conflict with the project's (boto3, pydantic, ...): its own venv.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := build/tools/checkov
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,10 +35,10 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: layer lint browser
+test: layer lint static-tools browser
 	$(BIN)/python -m pytest
 
-test-fast: layer lint browser
+test-fast: layer lint static-tools browser
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: layer
@@ -43,6 +47,19 @@ demo: layer
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli tests
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
+
+static-tools: $(CHECKOV_STAMP)
+
+# cfn-lint (from the dev deps) and checkov on the synthesised template, and cdk-nag: zero unexplained
+# findings (tests/infra/test_static_checks.py; `make test` runs it too).
+static: layer static-tools
+	$(BIN)/python -m pytest tests/infra/test_static_checks.py tests/infra/test_template.py -k "static or nag" -q
 
 clean:
 	rm -rf build layers/build cdk.out

@@ -87,8 +87,12 @@ class AuditAppendError(LfrFunctionError):
 
 
 class TokenError(LfrFunctionError):
-    """An officer's access token was refused; `reason` is a short tag for the audit log (never the token)."""
+    """An officer's access token was refused; `reason` is a short tag for the audit log (never the token).
 
-    def __init__(self, reason: str) -> None:
+    `officer_id` is set only when the token's signature verified (e.g. expired): the refusal has an identity.
+    """
+
+    def __init__(self, reason: str, officer_id: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.officer_id = officer_id

@@ -19,6 +19,9 @@ from infra.stack import LfrStack
 from layers.build import build_code_asset
 
 STACK_TAGS = {"project": SERVICE_NAME, "data-classification": "biometric"}
+# S3 server access log delivery through the log bucket's policy, not the legacy LogDeliveryWrite ACL
+# (so that bucket can disable ACLs: ObjectOwnership BucketOwnerEnforced, infra/constructs/storage.py).
+FEATURE_FLAGS = {"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True}
 
 
 def build_app(outdir: str | None = None, context: dict[str, Any] | None = None) -> cdk.App:
@@ -26,7 +29,7 @@ def build_app(outdir: str | None = None, context: dict[str, Any] | None = None) 
     # Stage the function code from the working tree on every synth (a cheap copy, like CDK bundling),
     # so a deploy never ships a stale `functions/`; the heavy layer stays a `make layer` step.
     build_code_asset()
-    app = cdk.App(outdir=outdir, context=context)
+    app = cdk.App(outdir=outdir, context={**FEATURE_FLAGS, **(context or {})})
     LfrStack(
         app,
         DEFAULT_STACK_NAME,

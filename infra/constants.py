@@ -81,3 +81,26 @@ OUTPUT_OFFICER_USER_POOL_CLIENT_ID = "OfficerUserPoolClientId"
 ALARM_NAME_PREFIX = "{stack_name}-alarm-"
 OUTPUT_ALARM_TOPIC_ARN = "AlarmTopicArn"
 ALARM_EMAIL_CONTEXT = "alarm_email"  # `cdk deploy -c alarm_email=ops@example.org` subscribes it
+# Concurrency (static checks: no function may scale without a cap). Reserved concurrency both caps a
+# function and guarantees it that capacity, so a flood of crops cannot starve the session function
+# (checks, purges) or the officers' API out of the account's pool. Together they reserve 45, which
+# needs an account concurrency limit of at least 145 (Lambda keeps 100 unreserved). A throttled
+# Step Functions task fails with Lambda.TooManyRequestsException: the reservations below are sized so
+# that it does not happen, and the session machine should retry it like any transient error.
+# match: a batch (MATCH_BATCH_SIZE tracks) takes ~1 s warm, so 20 in flight match ~200 tracks/s,
+# far above the few cameras of a deployment; the SQS trigger's own cap equals it, so the poller
+# never invokes into throttling (a throttled batch would count a receive towards the DLQ).
+MATCH_RESERVED_CONCURRENCY = 20
+MATCH_MAX_CONCURRENCY = MATCH_RESERVED_CONCURRENCY  # SQS event source ScalingConfig (2..1000)
+# build_watchlist: one run per deployment start (up to BUILD_TIMEOUT_S); 5 deployments may start at once.
+BUILD_RESERVED_CONCURRENCY = 5
+# session: one short call per live deployment every check interval, plus purges that drain queues;
+# 10 covers several deployments ending together while others are checked.
+SESSION_RESERVED_CONCURRENCY = 10
+# officers' API: OFFICER_API_THROTTLE_RPS requests/s of ~0.1 s is ~5 in flight; 10 leaves headroom.
+# It also bounds the containers that each keep a failed-access audit window (functions/logic/officer.py).
+OFFICER_API_RESERVED_CONCURRENCY = 10
+# Failed access to the officers' API (metric FailedAccess, namespace METRICS_NAMESPACE): an officer
+# with a stale link fails a few times; this many in 5 minutes is someone probing.
+FAILED_ACCESS_ALARM_THRESHOLD = 20
+FAILED_ACCESS_ALARM_PERIOD_S = 5 * 60

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
@@ -30,7 +31,8 @@ from infra.constants import (
 from infra.constructs.alarms import Alarms, AlarmSources
 from infra.constructs.alerts import AlertTopic
 from infra.constructs.audit import AuditLog, grant_queue_purge
-from infra.constructs.functions import CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
+from infra.constructs.functions import CDK_ROLE_DEPENDS_ON, CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
+from infra.constructs.nag import skip_static_checks
 from infra.constructs.officers import Officers
 from infra.constructs.queues import Queues
 from infra.constructs.session import SessionStateMachine
@@ -51,16 +53,33 @@ class LfrStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
 
         # One customer-managed key for data at rest that holds or points at faces
-        # (buckets, crop queues) and for alerts: revocable, audited in CloudTrail.
+        # (buckets, crop queues, tables), for alerts, the signing secret and the logs: revocable,
+        # audited in CloudTrail.
         self.data_key = kms.Key(
             self,
             "DataKey",
-            description="lfr: watchlist, alert evidence, crop queues, alert topic",
+            description="lfr: watchlist, alert evidence, crop queues, alert topic, tables, signing key, logs",
             enable_key_rotation=True,
             pending_window=Duration.days(7),
         )
+        # CloudWatch Logs encrypts the stack's log groups with it: only for log groups of this account and region.
+        self.data_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsOfThisAccount",
+                principals=[iam.ServicePrincipal(f"logs.{Aws.REGION}.amazonaws.com")],
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:*"
+                        )
+                    }
+                },
+            )
+        )
         self.storage = Storage(self, "Storage", key=self.data_key)
-        self.tables = Tables(self, "Tables")
+        self.tables = Tables(self, "Tables", key=self.data_key)
         self.queues = Queues(self, "Queues", key=self.data_key)
         self.alerts = AlertTopic(self, "Alerts", key=self.data_key)
         self.functions = Functions(
@@ -84,8 +103,10 @@ class LfrStack(Stack):
             self.audit.grant_append(fn)
         grant_queue_purge(self.functions.session, self.data_key, self.queues.crops, self.queues.dlq)
         self.session = SessionStateMachine(
-            self, "Session", build_fn=self.functions.build_watchlist, session_fn=self.functions.session
+            self, "Session", build_fn=self.functions.build_watchlist, session_fn=self.functions.session,
+            log_key=self.data_key,
         )
+        skip_static_checks(self.session.state_machine, {"W3005": CDK_ROLE_DEPENDS_ON})
         # Officers: alert page API, identities, signing key; decisions and refused access are audited.
         self.officers = Officers(
             self,

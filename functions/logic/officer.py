@@ -44,9 +44,17 @@ from functions.dal.officers import EvidenceLinks, OfficerChannels, OfficerReposi
 from functions.dal.ports import AlertRepository, DeploymentRepository
 from functions.exceptions import ObjectNotFoundError, TokenError
 from functions.logic.audit import AuditLog
-from functions.models.officers import Channel, ChannelKind, Claims, OfficerRecord
+from functions.models.officers import (
+    MAX_EPOCH_S,
+    AccessRefusal,
+    Channel,
+    ChannelKind,
+    Claims,
+    OfficerRecord,
+    TokenPayload,
+)
 from functions.models.records import AlertRecord, Decision, DeploymentRecord
-from functions.observability import logger
+from functions.observability import MetricsSink, PowertoolsMetricsSink, logger
 from lfr_core.contracts import AuditAction, utcnow
 
 TOKEN_PREFIX = "lfr1"
@@ -81,6 +89,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# Client input is checked against these before it reaches a parser, a MAC comparison or a table key.
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+_EPOCH = re.compile(r"^[0-9]{1,12}$")
+_ALERT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")  # uuid5 strings (functions/logic/match.py)
+_DEPLOYMENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")  # lfr_core.contracts.DeploymentId
+MAX_TOKEN_CHARS = 4096  # an lfr token is ~200 chars; API Gateway allows 10 KiB of headers
+MAX_SIG_CHARS = 128  # a link signature is 43 chars
+
+
 def _mac(key: bytes, message: str) -> str:
     return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest())
 
@@ -95,25 +112,29 @@ def issue_token(key: bytes, officer_id: str, deployment_id: str, expires_at: dat
 
 
 def verify_token(key: bytes, token: str, now: datetime) -> Claims:
-    """Claims of a well-signed, unexpired token; `TokenError(reason)` otherwise."""
+    """Claims of a well-signed, unexpired token; `TokenError(reason)` for anything else, whatever the
+    input (tests/unit/test_officer_hostile.py checks that property over arbitrary text and payloads)."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise TokenError("malformed")
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not all(_B64URL.fullmatch(p) for p in parts[1:]):
         raise TokenError("malformed")
     body = f"{parts[0]}.{parts[1]}"
-    if not hmac.compare_digest(_mac(key, body), parts[2]):
+    # Bytes, not str: compare_digest refuses non-ASCII str (the parts are ASCII by now anyway).
+    if not hmac.compare_digest(_mac(key, body).encode("ascii"), parts[2].encode("ascii")):
         raise TokenError("bad_signature")
     try:
-        payload = json.loads(_unb64(parts[1]))
+        payload = TokenPayload.model_validate_json(_unb64(parts[1]))
         claims = Claims(
-            officer_id=str(payload["sub"]),
-            deployment_id=str(payload["dep"]),
-            expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+            officer_id=payload.sub,
+            deployment_id=payload.dep,
+            expires_at=datetime.fromtimestamp(payload.exp, UTC),
             via="token",
         )
-    except (ValueError, KeyError, TypeError, ValidationError):
+    except (ValueError, ValidationError):  # binascii.Error is a ValueError
         raise TokenError("malformed") from None
     if now >= claims.expires_at:
-        raise TokenError("expired")
+        raise TokenError("expired", officer_id=claims.officer_id)
     return claims
 
 
@@ -127,11 +148,22 @@ def page_link(base_url: str, key: bytes, deployment_id: str, alert_id: str, now:
     return f"{base_url.rstrip('/')}/alert/{deployment_id}/{alert_id}?exp={exp}&sig={sig}"
 
 
+def _epoch(text: object) -> int | None:
+    """An epoch-seconds query or claim value: ASCII digits only (`"²".isdigit()` is True), bounded."""
+    if not isinstance(text, str) or not _EPOCH.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_EPOCH_S else None
+
+
 def link_valid(key: bytes, deployment_id: str, alert_id: str, exp: str | None, sig: str | None, now: datetime) -> bool:
-    if not exp or not sig or not exp.isdigit():
+    exp_s = _epoch(exp)
+    if exp_s is None or not isinstance(sig, str) or not sig.isascii() or len(sig) > MAX_SIG_CHARS:
         return False
-    good = hmac.compare_digest(link_signature(key, deployment_id, alert_id, int(exp)), sig)
-    return good and now.timestamp() < int(exp)
+    good = hmac.compare_digest(
+        link_signature(key, deployment_id, alert_id, exp_s).encode("ascii"), sig.encode("ascii")
+    )
+    return good and now.timestamp() < exp_s
 
 
 @dataclass
@@ -314,6 +346,57 @@ def _response(status: int, body: Any, content_type: str = "application/json") ->
 
 FORBIDDEN = {"message": "forbidden"}  # the same body for every refusal: it says nothing of the alert
 
+# Failed access. Every refusal is a structured log line (reason, ids, source IP; never the token)
+# and a `FailedAccess` count, in total and per reason (alarmed in infra/constructs/officers.py).
+# Only a refusal that follows a token we signed (or Cognito verified) is also appended to the
+# Object Lock audit log, and at most once per officer, deployment and reason per window per
+# container, the entry carrying how many refusals it stands for. Why not every refusal: the audit
+# log keeps each object for years, so an anonymous request that wrote one would let anyone grow
+# locked storage at the API's rate (50/s); anonymous refusals carry no identity to audit anyway,
+# and the API access log and the metric keep them. The bound: containers (the function's reserved
+# concurrency) x issued tokens' officers x reasons x windows.
+FAILED_ACCESS_METRIC = "FailedAccess"
+FAILED_ACCESS_AUDIT_WINDOW_S = 60 * 60
+_MAX_TRACKED_REFUSERS = 10_000  # memory bound of the per-container window table
+
+
+@dataclass
+class _Window:
+    opened: datetime
+    refusals: int = 0  # in this window, not yet written to the audit log
+
+
+class FailedAccessAudit:
+    """Which identified refusals to write to the audit log: the first per key per window."""
+
+    def __init__(self, window_s: int = FAILED_ACCESS_AUDIT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._windows: dict[tuple[str, str, str], _Window] = {}
+
+    def admit(self, key: tuple[str, str, str], now: datetime) -> int | None:
+        """Refusals this entry stands for (itself included), or None when the window already has one."""
+        win = self._windows.get(key)
+        if win is not None and (now - win.opened).total_seconds() < self.window_s:
+            win.refusals += 1
+            return None
+        if len(self._windows) >= _MAX_TRACKED_REFUSERS:
+            self._windows.clear()  # forgetting only makes the next refusal of each key audited again
+        self._windows[key] = _Window(opened=now)
+        return 1 + (win.refusals if win is not None else 0)
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _safe_id(value: str) -> str | None:
+    """A client-given id fit for logs and the audit log, or None."""
+    return value if _DEPLOYMENT_ID.fullmatch(value) or _ALERT_ID.fullmatch(value) else None
+
 
 class OfficerApi:
     def __init__(
@@ -327,6 +410,7 @@ class OfficerApi:
         watchlist_bucket: str,
         audit: AuditLog | None = None,
         clock: Callable[[], datetime] = utcnow,
+        metrics: MetricsSink | None = None,
     ) -> None:
         self.deployments = deployments
         self.alerts = alerts
@@ -337,6 +421,8 @@ class OfficerApi:
         self.watchlist_bucket = watchlist_bucket
         self.audit = audit
         self.clock = clock
+        self.metrics: MetricsSink = metrics or PowertoolsMetricsSink()
+        self.failed_access = FailedAccessAudit()
         self._page: str | None = None
 
     @property
@@ -346,10 +432,10 @@ class OfficerApi:
         return self._page
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        resource = str(event.get("resource") or "")
-        method = str(event.get("httpMethod") or "").upper()
-        params = event.get("pathParameters") or {}
-        dep_id, alert_id = str(params.get("deployment_id") or ""), str(params.get("alert_id") or "")
+        resource = _str(event.get("resource"))
+        method = _str(event.get("httpMethod")).upper()
+        params = _dict(event.get("pathParameters"))
+        dep_id, alert_id = _str(params.get("deployment_id")), _str(params.get("alert_id"))
         if resource == PAGE_RESOURCE and method == "GET":
             # Static: the page holds nothing of any alert until its script fetches with a token.
             return _response(200, self.page, "text/html; charset=utf-8")
@@ -369,69 +455,94 @@ class OfficerApi:
 
     # -- authorisation
 
-    def _deny(self, reason: str, deployment_id: str, alert_id: str, officer_id: str | None) -> None:
-        logger.warning("officer access refused", extra={"reason": reason, "deployment_id": deployment_id})
-        if self.audit is not None:
+    def _deny(
+        self, event: Mapping[str, Any], reason: AccessRefusal, deployment_id: str, alert_id: str,
+        officer_id: str | None,
+    ) -> None:
+        now = self.clock()
+        dep, alert = _safe_id(deployment_id), _safe_id(alert_id)
+        refusals = None
+        if reason.identified and officer_id and self.audit is not None:
+            refusals = self.failed_access.admit((officer_id, dep or "", reason.value), now)
+        self.metrics.count(FAILED_ACCESS_METRIC)
+        self.metrics.count(FAILED_ACCESS_METRIC, dimensions={"reason": reason.value})
+        source_ip = _str(_dict(_dict(event.get("requestContext")).get("identity")).get("sourceIp"))[:64]
+        logger.warning(
+            "officer access refused",
+            extra={"reason": reason.value, "deployment_id": dep, "alert_id": alert, "officer_id": officer_id,
+                   "source_ip": source_ip or None, "audited": refusals is not None},
+        )
+        if refusals is not None and self.audit is not None:
             self.audit.record(
-                f"officer:{officer_id}" if officer_id else "anonymous",
+                f"officer:{officer_id}",
                 AuditAction.FAILED_ACCESS,
-                deployment_id[:64] or None,
-                reason=reason,
-                alert_id=alert_id[:64],
+                dep,
+                reason=reason.value,
+                alert_id=alert or "",
                 surface="alert_page_api",
+                refusals_since_last_entry=refusals,
             )
 
     def _claims(self, event: Mapping[str, Any], cognito: bool, now: datetime) -> Claims:
         if cognito:
-            raw = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
-            officer, dep, exp = raw.get(COGNITO_OFFICER_CLAIM), raw.get(COGNITO_DEPLOYMENT_CLAIM), raw.get("exp")
-            if not officer or not dep or not str(exp or "").isdigit():
+            raw = _dict(_dict(_dict(event.get("requestContext")).get("authorizer")).get("claims"))
+            officer, dep = raw.get(COGNITO_OFFICER_CLAIM), raw.get(COGNITO_DEPLOYMENT_CLAIM)
+            exp = _epoch(raw.get("exp"))
+            if not isinstance(officer, str) or not isinstance(dep, str) or exp is None:
                 raise TokenError("no_cognito_claims")
-            claims = Claims(
-                officer_id=str(officer), deployment_id=str(dep),
-                expires_at=datetime.fromtimestamp(int(str(exp)), UTC), via="cognito",
-            )
+            try:
+                claims = Claims(
+                    officer_id=officer, deployment_id=dep, expires_at=datetime.fromtimestamp(exp, UTC), via="cognito"
+                )
+            except ValidationError:
+                raise TokenError("no_cognito_claims") from None
             if now >= claims.expires_at:
-                raise TokenError("expired")
+                raise TokenError("expired", officer_id=claims.officer_id)
             return claims
-        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-        auth = headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
+        headers = {str(k).lower(): v for k, v in _dict(event.get("headers")).items()}
+        auth = _str(headers.get("authorization"))
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not token:
             raise TokenError("missing")
-        return verify_token(self.key(), auth[7:].strip(), now)
+        return verify_token(self.key(), token, now)
 
     def _authorise(self, event: Mapping[str, Any], dep_id: str, alert_id: str, cognito: bool) -> Claims | None:
         now = self.clock()
         try:
             claims = self._claims(event, cognito, now)
         except TokenError as exc:
-            self._deny(f"token_{exc.reason}", dep_id, alert_id, None)
+            # An expired token was still signed by us (or verified by Cognito): it names its officer.
+            tag = f"token_{exc.reason}"
+            reason = AccessRefusal(tag) if tag in AccessRefusal.__members__.values() else AccessRefusal.TOKEN_MALFORMED
+            self._deny(event, reason, dep_id, alert_id, exc.officer_id)
             return None
         if claims.deployment_id != dep_id:
-            self._deny("foreign_deployment", dep_id, alert_id, claims.officer_id)
+            self._deny(event, AccessRefusal.FOREIGN_DEPLOYMENT, dep_id, alert_id, claims.officer_id)
             return None
         officer = self.officers.get(dep_id, claims.officer_id)
         if officer is None or officer.revoked_at is not None:
-            self._deny("unknown_or_revoked_officer", dep_id, alert_id, claims.officer_id)
+            self._deny(event, AccessRefusal.UNKNOWN_OR_REVOKED_OFFICER, dep_id, alert_id, claims.officer_id)
             return None
         dep = self.deployments.get(dep_id)
         if dep is None or not dep.is_live(now):
             # Access ends with the deployment, whatever the token's own expiry says.
-            self._deny("deployment_ended", dep_id, alert_id, claims.officer_id)
+            self._deny(event, AccessRefusal.DEPLOYMENT_ENDED, dep_id, alert_id, claims.officer_id)
             return None
         return claims
 
     # -- actions
 
     def _alert(self, dep_id: str, alert_id: str) -> AlertRecord | None:
-        return self.alerts.get(dep_id, alert_id) if alert_id else None
+        # A path parameter that is no alert id never reaches DynamoDB (which would refuse an
+        # over-long key with a ValidationException, i.e. a 5xx): it is simply not found.
+        return self.alerts.get(dep_id, alert_id) if _ALERT_ID.fullmatch(alert_id) else None
 
     def _get_alert(self, event: Mapping[str, Any], claims: Claims, dep_id: str, alert_id: str) -> dict[str, Any]:
-        query = event.get("queryStringParameters") or {}
+        query = _dict(event.get("queryStringParameters"))
         if claims.via == "token" and not link_valid(
             self.key(), dep_id, alert_id, query.get("exp"), query.get("sig"), self.clock()
         ):
-            self._deny("link_expired_or_invalid", dep_id, alert_id, claims.officer_id)
+            self._deny(event, AccessRefusal.LINK_INVALID, dep_id, alert_id, claims.officer_id)
             return _response(403, FORBIDDEN)
         alert = self._alert(dep_id, alert_id)
         if alert is None:
@@ -463,11 +574,11 @@ class OfficerApi:
 
     def _decide(self, event: Mapping[str, Any], claims: Claims, dep_id: str, alert_id: str) -> dict[str, Any]:
         try:
-            raw = event.get("body") or ""
+            raw = _str(event.get("body"))
             if event.get("isBase64Encoded"):
-                raw = base64.b64decode(raw).decode()
+                raw = base64.b64decode(raw, validate=True).decode("utf-8")
             req = DecisionRequest.model_validate_json(raw)
-        except (ValidationError, ValueError):
+        except (ValidationError, ValueError):  # binascii.Error and UnicodeDecodeError are ValueErrors
             return _response(400, {"message": f"body must be {{\"decision\": one of {[d.value for d in Decision]}}}"})
         if self._alert(dep_id, alert_id) is None:
             return _response(404, {"message": "not found"})

@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -44,6 +45,7 @@ class SessionStateMachine(Construct):
         *,
         build_fn: lambda_.IFunction,
         session_fn: lambda_.IFunction,
+        log_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -120,7 +122,9 @@ class SessionStateMachine(Construct):
             )
         )
 
-        log_group = logs.LogGroup(self, "Logs", retention=SESSION_LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY)
+        log_group = logs.LogGroup(
+            self, "Logs", retention=SESSION_LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY, encryption_key=log_key
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

@@ -15,6 +15,7 @@ from infra.constants import (
     ALERT_RETENTION_DAYS,
     ALERT_RETENTION_TAG,
     AUDIT_RETENTION_DAYS,
+    BUILD_RESERVED_CONCURRENCY,
     CROP_DLQ_RETENTION_S,
     CROP_MAX_RECEIVE_COUNT,
     CROP_QUEUE_RETENTION_S,
@@ -23,8 +24,12 @@ from infra.constants import (
     ENV_CROP_DLQ_URL,
     ENV_CROP_QUEUE_URL,
     MATCH_BATCH_SIZE,
+    MATCH_MAX_CONCURRENCY,
+    MATCH_RESERVED_CONCURRENCY,
     MATCH_TIMEOUT_S,
     MAX_SESSION_DURATION_S,
+    OFFICER_API_RESERVED_CONCURRENCY,
+    SESSION_RESERVED_CONCURRENCY,
 )
 from infra.stack import LfrStack
 
@@ -121,17 +126,67 @@ def test_alerts_bucket_expires_after_retention(template: Template) -> None:
 def test_tables(template: Template) -> None:
     common = {
         "BillingMode": "PAY_PER_REQUEST",
-        "SSESpecification": {"SSEEnabled": True},
-        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        # On the customer-managed data key, like the buckets and queues (revocable, in CloudTrail).
+        "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": Match.any_value()},
     }
     template.has_resource_properties(
         "AWS::DynamoDB::Table",
         {**common, "TimeToLiveSpecification": {"AttributeName": "expires_at_epoch", "Enabled": True}},
     )
     template.has_resource_properties(
-        "AWS::DynamoDB::Table", {**common, "KeySchema": [{"AttributeName": "deployment_id", "KeyType": "HASH"}]}
+        "AWS::DynamoDB::Table",
+        {**common, "KeySchema": [{"AttributeName": "deployment_id", "KeyType": "HASH"}],
+         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True}},
     )
     template.resource_count_is("AWS::DynamoDB::Table", 3)  # + officers (tests/infra/test_officers_template.py)
+    for t in template.find_resources("AWS::DynamoDB::Table").values():
+        assert Match.object_like(common).test(t["Properties"]).fail_count == 0
+
+
+def test_alert_records_are_not_restorable_past_their_retention(template: Template) -> None:
+    """"31 days, never longer": PITR would keep an expired alert record restorable for up to 35 more days,
+    so the one table with a retention promise (the TTL-expired alerts) has none; the others keep theirs."""
+    tables = template.find_resources("AWS::DynamoDB::Table")
+    (alerts,) = [t["Properties"] for t in tables.values()
+                 if t["Properties"].get("TimeToLiveSpecification", {}).get("AttributeName") == "expires_at_epoch"]
+    pitr = alerts.get("PointInTimeRecoverySpecification", {})
+    assert pitr.get("PointInTimeRecoveryEnabled") in (None, False), pitr
+    assert "RecoveryPeriodInDays" not in pitr
+    assert not template.find_resources("AWS::Backup::BackupPlan")  # nor a backup copy elsewhere
+    others = [t["Properties"] for t in tables.values() if t["Properties"] is not alerts]
+    assert all("TimeToLiveSpecification" not in t for t in others)  # nothing else promises an end
+    assert all(t["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True for t in others)
+
+
+def test_every_function_has_reserved_concurrency_and_the_trigger_a_cap(template: Template) -> None:
+    fns = template.find_resources("AWS::Lambda::Function")
+    reserved = {f["Properties"]["Handler"]: f["Properties"].get("ReservedConcurrentExecutions") for f in fns.values()}
+    assert reserved == {
+        "functions.handlers.match.handler": MATCH_RESERVED_CONCURRENCY,
+        "functions.handlers.build_watchlist.handler": BUILD_RESERVED_CONCURRENCY,
+        "functions.handlers.session.handler": SESSION_RESERVED_CONCURRENCY,
+        "functions.handlers.officer_api.handler": OFFICER_API_RESERVED_CONCURRENCY,
+    }
+    # The SQS poller never invokes into throttling (a throttled batch counts a receive towards the DLQ).
+    (esm,) = template.find_resources("AWS::Lambda::EventSourceMapping").values()
+    cap = esm["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    assert cap == MATCH_MAX_CONCURRENCY and 2 <= cap <= MATCH_RESERVED_CONCURRENCY
+    # Lambda keeps 100 of the account's concurrency unreserved.
+    assert sum(reserved.values()) + 100 <= 1000
+
+
+def test_log_groups_and_secret_on_the_data_key_which_lets_cloudwatch_logs_use_it(template: Template) -> None:
+    (key_id,) = template.find_resources("AWS::KMS::Key")
+    groups = template.find_resources("AWS::Logs::LogGroup")
+    assert len(groups) == 6
+    for g in groups.values():
+        assert g["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    (secret,) = template.find_resources("AWS::SecretsManager::Secret").values()
+    assert secret["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    statements = template.find_resources("AWS::KMS::Key")[key_id]["Properties"]["KeyPolicy"]["Statement"]
+    (logs_stmt,) = [s for s in statements if s.get("Sid") == "AllowCloudWatchLogsOfThisAccount"]
+    assert "kms:GenerateDataKey*" in logs_stmt["Action"] and "kms:Decrypt*" in logs_stmt["Action"]
+    assert "kms:EncryptionContext:aws:logs:arn" in logs_stmt["Condition"]["ArnLike"]
 
 
 def test_state_machine_states(template: Template) -> None:

@@ -8,7 +8,9 @@ stacks cannot share one process (moto's backends are per process).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
 import io
 import json
 import time
@@ -22,7 +24,7 @@ import pytest
 from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
 from edge_uploader.sender import SqsSender
 from functions.dal.officers import SecretSigningKey
-from functions.logic.officer import filter_policy, issue_token
+from functions.logic.officer import FAILED_ACCESS_METRIC, _b64, _mac, filter_policy, issue_token
 from functions.models.officers import ChannelKind
 from infra import constants as C
 from lfr_cli.admin import Admin
@@ -282,6 +284,126 @@ def test_expired_or_foreign_token_gets_403_and_shows_nothing(
     # The refusal is in the audit log.
     code, out = cli(ctx, "audit", "events", "--deployment", deployments[0])
     assert code == 0 and "failed_access" in out
+
+
+# -- hostile requests: 403/404, never 502; counted, and strangers write nothing to the audit log -------
+
+
+def _audit_objects(ctx: AwsContext) -> int:
+    s3 = ctx.client("s3")
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=ctx.outputs[C.OUTPUT_AUDIT_BUCKET])
+    return sum(len(p.get("Versions", [])) + len(p.get("DeleteMarkers", [])) for p in pages)
+
+
+def _request(stack: LocalStack, method: str, path: str, authorization: bytes | None,
+             body: bytes | None = None) -> int:
+    """One raw HTTP request: header bytes go out as given (http.client would refuse non-latin-1 text)."""
+    base = stack.api_url.split("://", 1)[1]
+    host, stage = base.split("/", 1)
+    conn = http.client.HTTPConnection(host, timeout=30)
+    try:
+        conn.putrequest(method, f"/{stage}{path}")
+        if authorization is not None:
+            conn.putheader("Authorization", authorization)
+        conn.putheader("Content-Length", str(len(body or b"")))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def _officer_api_emf(stack: LocalStack) -> list[dict[str, Any]]:
+    (fn,) = [f for f in stack.runtime.functions.values() if f.handler == "functions.handlers.officer_api.handler"]
+    out: list[dict[str, Any]] = []
+    log = stack.runtime.log_path(fn.name)
+    if not log.exists():  # not invoked yet
+        return out
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("{") and '"_aws"' in line and FAILED_ACCESS_METRIC in line:
+            out.append(json.loads(line))
+    return out
+
+
+def _refusal_counts(stack: LocalStack) -> tuple[float, dict[str, float]]:
+    total, by_reason = 0.0, dict[str, float]()
+    for doc in _officer_api_emf(stack):
+        value = sum(doc[FAILED_ACCESS_METRIC])
+        if "reason" in doc:
+            by_reason[doc["reason"]] = by_reason.get(doc["reason"], 0.0) + value
+        else:
+            total += value
+    return total, by_reason
+
+
+def test_anonymous_and_malformed_requests_are_403_counted_and_write_no_audit_objects(
+    stack: LocalStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], alert_link: str
+) -> None:
+    key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
+    token = issue_token(key, phones["a"].officer.officer_id, deployments[0], utcnow() + timedelta(hours=1), utcnow())
+    head, body, mac = token.split(".")
+
+    def signed(payload: dict[str, Any]) -> str:
+        b = f"lfr1.{_b64(json.dumps(payload).encode())}"
+        return f"{b}.{_mac(key, b)}"
+
+    good = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    malformed: list[bytes] = [
+        f"Bearer {head}.{body}.é".encode(),  # the reported 502
+        f"Bearer {head}.{body}.{mac[:-1]}é".encode("latin-1"),
+        f"Bearer {head}.{body}.{mac}\u2603".encode(),  # raw UTF-8 beyond latin-1
+        f"Bearer {signed({**good, 'exp': '²'})}".encode(),  # the reported exp=²
+        f"Bearer {signed({**good, 'exp': 10**30})}".encode(),
+        f"Bearer {signed({**good, 'exp': True})}".encode(),
+        f"Bearer {signed({k: v for k, v in good.items() if k != 'sub'})}".encode(),
+        f"Bearer {head}.{body}".encode(), b"Bearer lfr1..", b"Bearer " + b"A" * 8000,
+        f"Bearer {head}.{_b64(b'not json')}.{mac}".encode(), f"Bearer {head}.{body}.{'A' * len(mac)}".encode(),
+    ]
+    # The alert data route of the link in the notification (/alert/... is the static page).
+    path = alert_link.split(stack.api_url.rstrip("/"), 1)[1].replace("/alert/", "/t/alerts/")
+    before_objects, (before_total, before_reasons) = _audit_objects(ctx), _refusal_counts(stack)
+    statuses = [_request(stack, "GET", path, None) for _ in range(20)]  # the reported 20 anonymous GETs
+    statuses += [_request(stack, "GET", path, auth) for auth in malformed]
+    statuses += [_request(stack, "POST", path.split("?")[0] + "/decision", auth, b'{"decision": "not_a_match"}')
+                 for auth in malformed[:4]]
+    assert statuses == [403] * len(statuses)
+    # Not one Object Lock object for all of them...
+    assert _audit_objects(ctx) == before_objects
+    # ...but each one counted (EMF in the function's log: the FailedAccess metric, total and by reason).
+    time.sleep(0.5)
+    total, reasons = _refusal_counts(stack)
+    assert total - before_total == len(statuses)
+    new = {r: v - before_reasons.get(r, 0.0) for r, v in reasons.items() if v != before_reasons.get(r, 0.0)}
+    assert new == {"token_missing": 20.0, "token_malformed": 14.0, "token_bad_signature": 2.0}, new
+    print(f"\n{len(statuses)} anonymous/forged/malformed requests: all 403, 0 audit objects, "
+          f"FailedAccess by reason {new}")
+
+
+def test_malformed_path_and_query_with_a_valid_token_are_4xx_not_502(
+    stack: LocalStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], alert_link: str
+) -> None:
+    key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
+    now = utcnow()
+    token = issue_token(key, phones["a"].officer.officer_id, deployments[0], now + timedelta(hours=1), now)
+    auth = f"Bearer {token}".encode()
+    page_path = alert_link.split(stack.api_url.rstrip("/"), 1)[1].split("?")[0]
+    data_path = page_path.replace("/alert/", "/t/alerts/")
+    before = _audit_objects(ctx)
+    (decided_before,) = Admin(ctx).alerts_of(deployments[0])
+    # An alert id DynamoDB would refuse as a key (> 1 KiB) and a non-ASCII one: not found, before any lookup.
+    for alert in ("x" * 2000, "%C3%A9"):
+        bad = data_path.rsplit("/", 1)[0] + f"/{alert}"
+        assert _request(stack, "POST", f"{bad}/decision", auth, b'{"decision": "not_a_match"}') == 404
+    # Malformed decision bodies: 400.
+    for body in (b"not json", b'{"decision": 7}', b"\xff\xfe", b"{" * 5000):
+        assert _request(stack, "POST", f"{data_path}/decision", auth, body) == 400
+    # A link whose exp is not ASCII digits, or whose sig is not ASCII: 403, audited (the officer is known).
+    for query in ("exp=%C2%B2&sig=x", "exp=1&sig=%C3%A9", "exp=" + "9" * 400 + "&sig=x"):
+        assert _request(stack, "GET", f"{data_path}?{query}", auth) == 403
+    assert _audit_objects(ctx) == before + 1  # one identified refusal per officer, deployment, reason and hour
+    (rec,) = Admin(ctx).alerts_of(deployments[0])
+    assert (rec.decision, rec.decided_at) == (decided_before.decision, decided_before.decided_at)  # unchanged
 
 
 def test_decision_in_status_and_audit_report(ctx: AwsContext, deployments: list[str]) -> None:

@@ -74,3 +74,5 @@ class OfficerApiEnv(_Env):
     signing_secret_arn: str = Field(alias=SIGNING_SECRET_ARN, min_length=1)
     # Decisions and refused access are audited when the stack provides the audit bucket.
     audit_bucket: str | None = Field(default=None, alias=AUDIT_BUCKET)
+    # The van's console shows the crop queue's depth when the stack provides it.
+    crop_queue_url: str | None = Field(default=None, alias=CROP_QUEUE_URL)

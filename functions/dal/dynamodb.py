@@ -445,6 +445,21 @@ class DynamoAlertRepository(AlertRepository):
                 out.extend(camera_from_doc(from_item(i)) for i in page.get("Items", []))
         return sorted(out, key=lambda c: c.camera_id)
 
+    def purge_state(self, deployment_id: str) -> int:
+        deleted = 0
+        for prefix in (ENCOUNTER_KEY_PREFIX, CAMERA_KEY_PREFIX):
+            with transient("alerts.purge_state"):
+                for page in self._ddb.client.get_paginator("query").paginate(
+                    TableName=self.table,
+                    KeyConditionExpression="deployment_id = :d AND begins_with(alert_id, :p)",
+                    ExpressionAttributeValues={":d": {"S": deployment_id}, ":p": {"S": prefix}},
+                    ProjectionExpression="deployment_id, alert_id",
+                ):
+                    for item in page.get("Items", []):
+                        self._ddb.client.delete_item(TableName=self.table, Key=dict(item))
+                        deleted += 1
+        return deleted
+
 
 def camera_from_doc(doc: Mapping[str, Any]) -> CameraActivity:
     return CameraActivity(

@@ -247,6 +247,14 @@ class InMemoryAlertRepository(_Faults, AlertRepository):
             if d == deployment_id
         ]
 
+    def purge_state(self, deployment_id: str) -> int:
+        self._enter("purge_state")
+        with self._lock:
+            doomed = [(k, m) for m in (self.encounters, self.activity) for k in m if k[0] == deployment_id]
+            for k, m in doomed:
+                del m[k]
+            return len(doomed)
+
 
 class InMemoryObjectStore(_Faults, WatchlistStore, AlertCropStore):
     """One bucket. Serves as the watchlist store and as the alert crop store."""

@@ -112,6 +112,11 @@ class AlertRepository(ABC):
     @abstractmethod
     def camera_activity(self, deployment_id: str) -> list[CameraActivity]: ...
 
+    @abstractmethod
+    def purge_state(self, deployment_id: str) -> int:
+        """Delete the deployment's encounter state and camera activity items (its alerts stay, under
+        their own retention); returns how many were deleted."""
+
 
 class WatchlistStore(ABC):
     """The watchlist bucket: a deployment's images, its index, and everything purge removes."""

@@ -78,7 +78,8 @@ class Encounters:
         key = alert_crop_key(dep_id, alert_id)
         shortened = p.retention_days if p.retention_days < ALERT_RETENTION_DAYS else None
         tkey = track_key(msg.camera_id, msg.track_id)
-        record = self.alerts.get(dep_id, alert_id)
+        # A just-opened encounter has no alert yet (its id is new): skip the read.
+        record = None if enc.opened else self.alerts.get(dep_id, alert_id)
         created = False
         if record is None:
             # Crop before record, so a record never points at a missing crop; a retry

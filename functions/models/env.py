@@ -63,6 +63,8 @@ class SessionEnv(_Env):
     audit_bucket: str = Field(alias=AUDIT_BUCKET, min_length=1)
     crop_queue_url: str = Field(alias=CROP_QUEUE_URL, min_length=1)
     crop_dlq_url: str = Field(alias=CROP_DLQ_URL, min_length=1)
+    # Purge also deletes the deployment's encounter state and camera activity from the alerts table.
+    alerts_table: str | None = Field(default=None, alias=ALERTS_TABLE)
 
 
 class OfficerApiEnv(_Env):

@@ -163,3 +163,26 @@ def test_camera_activity_is_one_counter_update_per_camera(repo: DynamoAlertRepos
     assert a.per_minute == {minute: 2, minute + 1: 1} and a.queue_lag_ms == 1500.0
     assert a.last_seen == NOW + timedelta(seconds=61)
     assert repo.list_for_deployment(DEP) == []  # state items are not alerts
+
+
+def test_purge_of_the_deployment_deletes_its_encounter_state_not_its_alerts(repo: DynamoAlertRepository) -> None:
+    from functions.dal.memory import InMemoryAuditStore, InMemoryDeploymentRepository
+    from functions.logic.audit import AuditLog, read_events
+    from functions.logic.session import SessionService
+    from lfr_core.contracts import AuditAction, DeploymentState
+    from tests.unit.functions_support import deployment
+
+    enc, _ = service(repo, Clock(NOW))
+    enc.raise_alert(pending("t1"), 120)
+    repo.sight_encounter("dep-other", ENTRY, NOW, 120, 0)
+    record_camera_activity(repo, [(DEP, "cam-1", None)], NOW, lambda _: 31)
+    deps = InMemoryDeploymentRepository()
+    deps.create(deployment(DEP, DeploymentState.EXPIRED))
+    audit = InMemoryAuditStore()
+    svc = SessionService(deps, InMemoryObjectStore("watchlist"), clock=Clock(NOW), audit=AuditLog(audit), alerts=repo)
+    svc.purge(DEP)
+    client = repo._ddb.client
+    keys = {(i["deployment_id"]["S"], i["alert_id"]["S"]) for i in client.scan(TableName=TABLE)["Items"]}
+    assert keys == {(DEP, encounter_alert_id(DEP, ENTRY, NOW)), ("dep-other", f"enc#{ENTRY}")}
+    (purge,) = [e.parsed_event() for e in read_events(audit) if e.parsed_event().action == AuditAction.PURGE]
+    assert purge.details["encounter_state_deleted"] == 2

@@ -70,7 +70,7 @@ def encounter_view(a: AlertRecord, now: datetime, links: EvidenceLinks, alerts_b
         "decision": a.decision.value if a.decision else None,
         "sightings": a.sightings,
         "cameras": list(a.cameras) or [a.camera_id],
-        "first_seen": a.alerted_at.isoformat(),
+        "first_seen": a.alerted_at.isoformat(),  # when its push went out (processing time)
         "last_seen": last.isoformat(),
         # Still open: a sighting now would join it rather than push again.
         "open": (now - last).total_seconds() < window if window else False,

@@ -321,8 +321,11 @@ def test_console_live_encounters_and_a_decision_in_the_audit_report(
     before = len(phones["a"].received)
     context = browser.new_context(viewport=TABLET, device_scale_factor=1, has_touch=True)
     page = context.new_page()
+    failed: list[str] = []  # any request of the page refused or failing (the browser's own favicon aside)
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{stack.api_url.rstrip('/')}/console/{dep}#token={operator_token}")
     page.wait_for_selector("#console:not([hidden])", timeout=20_000)
     assert "#token" not in page.url
@@ -332,9 +335,12 @@ def test_console_live_encounters_and_a_decision_in_the_audit_report(
 
     # A second listed person walks past two cameras (a track each): one encounter, one push.
     sender = SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL])
-    north = crops(people[1][1:2], dep, "walk-north")
-    south = [m.model_copy(update={"camera_id": "cam-south"}) for m in crops(people[1][2:3], dep, "walk-south")]
-    for m in (*north, *south):
+    made = [m for _, m in image_folder_messages([i.path for i in people[1][1:]], FaceCropper(), deployment_id=dep,
+                                                camera_id="cam-north", counts=GateCounts(), faces="central")]
+    assert len(made) >= 2, "need two crops of the second person"
+    north = made[0].model_copy(update={"track_id": "walk-north"})
+    south = made[1].model_copy(update={"track_id": "walk-south", "camera_id": "cam-south"})
+    for m in (north, south):
         assert sender.send([m]).sent == 1
         _wait_queue_drained(ctx, timeout_s=120)
     got = [Alert.model_validate_json(m["Message"]) for m in phones["a"].drain()[before:]]
@@ -368,7 +374,7 @@ def test_console_live_encounters_and_a_decision_in_the_audit_report(
     assert page.inner_text("#n-confirmed") == "1" and page.inner_text("#n-rejected") == "1"
     page.screenshot(path=str(ARTIFACTS / "console_decided.png"), full_page=True)
     context.close()
-    assert errors == []
+    assert errors == [] and failed == []
 
     rec = next(a for a in Admin(ctx).alerts_of(dep) if a.alert_id == enc_id)
     assert rec.decision == "confirmed_engaged" and rec.sightings == 2 and rec.cameras == ("cam-north", "cam-south")

@@ -119,6 +119,7 @@ class LfrStack(Stack):
             alerts_bucket=self.storage.alerts,
             key=self.data_key,
             match_fn=self.functions.match,
+            crop_queue=self.queues.crops,
         )
         self.audit.grant_append(self.officers.function)
         # Every quiet failure (DLQ, queue age, match errors, rejected/refused crops, purge, index)

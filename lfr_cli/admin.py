@@ -21,7 +21,13 @@ from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentReposi
 from functions.dal.s3 import S3WatchlistStore
 from functions.exceptions import StateConflictError
 from functions.logic.audit import AuditLog
-from functions.models.records import AlertRecord, Authorisation, DeploymentRecord
+from functions.models.records import (
+    ENCOUNTER_WINDOW_BOUNDS_S,
+    ENCOUNTER_WINDOW_S,
+    AlertRecord,
+    Authorisation,
+    DeploymentRecord,
+)
 from infra import constants as C
 from lfr_cli import aws
 from lfr_cli.aws import AwsContext
@@ -78,6 +84,7 @@ class Admin:
         threshold: float | None = None,
         alert_retention_days: int = C.ALERT_RETENTION_DAYS,
         target_fpir: float | None = None,
+        encounter_window_s: int = ENCOUNTER_WINDOW_S,
     ) -> DeploymentRecord:
         """Record the deployment (PENDING) and upload its watchlist under its own prefix.
 
@@ -92,6 +99,9 @@ class Admin:
             raise AdminError("give a threshold or a target FPIR, not both")
         if alert_retention_days not in C.ALERT_RETENTION_CHOICES_DAYS:
             raise AdminError(f"alert retention must be one of {C.ALERT_RETENTION_CHOICES_DAYS} days (never longer)")
+        low, high = ENCOUNTER_WINDOW_BOUNDS_S
+        if not low <= encounter_window_s <= high:
+            raise AdminError(f"encounter window must be {low}..{high} s (one push per person per walk-by)")
         try:
             files = list_images(watchlist_dir)
         except SourceError as exc:
@@ -124,6 +134,7 @@ class Admin:
             fusion_mode=table.fusion_mode,
             track_thresholds=[round(t, 6) for t in tracks],
             alert_retention_days=alert_retention_days,
+            encounter_window_s=encounter_window_s,
         )
         self.deployments.create(record)
         self.record(
@@ -132,6 +143,7 @@ class Admin:
             fusion_mode=record.fusion_mode,
             track_thresholds=",".join(f"{n}:{t}" for n, t in enumerate(record.track_thresholds, start=2)),
             target_fpir=target_fpir, alert_retention_days=alert_retention_days,
+            encounter_window_s=encounter_window_s,
         )
         prefix = watchlist_images_prefix(record.deployment_id)
         for f in files:
@@ -333,6 +345,10 @@ def add_deployment_parsers(sub: Any) -> None:
                       help="calibrated threshold for this false-positive identification rate at this list's size")
     create.add_argument("--alert-retention-days", type=int, default=C.ALERT_RETENTION_DAYS,
                         choices=C.ALERT_RETENTION_CHOICES_DAYS, help="shorter than 31 days only")
+    create.add_argument("--encounter-window", default=f"{ENCOUNTER_WINDOW_S}s",
+                        help="sightings of one listed person closer than this are one alert and one push"
+                        f" (default {ENCOUNTER_WINDOW_S}s; {ENCOUNTER_WINDOW_BOUNDS_S[0]}s.."
+                        f"{ENCOUNTER_WINDOW_BOUNDS_S[1]}s)")
     auth = dep.add_parser("authorise", help="record the authorisation: PENDING -> AUTHORISED")
     auth.add_argument("deployment_id")
     auth.add_argument("--officer", required=True, help="authorising officer (name, rank)")
@@ -359,7 +375,7 @@ def run_deployment(args: Any, admin: Admin, parse_duration: Any) -> int:
     if args.sub == "create":
         rec = admin.create_deployment(
             args.name, args.watchlist, parse_duration(args.duration), args.threshold, args.alert_retention_days,
-            target_fpir=args.target_fpir,
+            target_fpir=args.target_fpir, encounter_window_s=parse_duration(args.encounter_window),
         )
         print(f"created {rec.deployment_id} ({rec.state}); next: lfr deployment authorise {rec.deployment_id}")
     elif args.sub == "authorise":

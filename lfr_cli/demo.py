@@ -76,9 +76,17 @@ class DemoSummary:
     faces_below_gate: int
     watchlisted_people_shown: int
     passers_by_shown: int
-    alerts_true: int
+    alerts_true: int  # alerts = encounters: one per listed person per walk-by (all its tracks)
     alerts_false: int
     watchlisted_missed: int
+    # What an officer feels: listed people found of those shown, and how many times the phone
+    # sounded for them (pushes: an encounter's first publish; its updates replace it silently).
+    people_shown: int
+    people_found: int
+    encounters: int
+    pushes: int
+    pushes_per_found_person: float | None
+    updates: int  # later revisions of an encounter's alert (collapsed on the device)
     late_crops_refused: int
     objects_remaining: int
     final_state: str
@@ -213,7 +221,10 @@ def run_demo_on(
         phone.stop()
         scratch.cleanup()  # the video and its ground truth are test material, never kept
 
-    # One alert per track: a better crop republishes the same alert id as a new revision.
+    # One alert per encounter: a better crop or another camera republishes the same alert id as a
+    # new revision, which the phone collapses into the first notification.
+    pushed = {a.alert_id for a in phone.alerts if a.revision == 1}
+    updated = {(a.alert_id, a.revision) for a in phone.alerts if a.revision > 1}
     latest: dict[str, Alert] = {}
     for a in phone.alerts:
         if a.alert_id not in latest or a.revision > latest[a.alert_id].revision:
@@ -223,6 +234,8 @@ def run_demo_on(
     in_video = {p["identity"] for p in scene["people"]}
     shown_ids = {img.identity for img in plan.watchlisted_probes} & in_video
     hit_ids = {a.watchlist_label for a in true_alerts}
+    found = shown_ids & hit_ids
+    true_pushes = sum(1 for a in true_alerts if a.alert_id in pushed)
     latencies = [a.queue_to_publish_ms for a in alerts if a.queue_to_publish_ms is not None]
     return DemoSummary(
         deployment_id=dep,
@@ -237,6 +250,12 @@ def run_demo_on(
         alerts_true=len(true_alerts),
         alerts_false=len(alerts) - len(true_alerts),
         watchlisted_missed=len(shown_ids - hit_ids),
+        people_shown=len(shown_ids),
+        people_found=len(found),
+        encounters=len(alerts),
+        pushes=len(pushed),
+        pushes_per_found_person=round(true_pushes / len(found), 2) if found else None,
+        updates=len(updated),
         late_crops_refused=rec.refused_crops,
         objects_remaining=admin.objects_remaining(dep),
         final_state=str(rec.state),
@@ -261,6 +280,9 @@ def run_demo(as_json: bool = False, session_s: int = 60) -> int:
     for key, value in doc.items():
         if key != "alerts":
             say(f"  {key:28s} {value}")
+    say(f"  people found / shown: {summary.people_found}/{summary.people_shown}; {summary.pushes} push(es) for "
+        f"{summary.encounters} encounter(s), {summary.pushes_per_found_person} per found person, "
+        f"{summary.updates} silent update(s)")
     if as_json:
         doc.pop("alerts")
         print(json.dumps(doc), flush=True)

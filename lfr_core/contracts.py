@@ -150,6 +150,15 @@ class Alert(_Frozen):
     page_url: str | None = None
     # How many crops of the track the decision fused (`similarity` is then the fused score).
     crops_fused: int = Field(default=1, ge=1, le=MAX_TRACK_CROPS)
+    # Encounter (functions/logic/encounters.py): the alert stands for every sighting of this
+    # watchlist entry in the deployment until `encounter_window_s` pass without one. `alert_id`
+    # is the encounter's id (devices collapse on it); `sightings` counts its tracks, `cameras`
+    # the cameras that saw them, `last_seen_at` the latest. `camera_id`/`track_id`/`similarity`
+    # are those of the best crop so far.
+    sightings: int = Field(default=1, ge=1)
+    cameras: tuple[str, ...] = ()
+    last_seen_at: AwareDatetime | None = None
+    encounter_window_s: int | None = Field(default=None, ge=1)
 
 
 class AuditAction(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -13,8 +13,22 @@ from botocore.exceptions import ClientError
 
 from functions.dal._aws import LazyClient, error_code, transient
 from functions.dal.ports import AlertRepository, DeploymentRepository
-from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
-from functions.models.records import AlertRecord, DeploymentRecord, IndexFault
+from functions.exceptions import (
+    DeploymentNotFoundError,
+    ObjectNotFoundError,
+    StateConflictError,
+    TransientStorageError,
+)
+from functions.models.records import (
+    CAMERA_KEY_PREFIX,
+    ENCOUNTER_KEY_PREFIX,
+    MAX_ENCOUNTER_TRACKS,
+    AlertRecord,
+    CameraActivity,
+    DeploymentRecord,
+    EncounterState,
+    IndexFault,
+)
 from lfr_core.contracts import DeploymentState
 
 _SER = TypeSerializer()
@@ -43,6 +57,29 @@ def _plain(value: Any) -> Any:
 
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _plain(_DESER.deserialize(v)) for k, v in item.items()}
+
+
+def _alert_item(record: AlertRecord) -> dict[str, Any]:
+    # Tracks and cameras are string sets, so a sighting is an idempotent atomic ADD.
+    item = to_item(record.to_item())
+    for name, values in (("tracks", record.tracks), ("cameras", record.cameras)):
+        item.pop(name, None)
+        if values:
+            item[name] = {"SS": sorted(set(values))}
+    return item
+
+
+def _is_alert(item: Mapping[str, Any]) -> bool:
+    sk = str(item.get("alert_id", {}).get("S", ""))
+    return not sk.startswith((ENCOUNTER_KEY_PREFIX, CAMERA_KEY_PREFIX))
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _from_ms(ms: Any) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000.0, UTC)
 
 
 class DynamoDeploymentRepository(DeploymentRepository):
@@ -207,7 +244,7 @@ class DynamoAlertRepository(AlertRepository):
             try:
                 self._ddb.client.put_item(
                     TableName=self.table,
-                    Item=to_item(record.to_item()),
+                    Item=_alert_item(record),
                     ConditionExpression="attribute_not_exists(alert_id)",
                 )
             except ClientError as exc:
@@ -241,7 +278,9 @@ class DynamoAlertRepository(AlertRepository):
                 KeyConditionExpression="deployment_id = :d",
                 ExpressionAttributeValues={":d": {"S": deployment_id}},
             ):
-                out.extend(AlertRecord.model_validate(from_item(i)) for i in page.get("Items", []))
+                out.extend(
+                    AlertRecord.model_validate(from_item(i)) for i in page.get("Items", []) if _is_alert(i)
+                )
         return out
 
     def replace_if_better(self, record: AlertRecord) -> bool:
@@ -249,7 +288,7 @@ class DynamoAlertRepository(AlertRepository):
             try:
                 self._ddb.client.put_item(
                     TableName=self.table,
-                    Item=to_item(record.to_item()),
+                    Item=_alert_item(record),
                     # Concurrent crops of one track: only a higher score wins, and never over a decision.
                     ConditionExpression="attribute_exists(alert_id) AND similarity < :s"
                     " AND attribute_not_exists(decision)",
@@ -284,3 +323,170 @@ class DynamoAlertRepository(AlertRepository):
                     raise ObjectNotFoundError(f"alert {deployment_id}/{alert_id}") from exc
                 return False
         return True
+
+    # -- encounters -------------------------------------------------------------------------
+
+    def sight_encounter(
+        self, deployment_id: str, entry_id: str, now: datetime, window_s: int, expires_at_epoch: int
+    ) -> EncounterState:
+        key = self._key(deployment_id, ENCOUNTER_KEY_PREFIX + entry_id)
+        values = {
+            ":now": {"N": str(_ms(now))},
+            ":cutoff": {"N": str(_ms(now - timedelta(seconds=window_s)))},
+            ":e": {"N": str(int(expires_at_epoch))},
+            ":entry": {"S": entry_id},
+        }
+        # Extend-or-open, each a conditional write; a loser of the open race finds the winner's
+        # encounter on its next extend. Three rounds: a fourth would need a window to close and
+        # reopen within one call.
+        for _ in range(3):
+            with transient("alerts.extend_encounter"):
+                try:
+                    resp = self._ddb.client.update_item(
+                        TableName=self.table, Key=key,
+                        UpdateExpression="SET last_seen_ms = :now, expires_at_epoch = :e, watchlist_entry_id = :entry",
+                        ConditionExpression="attribute_exists(alert_id) AND last_seen_ms >= :cutoff",
+                        ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                    )
+                    return self._encounter(deployment_id, resp["Attributes"], opened=False)
+                except ClientError as exc:
+                    if error_code(exc) != _CONDITION_FAILED:
+                        raise
+            with transient("alerts.open_encounter"):
+                try:
+                    resp = self._ddb.client.update_item(
+                        TableName=self.table, Key=key,
+                        UpdateExpression="SET opened_at_ms = :now, last_seen_ms = :now, expires_at_epoch = :e,"
+                        " watchlist_entry_id = :entry",
+                        ConditionExpression="attribute_not_exists(alert_id) OR last_seen_ms < :cutoff",
+                        ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                    )
+                    return self._encounter(deployment_id, resp["Attributes"], opened=True)
+                except ClientError as exc:
+                    if error_code(exc) != _CONDITION_FAILED:
+                        raise
+        raise TransientStorageError("alerts.sight_encounter: no stable encounter after 3 rounds")
+
+    @staticmethod
+    def _encounter(deployment_id: str, attrs: Mapping[str, Any], opened: bool) -> EncounterState:
+        doc = from_item(attrs)
+        return EncounterState(
+            deployment_id=deployment_id, watchlist_entry_id=str(doc["watchlist_entry_id"]),
+            opened_at=_from_ms(doc["opened_at_ms"]), last_seen=_from_ms(doc["last_seen_ms"]), opened=opened,
+        )
+
+    def add_sighting(self, deployment_id: str, alert_id: str, camera_id: str, track_key: str,
+                     seen_at: datetime) -> AlertRecord | None:
+        with transient("alerts.add_sighting"):
+            try:
+                resp = self._ddb.client.update_item(
+                    TableName=self.table, Key=self._key(deployment_id, alert_id),
+                    UpdateExpression="ADD tracks :t, cameras :c SET last_seen_at = :s",
+                    ConditionExpression="attribute_exists(alert_id)"
+                    " AND (attribute_not_exists(tracks) OR size(tracks) < :cap)",
+                    ExpressionAttributeValues={
+                        ":t": {"SS": [track_key]}, ":c": {"SS": [camera_id]},
+                        ":s": {"S": seen_at.isoformat()}, ":cap": {"N": str(MAX_ENCOUNTER_TRACKS)},
+                    },
+                    ReturnValues="ALL_OLD",
+                )
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+                return self.get(deployment_id, alert_id)  # missing (None), or full: counted no further
+        return AlertRecord.model_validate(from_item(resp["Attributes"]))
+
+    def bump_revision(self, deployment_id: str, alert_id: str, revision: int) -> bool:
+        with transient("alerts.bump_revision"):
+            try:
+                self._ddb.client.update_item(
+                    TableName=self.table, Key=self._key(deployment_id, alert_id),
+                    UpdateExpression="SET revision = :next REMOVE published_at, queue_to_publish_ms",
+                    ConditionExpression="revision = :r AND attribute_not_exists(decision)",
+                    ExpressionAttributeValues={":r": {"N": str(revision)}, ":next": {"N": str(revision + 1)}},
+                )
+            except ClientError as exc:
+                if error_code(exc) == _CONDITION_FAILED:
+                    return False
+                raise
+        return True
+
+    def improve(self, deployment_id: str, alert_id: str, fields: Mapping[str, Any], similarity: float) -> bool:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":s": to_attr(similarity), ":one": {"N": "1"}}
+        sets = ["revision = revision + :one"]
+        removes = ["published_at", "queue_to_publish_ms"]
+        for i, (k, v) in enumerate({**fields, "similarity": similarity}.items()):
+            names[f"#f{i}"] = k
+            if v is None:
+                removes.append(f"#f{i}")
+            else:
+                values[f":v{i}"] = to_attr(v)
+                sets.append(f"#f{i} = :v{i}")
+        with transient("alerts.improve"):
+            try:
+                self._ddb.client.update_item(
+                    TableName=self.table, Key=self._key(deployment_id, alert_id),
+                    UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                    ConditionExpression="attribute_exists(alert_id) AND similarity < :s"
+                    " AND attribute_not_exists(decision)",
+                    ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                )
+            except ClientError as exc:
+                if error_code(exc) == _CONDITION_FAILED:
+                    return False
+                raise
+        return True
+
+    def record_camera_activity(self, deployment_id: str, camera_id: str, messages: int, now: datetime,
+                               queue_lag_ms: float | None, expires_at_epoch: int) -> None:
+        values: dict[str, Any] = {
+            ":c": {"S": camera_id}, ":t": {"S": now.isoformat()}, ":n": {"N": str(int(messages))},
+            ":e": {"N": str(int(expires_at_epoch))},
+        }
+        sets = "SET camera_id = :c, last_seen = :t, expires_at_epoch = :e"
+        if queue_lag_ms is not None:
+            values[":q"] = to_attr(round(queue_lag_ms, 1))
+            sets += ", queue_lag_ms = :q"
+        with transient("alerts.record_camera_activity"):
+            self._ddb.client.update_item(
+                TableName=self.table, Key=self._key(deployment_id, CAMERA_KEY_PREFIX + camera_id),
+                # One attribute per minute (at most 720 in a 12 h session): the count stays one ADD.
+                UpdateExpression=f"{sets} ADD messages :n, #m :n",
+                ExpressionAttributeNames={"#m": f"m{int(now.timestamp()) // 60}"},
+                ExpressionAttributeValues=values,
+            )
+
+    def camera_activity(self, deployment_id: str) -> list[CameraActivity]:
+        out: list[CameraActivity] = []
+        with transient("alerts.camera_activity"):
+            for page in self._ddb.client.get_paginator("query").paginate(
+                TableName=self.table,
+                KeyConditionExpression="deployment_id = :d AND begins_with(alert_id, :p)",
+                ExpressionAttributeValues={":d": {"S": deployment_id}, ":p": {"S": CAMERA_KEY_PREFIX}},
+            ):
+                out.extend(camera_from_doc(from_item(i)) for i in page.get("Items", []))
+        return sorted(out, key=lambda c: c.camera_id)
+
+    def purge_state(self, deployment_id: str) -> int:
+        deleted = 0
+        for prefix in (ENCOUNTER_KEY_PREFIX, CAMERA_KEY_PREFIX):
+            with transient("alerts.purge_state"):
+                for page in self._ddb.client.get_paginator("query").paginate(
+                    TableName=self.table,
+                    KeyConditionExpression="deployment_id = :d AND begins_with(alert_id, :p)",
+                    ExpressionAttributeValues={":d": {"S": deployment_id}, ":p": {"S": prefix}},
+                    ProjectionExpression="deployment_id, alert_id",
+                ):
+                    for item in page.get("Items", []):
+                        self._ddb.client.delete_item(TableName=self.table, Key=dict(item))
+                        deleted += 1
+        return deleted
+
+
+def camera_from_doc(doc: Mapping[str, Any]) -> CameraActivity:
+    return CameraActivity(
+        camera_id=str(doc["camera_id"]), last_seen=doc["last_seen"], messages=int(doc.get("messages", 0)),
+        per_minute={int(k[1:]): int(v) for k, v in doc.items() if k[:1] == "m" and k[1:].isdigit()},
+        queue_lag_ms=doc.get("queue_lag_ms"),
+    )

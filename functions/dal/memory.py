@@ -7,7 +7,7 @@ import hashlib
 import threading
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from functions.dal.ports import (
@@ -20,7 +20,16 @@ from functions.dal.ports import (
     WatchlistStore,
 )
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
-from functions.models.records import AlertRecord, DeploymentRecord, IndexFault
+from functions.models.records import (
+    CAMERA_KEY_PREFIX,
+    ENCOUNTER_KEY_PREFIX,
+    MAX_ENCOUNTER_TRACKS,
+    AlertRecord,
+    CameraActivity,
+    DeploymentRecord,
+    EncounterState,
+    IndexFault,
+)
 from lfr_core.contracts import Alert, DeploymentState
 
 
@@ -111,6 +120,10 @@ class InMemoryAlertRepository(_Faults, AlertRepository):
     def __init__(self) -> None:
         super().__init__()
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        # Encounter state and camera activity: the same table in DynamoDB (other sort keys), kept
+        # apart here so `items` holds exactly the alert records.
+        self.encounters: dict[tuple[str, str], dict[str, Any]] = {}
+        self.activity: dict[tuple[str, str], dict[str, Any]] = {}
 
     def get(self, deployment_id: str, alert_id: str) -> AlertRecord | None:
         self._enter("get")
@@ -137,7 +150,8 @@ class InMemoryAlertRepository(_Faults, AlertRepository):
     def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]:
         self._enter("list_for_deployment")
         return [
-            AlertRecord.model_validate(v) for (d, _), v in sorted(self.items.items()) if d == deployment_id
+            AlertRecord.model_validate(v) for (d, a), v in sorted(self.items.items())
+            if d == deployment_id and not a.startswith((ENCOUNTER_KEY_PREFIX, CAMERA_KEY_PREFIX))
         ]
 
     def replace_if_better(self, record: AlertRecord) -> bool:
@@ -160,6 +174,98 @@ class InMemoryAlertRepository(_Faults, AlertRepository):
             return False
         item.update(decision=str(decision), decided_by=decided_by, decided_at=decided_at.isoformat())
         return True
+
+    # -- encounters: same semantics as the DynamoDB adapter's conditional updates, under a lock
+
+    _lock = threading.Lock()
+
+    def sight_encounter(
+        self, deployment_id: str, entry_id: str, now: datetime, window_s: int, expires_at_epoch: int
+    ) -> EncounterState:
+        self._enter("sight_encounter")
+        with self._lock:
+            key = (deployment_id, ENCOUNTER_KEY_PREFIX + entry_id)
+            item = self.encounters.get(key)
+            opened = item is None or item["last_seen"] < now - timedelta(seconds=window_s)
+            if opened:
+                item = {"opened_at": now, "last_seen": now}
+                self.encounters[key] = item
+            else:
+                assert item is not None
+                item["last_seen"] = now
+            item["expires_at_epoch"] = expires_at_epoch
+            return EncounterState(deployment_id=deployment_id, watchlist_entry_id=entry_id,
+                                  opened_at=item["opened_at"], last_seen=now, opened=opened)
+
+    def add_sighting(self, deployment_id: str, alert_id: str, camera_id: str, track_key: str,
+                     seen_at: datetime) -> AlertRecord | None:
+        self._enter("add_sighting")
+        with self._lock:
+            item = self.items.get((deployment_id, alert_id))
+            if item is None:
+                return None
+            before = AlertRecord.model_validate(copy.deepcopy(item))
+            tracks = set(item.get("tracks") or [])
+            if len(tracks) < MAX_ENCOUNTER_TRACKS:
+                item["tracks"] = sorted(tracks | {track_key})
+                item["cameras"] = sorted(set(item.get("cameras") or []) | {camera_id})
+                item["last_seen_at"] = seen_at.isoformat()
+            return before
+
+    def bump_revision(self, deployment_id: str, alert_id: str, revision: int) -> bool:
+        self._enter("bump_revision")
+        with self._lock:
+            item = self.items.get((deployment_id, alert_id))
+            if item is None or item.get("revision", 1) != revision or item.get("decision") is not None:
+                return False
+            item["revision"] = revision + 1
+            item.pop("published_at", None)
+            item.pop("queue_to_publish_ms", None)
+            return True
+
+    def improve(self, deployment_id: str, alert_id: str, fields: Mapping[str, Any], similarity: float) -> bool:
+        self._enter("improve")
+        with self._lock:
+            item = self.items.get((deployment_id, alert_id))
+            if item is None or item.get("decision") is not None or item["similarity"] >= similarity:
+                return False
+            for k, v in {**fields, "similarity": similarity}.items():
+                if v is None:
+                    item.pop(k, None)
+                else:
+                    item[k] = copy.deepcopy(v)
+            item["revision"] = item.get("revision", 1) + 1
+            item.pop("published_at", None)
+            item.pop("queue_to_publish_ms", None)
+            return True
+
+    def record_camera_activity(self, deployment_id: str, camera_id: str, messages: int, now: datetime,
+                               queue_lag_ms: float | None, expires_at_epoch: int) -> None:
+        self._enter("record_camera_activity")
+        with self._lock:
+            item = self.activity.setdefault((deployment_id, CAMERA_KEY_PREFIX + camera_id), {"per_minute": {}})
+            minute = int(now.timestamp()) // 60
+            item.update(camera_id=camera_id, last_seen=now, expires_at_epoch=expires_at_epoch)
+            item["messages"] = item.get("messages", 0) + messages
+            item["per_minute"][minute] = item["per_minute"].get(minute, 0) + messages
+            if queue_lag_ms is not None:
+                item["queue_lag_ms"] = queue_lag_ms
+
+    def camera_activity(self, deployment_id: str) -> list[CameraActivity]:
+        self._enter("camera_activity")
+        return [
+            CameraActivity(**{k: v for k, v in item.items() if k != "expires_at_epoch"})
+            for (d, _), item in sorted(self.activity.items())
+            if d == deployment_id
+        ]
+
+    def purge_state(self, deployment_id: str) -> int:
+        self._enter("purge_state")
+        with self._lock:
+            doomed = [(k, m) for m in (self.encounters, self.activity) for k in m if k[0] == deployment_id]
+            for k, m in doomed:
+                del m[k]
+            return len(doomed)
 
 
 class InMemoryObjectStore(_Faults, WatchlistStore, AlertCropStore):

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from functions.models.records import AlertRecord, DeploymentRecord, IndexFault
+from functions.models.records import AlertRecord, CameraActivity, DeploymentRecord, EncounterState, IndexFault
 from lfr_core.contracts import Alert, DeploymentState
 
 
@@ -86,6 +86,44 @@ class AlertRepository(ABC):
     ) -> bool:
         """Record the officer's decision if there is none yet; False (no write) if already decided.
         `ObjectNotFoundError` if the alert does not exist."""
+
+    # -- encounters (functions/logic/encounters.py); state items share the alerts table and its
+    # TTL, under sort keys that `list_for_deployment` never returns as alerts.
+
+    @abstractmethod
+    def sight_encounter(
+        self, deployment_id: str, entry_id: str, now: datetime, window_s: int, expires_at_epoch: int
+    ) -> EncounterState:
+        """Extend the entry's encounter if its last sighting is within `window_s` of `now`, else open
+        a new one (opened_at = now). Atomic: concurrent callers agree on one encounter."""
+
+    @abstractmethod
+    def add_sighting(self, deployment_id: str, alert_id: str, camera_id: str, track_key: str,
+                     seen_at: datetime) -> AlertRecord | None:
+        """Add the track and camera to the alert (idempotent set adds), return it as it was before,
+        None if it does not exist."""
+
+    @abstractmethod
+    def bump_revision(self, deployment_id: str, alert_id: str, revision: int) -> bool:
+        """revision + 1 and unpublished, if it is still at `revision` and undecided."""
+
+    @abstractmethod
+    def improve(self, deployment_id: str, alert_id: str, fields: Mapping[str, Any], similarity: float) -> bool:
+        """SET `fields` (the better crop's), revision + 1, unpublished, only if the stored similarity
+        is lower and no decision has been made; False (no write) otherwise."""
+
+    @abstractmethod
+    def record_camera_activity(self, deployment_id: str, camera_id: str, messages: int, now: datetime,
+                               queue_lag_ms: float | None, expires_at_epoch: int) -> None:
+        """One atomic update: last-seen time and the per-minute message count of one camera."""
+
+    @abstractmethod
+    def camera_activity(self, deployment_id: str) -> list[CameraActivity]: ...
+
+    @abstractmethod
+    def purge_state(self, deployment_id: str) -> int:
+        """Delete the deployment's encounter state and camera activity items (its alerts stay, under
+        their own retention); returns how many were deleted."""
 
 
 class WatchlistStore(ABC):

@@ -34,15 +34,28 @@ def _reason(alert: Alert) -> str:
     return alert.watchlist_reason or DEFAULT_REASON
 
 
+def is_update(alert: Alert) -> bool:
+    """A later revision of an encounter the officer was already pushed (functions/logic/encounters.py):
+    it replaces that notification (same collapse id / tag) silently instead of sounding again."""
+    return alert.revision > 1
+
+
 def title(alert: Alert) -> str:
-    return "Possible match" if alert.revision == 1 else f"Possible match (update {alert.revision})"
+    return "Possible match" if not is_update(alert) else f"Possible match (update {alert.revision})"
+
+
+def _seen(alert: Alert) -> str:
+    if alert.sightings <= 1 and len(alert.cameras) <= 1:
+        return ""
+    cams = ", ".join(alert.cameras) or alert.camera_id
+    return f" Seen {alert.sightings}x (cameras {cams})."
 
 
 def body(alert: Alert) -> str:
     # A prompt, not a verdict: the wording says "possible" and asks for a human check.
     return (
         f"Watchlist ref {_reference(alert)} at camera {alert.camera_id}, "
-        f"{alert.captured_at:%H:%M:%S}Z, similarity {alert.similarity:.2f}. "
+        f"{alert.captured_at:%H:%M:%S}Z, similarity {alert.similarity:.2f}.{_seen(alert)} "
         f"Reason listed: {_reason(alert)}. Check before acting."
     )
 
@@ -59,6 +72,8 @@ def data(alert: Alert) -> dict[str, str]:
         "watchlist_reference": _reference(alert),
         "reason": _reason(alert),
         "revision": str(alert.revision),
+        "sightings": str(alert.sightings),
+        "cameras": ",".join(alert.cameras) or alert.camera_id,
     }
     if alert.page_url:
         out["url"] = alert.page_url
@@ -66,18 +81,19 @@ def data(alert: Alert) -> dict[str, str]:
 
 
 def apns_payload(alert: Alert) -> dict[str, Any]:
-    return {
-        "aps": {
-            "alert": {"title": title(alert), "body": body(alert)},
-            "sound": SOUND,
-            # Every revision of one track's alert lands in the same notification thread.
-            "thread-id": alert.alert_id,
-            # Lets a notification service extension fetch the page data with the officer's token.
-            "mutable-content": 1,
-            "interruption-level": "time-sensitive",
-        },
-        **data(alert),
+    aps: dict[str, Any] = {
+        "alert": {"title": title(alert), "body": body(alert)},
+        # Every revision of one encounter's alert lands in the same notification thread (and
+        # replaces the earlier one: apns-collapse-id, see message_attributes).
+        "thread-id": alert.alert_id,
+        # Lets a notification service extension fetch the page data with the officer's token.
+        "mutable-content": 1,
+        # The first push of an encounter sounds; its updates arrive quietly.
+        "interruption-level": "passive" if is_update(alert) else "time-sensitive",
     }
+    if not is_update(alert):
+        aps["sound"] = SOUND
+    return {"aps": aps, **data(alert)}
 
 
 def fcm_payload(alert: Alert) -> dict[str, Any]:
@@ -90,8 +106,12 @@ def fcm_payload(alert: Alert) -> dict[str, Any]:
                 "android": {
                     "priority": "high",
                     "collapse_key": alert.alert_id,
-                    # Same tag: an update replaces the earlier notification instead of stacking.
-                    "notification": {"tag": alert.alert_id, "sound": SOUND},
+                    # Same tag: an update replaces the earlier notification instead of stacking;
+                    # only the encounter's first push makes a sound.
+                    "notification": (
+                        {"tag": alert.alert_id, "notification_priority": "PRIORITY_LOW"}
+                        if is_update(alert) else {"tag": alert.alert_id, "sound": SOUND}
+                    ),
                 },
             }
         }
@@ -119,6 +139,7 @@ def email_text(alert: Alert) -> str:
         f"Watchlist:   {_reference(alert)}",
         f"Reason:      {_reason(alert)}",
         f"Update:      {alert.revision}",
+        f"Sightings:   {alert.sightings} (cameras {', '.join(alert.cameras) or alert.camera_id})",
     ]
     if alert.page_url:
         lines += ["", f"Alert page (short-lived, needs your officer token): {alert.page_url}"]
@@ -144,7 +165,7 @@ def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
     attrs = {
         # Officers' subscriptions filter on this (see functions/logic/officer.py).
         "deployment_id": {"DataType": "String", "StringValue": alert.deployment_id},
-        # An update of the same track replaces the notification on the phone.
+        # An update of the same encounter replaces the notification on the phone.
         "AWS.SNS.MOBILE.APNS.COLLAPSE_ID": {"DataType": "String", "StringValue": alert.alert_id[:64]},
     }
     for k, v in APNS_ATTRIBUTES.items():

@@ -12,24 +12,34 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.officers import DynamoOfficerRepository, S3EvidenceLinks, SecretSigningKey
+from functions.dal.queue_stats import SqsQueueStats
 from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
+from functions.logic.console import Console
 from functions.logic.officer import OfficerApi
 from functions.models.env import OfficerApiEnv
 from functions.observability import logger, metrics
+from lfr_core.contracts import utcnow
 
 
 def _make() -> OfficerApi:
     env = OfficerApiEnv.from_environ()
+    deployments = DynamoDeploymentRepository(env.deployments_table)
+    alerts = DynamoAlertRepository(env.alerts_table)
+    links = S3EvidenceLinks()
     return OfficerApi(
-        deployments=DynamoDeploymentRepository(env.deployments_table),
-        alerts=DynamoAlertRepository(env.alerts_table),
+        deployments=deployments,
+        alerts=alerts,
         officers=DynamoOfficerRepository(env.officers_table),
-        links=S3EvidenceLinks(),
+        links=links,
         key=SecretSigningKey(env.signing_secret_arn),
         alerts_bucket=env.alerts_bucket,
         watchlist_bucket=env.watchlist_bucket,
         audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
+        console=Console(
+            deployments=deployments, alerts=alerts, links=links, alerts_bucket=env.alerts_bucket,
+            queue=SqsQueueStats(env.crop_queue_url) if env.crop_queue_url else None, clock=utcnow,
+        ),
     )
 
 

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.dal.audit import S3AuditStore
-from functions.dal.dynamodb import DynamoDeploymentRepository
+from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
 from functions.dal.sqs import SqsCropQueues
 from functions.handlers._service import Lazy
@@ -25,6 +25,7 @@ def _make() -> SessionService:
         S3WatchlistStore(env.watchlist_bucket),
         audit=AuditLog(S3AuditStore(env.audit_bucket)),
         queues=SqsCropQueues(env.crop_queue_url, env.crop_dlq_url),
+        alerts=DynamoAlertRepository(env.alerts_table) if env.alerts_table else None,
     )
 
 

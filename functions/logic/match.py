@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +40,9 @@ from functions.exceptions import (
 )
 from functions.logic import watchlist
 from functions.logic.audit import AuditLog
+from functions.logic.encounters import Encounters, record_camera_activity
 from functions.logic.protocols import Embedder
-from functions.models.records import ALERT_RETENTION_DAYS, AlertRecord, DeploymentRecord, IndexFault
+from functions.models.records import ALERT_RETENTION_DAYS, ENCOUNTER_WINDOW_S, DeploymentRecord, IndexFault
 from functions.observability import (
     METRIC_CROPS_REFUSED,
     METRIC_CROPS_REJECTED,
@@ -54,7 +54,6 @@ from lfr_core.contracts import CROP_SIZE, AuditAction, CropMessage, InlineJpeg, 
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.image import decode_jpeg
 from lfr_core.layout import (
-    alert_crop_key,
     deployment_prefix,
     watchlist_entries_key,
     watchlist_images_prefix,
@@ -62,29 +61,14 @@ from lfr_core.layout import (
 )
 from lfr_core.matching import Hit, WatchlistIndex
 
-# One alert per track (issue 6): the alert id is uuid5(deployment/camera/track). The edge
-# sends a track once (its crops together, issue 5), so normally one message makes the alert;
-# should another message carry the same track id (an edge restart re-sending, a replay), it
-# lands on the SAME alert record and crop key: it replaces it (record, crop, revision + 1)
-# and republishes only if its similarity is higher and no officer has decided the alert yet;
-# anything else publishes and keeps nothing. A replay
-# of the crop the alert currently holds publishes nothing (`published_at` is set). This,
-# rather than the Powertools idempotency table: the state lives and expires with the
-# alert itself (one TTL, one place to purge), non-matched crops cost no write, and the
-# logic stays testable without DynamoDB. At-least-once for SNS: a crash between publish
-# and `mark_published` republishes the same alert id and revision, which devices collapse
-# (APNs thread-id/collapse id, FCM collapse key = alert id).
-# Known race: two concurrent invocations holding crops of the same track both write the
-# one crop key; the record is always the higher score, the stored crop may be the other
-# crop of the same track.
-ALERT_ID_NAMESPACE = uuid.UUID("0b5e8f3e-6a57-4c6e-9d0c-1f2a7c1e4b9d")
+# Alerts: one per person per encounter (functions/logic/encounters.py), not per track. The
+# state lives and expires with the alert records (one TTL, one place to purge), non-matched
+# crops cost no write, and the logic stays testable without DynamoDB. At-least-once for SNS:
+# a crash between publish and `mark_published` republishes the same alert id and revision,
+# which devices collapse (APNs thread-id/collapse id, FCM collapse key = alert id).
 
 DEPLOYMENT_CACHE_TTL_S = 2.0  # a STOP takes effect within this long on a warm container
 MAX_CACHED_INDEXES = 8
-
-
-def alert_id_for(deployment_id: str, camera_id: str, track_id: str) -> str:
-    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{deployment_id}/{camera_id}/{track_id}"))
 
 
 class Outcome(StrEnum):
@@ -213,6 +197,11 @@ class MatchService:
             else:
                 live.append((sqs_id, msg, dep, sent))
         self._count_refused(refused, deployments)
+        record_camera_activity(
+            self.alerts, [(m.deployment_id, m.camera_id, sent) for _, m, _, sent in live], now,
+            lambda dep_id: d.alert_retention_days if isinstance(d := deployments[dep_id], DeploymentRecord)
+            else ALERT_RETENTION_DAYS,
+        )
 
         valid: list[_Valid] = []
         for sqs_id, msg, dep, sent in live:
@@ -534,93 +523,13 @@ class MatchService:
             return None
 
     def _raise_alert(self, p: PendingAlert) -> Outcome:
-        msg = p.message
-        alert_id = alert_id_for(msg.deployment_id, msg.camera_id, msg.track_id)
-        key = alert_crop_key(msg.deployment_id, alert_id)
-        shortened = p.retention_days if p.retention_days < ALERT_RETENTION_DAYS else None
-        record = self.alerts.get(msg.deployment_id, alert_id)
-        created = False
-        if record is None:
-            # Crop before record, so a record never points at a missing crop; a retry
-            # overwrites the same key rather than leaving a second copy.
-            self.crops.put_crop(key, p.jpeg, shortened)
-            alerted_at = self.clock()
-            candidate = AlertRecord(
-                alert_id=alert_id,
-                deployment_id=msg.deployment_id,
-                camera_id=msg.camera_id,
-                track_id=msg.track_id,
-                crop_message_id=msg.message_id,
-                captured_at=msg.captured_at,
-                alerted_at=alerted_at,
-                watchlist_entry_id=p.entry_id,
-                watchlist_label=p.label,
-                similarity=p.similarity,
-                threshold=p.threshold,
-                crop_key=key,
-                expires_at_epoch=AlertRecord.expiry_epoch(alerted_at, p.retention_days),
-                watchlist_reference=p.reference,
-                watchlist_reason=p.reason,
-                watchlist_image_key=p.image_key,
-                crops_fused=p.crops_fused,
-            )
-            created = self.alerts.put_new(candidate)
-            # Lost the race to a concurrent crop of this track (or delivery of this crop): compare.
-            record = candidate if created else self.alerts.get(msg.deployment_id, alert_id)
-            if record is None:
-                raise TransientStorageError("alerts.get: alert missing after a failed conditional put")
-        if not created:
-            if record.crop_message_id == msg.message_id:
-                if record.published_at is not None:  # a replay of the crop the alert holds
-                    self.metrics.count("AlertsDuplicate", 1)
-                    return Outcome.DUPLICATE
-                # Recorded, not yet published (an interrupted earlier attempt): finish it.
-                self.crops.put_crop(key, p.jpeg, shortened)
-            elif p.similarity > record.similarity and record.decision is None:
-                better = record.model_copy(update={
-                    "crop_message_id": msg.message_id,
-                    "captured_at": msg.captured_at,
-                    "watchlist_entry_id": p.entry_id,
-                    "watchlist_label": p.label,
-                    "similarity": p.similarity,
-                    "watchlist_reference": p.reference,
-                    "watchlist_reason": p.reason,
-                    "watchlist_image_key": p.image_key,
-                    "crops_fused": p.crops_fused,
-                    "revision": record.revision + 1,
-                    "published_at": None,
-                    "queue_to_publish_ms": None,
-                })
-                # Record first: if the crop write then fails, the retry sees the record unpublished
-                # and writes the crop before publishing.
-                if not self.alerts.replace_if_better(better):
-                    self.metrics.count("AlertsNotImproved", 1)
-                    return Outcome.DUPLICATE
-                self.crops.put_crop(key, p.jpeg, shortened)
-                record = better
-            else:
-                # Same track, no better (or already decided): nothing of this crop is kept.
-                self.metrics.count("AlertsNotImproved", 1)
-                return Outcome.DUPLICATE
-
-        published_at = self.clock()
-        q_ms = None
-        if p.sent_timestamp_ms is not None:
-            q_ms = max(0.0, published_at.timestamp() * 1000.0 - p.sent_timestamp_ms)
-        alert = record.to_alert().model_copy(
-            update={"queue_to_publish_ms": q_ms, "page_url": self._page_link(msg.deployment_id, alert_id)}
+        # One alert per person per encounter, not per track: functions/logic/encounters.py.
+        dep = self._lookup_deployments({p.message.deployment_id})[p.message.deployment_id]
+        if isinstance(dep, Exception):
+            raise dep
+        window_s = dep.encounter_window_s if dep is not None else ENCOUNTER_WINDOW_S
+        encounters = Encounters(
+            alerts=self.alerts, crops=self.crops, publisher=self.publisher, metrics=self.metrics,
+            clock=self.clock, audit=self.audit, page_link=self._page_link,
         )
-        self.publisher.publish(alert)
-        if self.audit is not None:
-            # Before mark_published: a failed audit write retries the record (at-least-once,
-            # like the SNS publish), so no published alert goes unaudited. Ids only.
-            self.audit.record(
-                "match-function", AuditAction.ALERT, msg.deployment_id,
-                alert_id=alert_id, camera_id=msg.camera_id, watchlist_entry_id=p.entry_id,
-            )
-        self.alerts.mark_published(msg.deployment_id, alert_id, published_at, q_ms)
-        self.metrics.count("AlertsPublished", 1)
-        if q_ms is not None:
-            self.metrics.milliseconds("QueueToPublishMs", q_ms)
-        logger.info("alert published", extra={"deployment_id": msg.deployment_id, "alert_id": alert_id})
-        return Outcome.ALERTED
+        return Outcome(encounters.raise_alert(p, window_s))

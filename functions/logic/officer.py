@@ -44,6 +44,7 @@ from functions.dal.officers import EvidenceLinks, OfficerChannels, OfficerReposi
 from functions.dal.ports import AlertRepository, DeploymentRepository
 from functions.exceptions import ObjectNotFoundError, TokenError
 from functions.logic.audit import AuditLog
+from functions.logic.console import Console, content_security_policy
 from functions.models.officers import (
     MAX_EPOCH_S,
     AccessRefusal,
@@ -68,6 +69,9 @@ TOKEN_ALERT_RESOURCE = "/t/alerts/{deployment_id}/{alert_id}"
 TOKEN_DECISION_RESOURCE = "/t/alerts/{deployment_id}/{alert_id}/decision"
 COGNITO_ALERT_RESOURCE = "/alerts/{deployment_id}/{alert_id}"
 COGNITO_DECISION_RESOURCE = "/alerts/{deployment_id}/{alert_id}/decision"
+# The van's console (functions/logic/console.py): static page, and its polled state (token only).
+CONSOLE_PAGE_RESOURCE = "/console/{deployment_id}"
+TOKEN_CONSOLE_RESOURCE = "/t/console/{deployment_id}"
 COGNITO_OFFICER_CLAIM = "custom:officer_id"
 COGNITO_DEPLOYMENT_CLAIM = "custom:deployment_id"
 
@@ -411,7 +415,9 @@ class OfficerApi:
         audit: AuditLog | None = None,
         clock: Callable[[], datetime] = utcnow,
         metrics: MetricsSink | None = None,
+        console: Console | None = None,
     ) -> None:
+        self.console = console
         self.deployments = deployments
         self.alerts = alerts
         self.officers = officers
@@ -439,6 +445,8 @@ class OfficerApi:
         if resource == PAGE_RESOURCE and method == "GET":
             # Static: the page holds nothing of any alert until its script fetches with a token.
             return _response(200, self.page, "text/html; charset=utf-8")
+        if self.console is not None and resource in (CONSOLE_PAGE_RESOURCE, TOKEN_CONSOLE_RESOURCE) and method == "GET":
+            return self._console(event, resource, dep_id)
         routes = {
             (TOKEN_ALERT_RESOURCE, "GET"): self._get_alert,
             (COGNITO_ALERT_RESOURCE, "GET"): self._get_alert,
@@ -452,6 +460,21 @@ class OfficerApi:
         if claims is None:
             return _response(403, FORBIDDEN)
         return action(event, claims, dep_id, alert_id)
+
+    def _console(self, event: Mapping[str, Any], resource: str, dep_id: str) -> dict[str, Any]:
+        assert self.console is not None
+        if resource == CONSOLE_PAGE_RESOURCE:
+            # Static too; the CSP allows only its own inline script and style (by hash).
+            html = self.console.page
+            resp = _response(200, html, "text/html; charset=utf-8")
+            resp["headers"]["Content-Security-Policy"] = content_security_policy(html)
+            return resp
+        if self._authorise(event, dep_id, "", cognito=False) is None:
+            return _response(403, FORBIDDEN)
+        dep = self.deployments.get(dep_id)
+        if dep is None:
+            return _response(403, FORBIDDEN)
+        return _response(200, self.console.state(dep))
 
     # -- authorisation
 
@@ -550,6 +573,9 @@ class OfficerApi:
         return _response(200, self.view(alert))
 
     def view(self, alert: AlertRecord) -> dict[str, Any]:
+        # Encounter (functions/logic/encounters.py): every sighting this alert stands for.
+        encounter = {"sightings": alert.sightings, "cameras": list(alert.cameras) or [alert.camera_id],
+                     "last_seen_at": (alert.last_seen_at or alert.captured_at).isoformat()}
         watchlist_url = None
         if alert.watchlist_image_key:
             watchlist_url = self.links.presign(self.watchlist_bucket, alert.watchlist_image_key, EVIDENCE_URL_TTL_S)
@@ -570,6 +596,7 @@ class OfficerApi:
             "probe_url": self.links.presign(self.alerts_bucket, alert.crop_key, EVIDENCE_URL_TTL_S),
             "watchlist_url": watchlist_url,
             "urls_expire_in_s": EVIDENCE_URL_TTL_S,
+            **encounter,
         }
 
     def _decide(self, event: Mapping[str, Any], claims: Claims, dep_id: str, alert_id: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.dal.ports import CropQueues, DeploymentRepository, WatchlistStore
+from functions.dal.ports import AlertRepository, CropQueues, DeploymentRepository, WatchlistStore
 from functions.exceptions import (
     AuthorisationError,
     DeploymentNotActiveError,
@@ -77,7 +77,9 @@ class SessionService:
         audit: AuditLog | None = None,
         queues: CropQueues | None = None,
         max_duration_s: int = MAX_SESSION_DURATION_S,
+        alerts: AlertRepository | None = None,
     ) -> None:
+        self.alerts = alerts  # encounter state and camera activity go with the deployment
         self.deployments = deployments
         self.watchlists = watchlists
         self.clock = clock
@@ -210,6 +212,8 @@ class SessionService:
         deleted = self.watchlists.delete_prefix(prefix)
         # Pending crops and DLQ copies of this deployment go too: a crop must not outlive its session.
         q_deleted, dlq_deleted = self.queues.purge_deployment(deployment_id) if self.queues else (0, 0)
+        # Who was in an open encounter (functions/logic/encounters.py) need not outlive the session.
+        state_deleted = self.alerts.purge_state(deployment_id) if self.alerts else 0
         remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
         before = rec.purge
         total_deleted = deleted + (before.deleted if before else 0)
@@ -231,6 +235,7 @@ class SessionService:
             objects_remaining=remaining,
             queue_messages_deleted=result.queue_deleted,
             dlq_messages_deleted=result.dlq_deleted,
+            **({"encounter_state_deleted": state_deleted} if self.alerts is not None else {}),
             verified=remaining == 0,
             seconds_after_end=round((self.clock() - ended).total_seconds(), 1) if ended else None,
         )

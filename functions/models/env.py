@@ -63,6 +63,8 @@ class SessionEnv(_Env):
     audit_bucket: str = Field(alias=AUDIT_BUCKET, min_length=1)
     crop_queue_url: str = Field(alias=CROP_QUEUE_URL, min_length=1)
     crop_dlq_url: str = Field(alias=CROP_DLQ_URL, min_length=1)
+    # Purge also deletes the deployment's encounter state and camera activity from the alerts table.
+    alerts_table: str | None = Field(default=None, alias=ALERTS_TABLE)
 
 
 class OfficerApiEnv(_Env):
@@ -74,3 +76,5 @@ class OfficerApiEnv(_Env):
     signing_secret_arn: str = Field(alias=SIGNING_SECRET_ARN, min_length=1)
     # Decisions and refused access are audited when the stack provides the audit bucket.
     audit_bucket: str | None = Field(default=None, alias=AUDIT_BUCKET)
+    # The van's console shows the crop queue's depth when the stack provides it.
+    crop_queue_url: str | None = Field(default=None, alias=CROP_QUEUE_URL)

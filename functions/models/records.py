@@ -19,6 +19,13 @@ ALERT_RETENTION_DAYS = 31
 ALERT_RETENTION_CHOICES_DAYS = (1, 2, 3, 7, 14, ALERT_RETENTION_DAYS)
 ALERT_RETENTION_TAG = "retention-days"
 MAX_SESSION_DURATION_S = 12 * 60 * 60
+# Encounters (functions/logic/encounters.py): sightings of one watchlist entry closer than this
+# to the previous one are one encounter (one push). Bounds: below 30 s one walk-by past two
+# cameras would push twice; above 30 min an officer would not learn of a return visit.
+ENCOUNTER_WINDOW_S = 120
+ENCOUNTER_WINDOW_BOUNDS_S = (30, 30 * 60)
+# Cap on the track keys one encounter records (DynamoDB items stop at 400 KB).
+MAX_ENCOUNTER_TRACKS = 500
 
 
 class EnrolReject(BaseModel):
@@ -138,6 +145,9 @@ class DeploymentRecord(BaseModel):
     alert_retention_days: int = Field(default=ALERT_RETENTION_DAYS, ge=1, le=ALERT_RETENTION_DAYS)
     # Health: set while the watchlist index is missing or unreadable (docs/ARCHITECTURE.md "Match path").
     index_fault: IndexFault | None = None
+    encounter_window_s: int = Field(
+        default=ENCOUNTER_WINDOW_S, ge=ENCOUNTER_WINDOW_BOUNDS_S[0], le=ENCOUNTER_WINDOW_BOUNDS_S[1]
+    )
 
     @field_validator("track_thresholds")
     @classmethod
@@ -190,6 +200,17 @@ class AlertRecord(Alert):
     decided_at: AwareDatetime | None = None
     # Watchlist image of the matched entry (watchlist bucket), for the alert page; gone after purge.
     watchlist_image_key: str | None = None
+    # "camera/track" of every track of the encounter (a DynamoDB string set: adding one is
+    # idempotent, so a redelivered message never counts twice); `sightings` is its size.
+    tracks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sightings_from_tracks(self) -> AlertRecord:
+        if self.tracks and self.sightings != len(self.tracks):
+            object.__setattr__(self, "sightings", len(self.tracks))
+        if self.cameras != tuple(sorted(set(self.cameras))):
+            object.__setattr__(self, "cameras", tuple(sorted(set(self.cameras))))
+        return self
 
     @staticmethod
     def expiry_epoch(alerted_at: datetime, days: int = ALERT_RETENTION_DAYS) -> int:
@@ -200,3 +221,34 @@ class AlertRecord(Alert):
 
     def to_item(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+
+ENCOUNTER_KEY_PREFIX = "enc#"  # alerts-table sort keys of encounter state (not alerts)
+CAMERA_KEY_PREFIX = "cam#"  # alerts-table sort keys of camera activity (not alerts)
+
+
+class EncounterState(BaseModel):
+    """Where one watchlist entry's current encounter stands: an item of the alerts table keyed by
+    (deployment, `enc#<entry>`). Ids and times only; it exists only for entries that matched."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment_id: str
+    watchlist_entry_id: str
+    opened_at: AwareDatetime
+    last_seen: AwareDatetime
+    # True when this call opened the encounter (its first sighting, or the first after the window).
+    opened: bool = False
+
+
+class CameraActivity(BaseModel):
+    """Per camera: when its last crop message arrived, and messages per minute (counts only)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    camera_id: str
+    last_seen: AwareDatetime
+    messages: int = 0
+    per_minute: dict[int, int] = Field(default_factory=dict)  # epoch minute -> messages
+    # How long the latest processed message had waited in the crop queue.
+    queue_lag_ms: float | None = None

@@ -210,6 +210,8 @@ class Functions(Construct):
         # session: state transitions; purge = delete everything under the prefix, list it empty.
         deps.deployments.grant_read_write_data(self.session)
         allow(self.session, ["s3:DeleteObject"], [watchlist_objects])
+        # ... and the deployment's encounter state / camera activity items (functions/logic/encounters.py).
+        allow(self.session, ["dynamodb:Query", "dynamodb:DeleteItem"], [deps.alerts_table.table_arn])
         allow(self.session, ["s3:ListBucket"], [deps.watchlist.bucket_arn], conditions=list_deployments)
 
         for f in (self.match, self.build_watchlist):

@@ -10,6 +10,8 @@ Routes (all integrated with the one officer API function):
   (`lfr officers token`), verified by the function (HMAC-SHA256, bound to officer and deployment,
   expiring with the deployment). This is also what the embedded local stack uses, where there is
   no Cognito.
+- `GET  /console/{deployment_id}` (static page) and `GET /t/console/{deployment_id}` (its polled
+  state, the same token): the van's console (functions/logic/console.py).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
 from cdk_nag import RegexAppliesTo
 from constructs import Construct
 
 from infra.constants import (
     ENV_ALERTS_BUCKET,
     ENV_ALERTS_TABLE,
+    ENV_CROP_QUEUE_URL,
     ENV_DEPLOYMENTS_TABLE,
     ENV_OFFICER_PAGE_URL,
     ENV_OFFICERS_TABLE,
@@ -73,6 +77,7 @@ class Officers(Construct):
         alerts_bucket: s3.IBucket,
         key: kms.IKey,
         match_fn: lambda_.Function,
+        crop_queue: sqs.IQueue | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -179,6 +184,10 @@ class Officers(Construct):
         )
 
         fn = self.function
+        if crop_queue is not None:
+            # The console shows the crop queue's depth: its attributes only, never a message.
+            fn.add_environment(ENV_CROP_QUEUE_URL, crop_queue.queue_url)
+            crop_queue.grant(fn, "sqs:GetQueueAttributes")
         deployments.grant_read_data(fn)
         self.table.grant_read_data(fn)
         # Decisions: UpdateItem on the alerts table only (plus reads), no deletes.
@@ -303,7 +312,22 @@ class Officers(Construct):
         page = self.api.root.add_resource("alert").add_resource("{deployment_id}").add_resource("{alert_id}")
         method(page, "GET", False)
         alert_routes(self.api.root.add_resource("alerts"), True)
-        alert_routes(self.api.root.add_resource("t").add_resource("alerts"), False)
+        token_root = self.api.root.add_resource("t")
+        alert_routes(token_root.add_resource("alerts"), False)
+        # The van's console: a static page and its token-authorised state, one deployment each.
+        console_params = {"method.request.path.deployment_id": True}
+        for parent in (self.api.root.add_resource("console"), token_root.add_resource("console")):
+            m = parent.add_resource("{deployment_id}").add_method(
+                "GET", integration, request_parameters=console_params, request_validator=validator,
+                authorization_type=apigw.AuthorizationType.NONE,
+            )
+            acknowledge(
+                m,
+                "AwsSolutions-APIG4",
+                "No API Gateway authorizer by design: the page is static; its state route is authorised in the"
+                " function by the HMAC-signed officer token bound to the deployment (see the /t/ alert routes).",
+            )
+            acknowledge(m, "AwsSolutions-COG4", "Authorised by the lfr-signed token in the function (see APIG4).")
 
         # Refused requests (functions/logic/officer.py): each is counted, only identified ones audited.
         self.failed_access_alarm = cloudwatch.Alarm(

@@ -22,6 +22,8 @@ def test_routes_and_their_authorisation(template: Template) -> None:  # noqa: F8
         ("POST", "/t/alerts/{deployment_id}/{alert_id}/decision", "NONE"),
         ("GET", "/alerts/{deployment_id}/{alert_id}", "COGNITO_USER_POOLS"),
         ("POST", "/alerts/{deployment_id}/{alert_id}/decision", "COGNITO_USER_POOLS"),
+        ("GET", "/console/{deployment_id}", "NONE"),  # the van's console: static page
+        ("GET", "/t/console/{deployment_id}", "NONE"),  # its state: lfr-signed token, verified in the function
     }
     fns = template.find_resources("AWS::Lambda::Function")
     assert {fns[r.function]["Properties"]["Handler"] for r in routes} == {"functions.handlers.officer_api.handler"}

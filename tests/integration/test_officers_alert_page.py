@@ -191,7 +191,8 @@ def test_published_message_carries_apns_and_fcm_payloads(deployments: list[str],
         doc = json.loads(message)
         assert {"default", "APNS", "APNS_SANDBOX", "GCM", "sms", "email"} <= set(doc)
         apns = json.loads(doc["APNS"])
-        assert {"alert", "sound", "thread-id", "mutable-content"} <= set(apns["aps"])
+        assert {"alert", "thread-id", "mutable-content"} <= set(apns["aps"])
+        assert ("sound" in apns["aps"]) == (apns["revision"] == "1")  # updates replace it silently
         assert apns["aps"]["thread-id"] == apns["alert_id"] and apns["aps"]["mutable-content"] == 1
         fcm = json.loads(doc["GCM"])["fcmV1Message"]["message"]
         assert {"title", "body"} == set(fcm["notification"])
@@ -418,3 +419,121 @@ def test_decision_in_status_and_audit_report(ctx: AwsContext, deployments: list[
     assert code == 0
     (row,) = [r for r in json.loads(out) if r["deployment_id"] == deployments[0]]
     assert (row["alerts"], row["true_alerts"], row["false_alerts"], row["unresolved_alerts"]) == (1, 0, 1, 0)
+
+
+# -- encounters and the van's console -------------------------------------------------------------
+
+TABLET = {"width": 1024, "height": 768}  # an iPad in landscape
+
+
+@pytest.fixture(scope="module")
+def operator_token(ctx: AwsContext, deployments: list[str], phones: dict[str, Phone]) -> str:
+    code, out = cli(ctx, "officers", "token", "--deployment", deployments[0],
+                    "--officer", phones["a"].officer.officer_id, "--json")
+    assert code == 0
+    return str(json.loads(out)["token"])
+
+
+def test_console_live_encounters_and_a_decision_in_the_audit_report(
+    stack: LocalStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
+    people: list[list[LfwImage]], operator_token: str,
+) -> None:
+    dep = deployments[0]
+    phones["a"].drain(settle_s=0.5)
+    before = len(phones["a"].received)
+    context = browser.new_context(viewport=TABLET, device_scale_factor=1, has_touch=True)
+    page = context.new_page()
+    failed: list[str] = []  # any request of the page refused or failing (the browser's own favicon aside)
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{stack.api_url.rstrip('/')}/console/{dep}#token={operator_token}")
+    page.wait_for_selector("#console:not([hidden])", timeout=20_000)
+    assert "#token" not in page.url
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloaded
+    (earlier,) = page.query_selector_all("article.card")  # the first walk's encounter, decided "not a match"
+    assert earlier.get_attribute("data-state") == "rejected"
+
+    # A second listed person walks past two cameras (a track each): one encounter, one push.
+    sender = SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL])
+    made = [m for _, m in image_folder_messages([i.path for i in people[1][1:]], FaceCropper(), deployment_id=dep,
+                                                camera_id="cam-north", counts=GateCounts(), faces="central")]
+    assert len(made) >= 2, "need two crops of the second person"
+    north = made[0].model_copy(update={"track_id": "walk-north"})
+    south = made[1].model_copy(update={"track_id": "walk-south", "camera_id": "cam-south"})
+    for m in (north, south):
+        assert sender.send([m]).sent == 1
+        _wait_queue_drained(ctx, timeout_s=120)
+    got = [Alert.model_validate_json(m["Message"]) for m in phones["a"].drain()[before:]]
+    assert got and {a.alert_id for a in got} == {got[0].alert_id}  # one encounter
+    assert [a.revision for a in got].count(1) == 1  # one push; the rest are silent updates
+    enc_id = got[0].alert_id
+
+    # The console shows it without a reload: both cameras, its crop, unresolved.
+    card = f"#enc-{enc_id}"
+    page.wait_for_selector(f"{card}[data-state='unresolved']", timeout=30_000)
+    loaded = (f"(() => {{ const i = document.querySelector('{card} img');"
+              " return i && i.complete && i.naturalWidth > 0; })()")
+    page.wait_for_function(loaded, timeout=20_000)
+    assert page.evaluate("window.__sameDocument") is True
+    page.wait_for_function("document.querySelectorAll('#cameras tr').length === 2", timeout=20_000)
+    cams = page.inner_text("#cameras")
+    assert "cam-north" in cams and "cam-south" in cams and "up" in cams
+    assert "2x by cam-north, cam-south" in page.inner_text(card)
+    assert page.inner_text("#dstate").startswith("ACTIVE") and "left" in page.inner_text("#left")
+    # Faces on the page: only the encounters' crops (matched people), nothing else.
+    srcs = page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src'))")
+    assert len(srcs) == 2 and all(s and f"/alerts/{dep}/" in s for s in srcs)
+    # Touch targets a finger can hit.
+    box = page.get_by_role("button", name="match confirmed - engaged", exact=True).bounding_box()
+    assert box is not None and box["height"] >= 44
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console_tablet.png"), full_page=True)
+
+    page.locator(card).get_by_role("button", name="match confirmed - engaged", exact=True).click()
+    page.wait_for_selector(f"{card}[data-state='confirmed']", timeout=20_000)
+    assert page.inner_text("#n-confirmed") == "1" and page.inner_text("#n-rejected") == "1"
+    page.screenshot(path=str(ARTIFACTS / "console_decided.png"), full_page=True)
+    context.close()
+    assert errors == [] and failed == []
+
+    rec = next(a for a in Admin(ctx).alerts_of(dep) if a.alert_id == enc_id)
+    assert rec.decision == "confirmed_engaged" and rec.sightings == 2 and rec.cameras == ("cam-north", "cam-south")
+    code, out = cli(ctx, "audit", "report", "--format", "json")
+    assert code == 0
+    (row,) = [r for r in json.loads(out) if r["deployment_id"] == dep]
+    assert (row["alerts"], row["true_alerts"], row["false_alerts"]) == (2, 1, 1)
+    code, out = cli(ctx, "audit", "events", "--deployment", dep)
+    assert code == 0 and f'"alert_id": "{enc_id}"' in out.replace('":"', '": "') and "adjudication" in out
+
+
+def test_console_refuses_a_foreign_token(
+    stack: LocalStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
+) -> None:
+    key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
+    now = utcnow()
+    token = issue_token(key, phones["b"].officer.officer_id, deployments[1], now + timedelta(hours=1), now)
+    page = browser.new_context(viewport=TABLET).new_page()
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if "/t/console/" in r.url else None)
+    page.goto(f"{stack.api_url.rstrip('/')}/console/{deployments[0]}#token={token}")
+    page.wait_for_selector("#refused:not([hidden])", timeout=20_000)
+    assert statuses == [403] and page.query_selector_all("img") == []
+    page.context.close()
+
+
+def test_encounter_window_is_set_at_create_bounded_and_audited(ctx: AwsContext, people: list[list[LfwImage]],
+                                                                tmp_path: Path) -> None:
+    (tmp_path / people[2][0].file).symlink_to(people[2][0].path)
+    code, _ = cli(ctx, "deployment", "create", "--name", "window-bad", "--watchlist", str(tmp_path),
+                  "--duration", "10m", "--encounter-window", "5s")
+    assert code != 0
+    code, out = cli(ctx, "deployment", "create", "--name", "window-ok", "--watchlist", str(tmp_path),
+                    "--duration", "10m", "--encounter-window", "45s")
+    assert code == 0, out
+    dep = out.split()[1]
+    code, out = cli(ctx, "deployment", "status", dep)
+    assert code == 0 and json.loads(out)["encounter_window_s"] == 45
+    code, out = cli(ctx, "audit", "events", "--deployment", dep)
+    assert code == 0 and "encounter_window_s" in out and "45" in out

@@ -24,7 +24,8 @@ from functions.dal.memory import (
 from functions.exceptions import TransientStorageError
 from functions.handlers import match as match_handler
 from functions.logic import watchlist
-from functions.logic.match import MatchService, alert_id_for
+from functions.logic.encounters import encounter_alert_id
+from functions.logic.match import MatchService
 from lfr_core.contracts import DeploymentState
 from lfr_core.layout import alert_crop_key, watchlist_index_key
 from tests.unit.functions_support import (
@@ -150,7 +151,7 @@ def test_watchlisted_face_alerts_once_with_right_entry(world: World) -> None:
     assert len(alerts) == 1
     a = alerts[0]
     assert a.watchlist_entry_id == f"{name}_0001" and a.watchlist_label == name
-    assert a.alert_id == alert_id_for(DEP, msg.camera_id, msg.track_id)
+    assert a.alert_id == encounter_alert_id(DEP, a.watchlist_entry_id, world.clock())
     assert a.similarity >= a.threshold and a.published_at is not None
     assert a.expires_at_epoch == int(NOW.timestamp()) + 250 // 1000 + 31 * 86400
     assert world.alerts_bucket.objects == {alert_crop_key(DEP, a.alert_id): jpeg}
@@ -239,7 +240,7 @@ def test_inactive_deployment_refused_before_embedding(world: World, case: str) -
 def test_transient_error_fails_only_that_record(world: World) -> None:
     # Two people (tracks) seen in one batch: one alert each.
     a = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 2)), track_id="trk-a")
-    b = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 3)), track_id="trk-b")
+    b = crop_message(DEP, crop_jpeg(lfw_image("Ariel_Sharon", 2)), track_id="trk-b")
     world.publisher.fail("publish", TransientStorageError("sns.publish: Throttling"))
     event = sqs_event([("a", a), ("b", b)])
     assert world.run(event) == ["a"]

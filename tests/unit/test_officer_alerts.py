@@ -25,7 +25,9 @@ ENTRIES = {"Colin_Powell_0001": {"file": "Colin_Powell_0001.jpg", "reference": "
 
 def _similarity(w: World, jpeg: bytes, track: str) -> float:
     w.run(sqs_event([(f"probe-{track}", crop_message(DEP, jpeg, track_id=track))]))
-    (rec,) = [a for a in w.alerts.list_for_deployment(DEP) if a.track_id == track]
+    (rec,) = w.alerts.list_for_deployment(DEP)
+    w.alerts.items.clear()
+    w.alerts.encounters.clear()  # measured apart: each probe its own encounter
     return rec.similarity
 
 
@@ -36,6 +38,7 @@ def ranked(world: World) -> tuple[bytes, bytes]:
     sa, sb = _similarity(world, a, "measure-a"), _similarity(world, b, "measure-b")
     assert sa != sb
     world.alerts.items.clear()
+    world.alerts.encounters.clear()
     world.alerts_bucket.objects.clear()
     world.publisher.published.clear()
     return (a, b) if sa < sb else (b, a)
@@ -93,7 +96,7 @@ def _alert(**kw: Any) -> Alert:
 
 
 def test_push_message_has_each_platforms_payload_and_no_biometric() -> None:
-    alert = _alert()
+    alert = _alert(revision=1)
     doc = json.loads(push.message(alert))
     assert set(doc) == {"default", "APNS", "APNS_SANDBOX", "GCM", "sms", "email"}
     assert all(isinstance(v, str) for v in doc.values())  # SNS requires each value to be a string
@@ -121,6 +124,20 @@ def test_push_message_has_each_platforms_payload_and_no_biometric() -> None:
         assert forbidden not in push.message(alert)
     attrs = push.message_attributes(alert)
     assert attrs["deployment_id"]["StringValue"] == "dep-x"
+
+
+def test_encounter_update_replaces_the_notification_silently() -> None:
+    first, update = _alert(revision=1), _alert(revision=3, sightings=4, cameras=("cam-7", "cam-9"))
+    a1, a3 = (json.loads(json.loads(push.message(a))["APNS"])["aps"] for a in (first, update))
+    assert a1["sound"] == "default" and a1["interruption-level"] == "time-sensitive"
+    assert "sound" not in a3 and a3["interruption-level"] == "passive"
+    assert a1["thread-id"] == a3["thread-id"] == first.alert_id
+    f1, f3 = (json.loads(json.loads(push.message(a))["GCM"])["fcmV1Message"]["message"] for a in (first, update))
+    assert f1["android"]["notification"]["sound"] == "default" and "sound" not in f3["android"]["notification"]
+    assert f1["android"]["collapse_key"] == f3["android"]["collapse_key"] == first.alert_id
+    assert f3["android"]["notification"]["tag"] == first.alert_id
+    assert push.message_attributes(update)["AWS.SNS.MOBILE.APNS.COLLAPSE_ID"]["StringValue"] == first.alert_id
+    assert "Seen 4x (cameras cam-7, cam-9)" in a3["alert"]["body"] and f3["data"]["sightings"] == "4"
 
 
 def test_push_default_reason_when_manifest_gives_none() -> None:

@@ -1,0 +1,188 @@
+"""Encounters on real DynamoDB conditional writes (moto server over HTTP): concurrent tracks of one
+person race to ONE encounter, the window, and the state items staying out of alert listings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from functions.dal.dynamodb import DynamoAlertRepository
+from functions.dal.memory import InMemoryAlertPublisher, InMemoryObjectStore
+from functions.logic.encounters import ALERTED, DUPLICATE, Encounters, encounter_alert_id, record_camera_activity
+from functions.logic.match import PendingAlert
+from lfr_cli.local.server import MotoServer
+from tests.unit.functions_support import NOW, Clock, RecordingMetrics, crop_message
+
+DEP = "dep-enc"
+ENTRY = "Jane_Doe_0001"
+TABLE = "alerts-encounters-test"
+
+
+@pytest.fixture(scope="module")
+def ddb() -> Iterator[Any]:
+    with MotoServer() as server:
+        client = server.client("dynamodb")
+        client.create_table(
+            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "deployment_id", "AttributeType": "S"},
+                                  {"AttributeName": "alert_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "deployment_id", "KeyType": "HASH"},
+                       {"AttributeName": "alert_id", "KeyType": "RANGE"}],
+        )
+        yield server
+
+
+@pytest.fixture
+def repo(ddb: Any) -> Iterator[DynamoAlertRepository]:
+    client = ddb.client("dynamodb")
+    yield DynamoAlertRepository(TABLE, client)
+    for page in client.get_paginator("scan").paginate(TableName=TABLE):
+        for item in page.get("Items", []):
+            client.delete_item(TableName=TABLE, Key={"deployment_id": item["deployment_id"],
+                                                     "alert_id": item["alert_id"]})
+
+
+def pending(track: str, similarity: float = 0.6, camera: str = "cam-1") -> PendingAlert:
+    msg = crop_message(DEP, f"jpeg-of-{track}".encode(), track_id=track).model_copy(update={"camera_id": camera})
+    return PendingAlert(message=msg, jpeg=f"jpeg-of-{track}".encode(), entry_id=ENTRY, label="Jane Doe",
+                        similarity=similarity, threshold=0.5, sent_timestamp_ms=None)
+
+
+def service(repo: DynamoAlertRepository, clock: Clock) -> tuple[Encounters, InMemoryAlertPublisher]:
+    pub = InMemoryAlertPublisher()
+    return Encounters(alerts=repo, crops=InMemoryObjectStore("alerts"), publisher=pub,
+                      metrics=RecordingMetrics(), clock=clock), pub
+
+
+def test_concurrent_tracks_of_one_person_race_to_one_encounter(repo: DynamoAlertRepository) -> None:
+    clock = Clock(NOW)
+    workers = 8
+    enc, pub = service(repo, clock)
+    barrier = threading.Barrier(workers)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        # Each worker its own client, as separate Lambda invocations would have.
+        mine = Encounters(alerts=DynamoAlertRepository(TABLE, repo._ddb.client), crops=enc.crops,
+                          publisher=pub, metrics=enc.metrics, clock=clock)
+        barrier.wait()
+        try:
+            results.append(mine.raise_alert(pending(f"t{i}", similarity=0.6), 120))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    (rec,) = repo.list_for_deployment(DEP)
+    assert rec.alert_id == encounter_alert_id(DEP, ENTRY, NOW)
+    assert rec.sightings == workers and len(rec.tracks) == workers
+    pushes = [p for p, _ in pub.published if '"revision":1,' in p]
+    assert len(pushes) == 1 and results.count(ALERTED) >= 1
+
+
+class _OpenRace:
+    """Wraps the DynamoDB client: the first time worker A is about to OPEN an encounter (its
+    extend just failed: none yet), worker B's whole sighting runs first, as a concurrent
+    invocation on another machine could."""
+
+    def __init__(self, client: Any, other: Any) -> None:
+        self._client, self._other, self.fired = client, other, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **kw: Any) -> Any:
+        if not self.fired and str(kw.get("ConditionExpression", "")).startswith("attribute_not_exists(alert_id) OR"):
+            self.fired = True
+            self._other()
+        return self._client.update_item(**kw)
+
+
+def test_the_loser_of_the_open_race_joins_the_winners_encounter(repo: DynamoAlertRepository) -> None:
+    clock = Clock(NOW)
+    b_enc, pub = service(repo, clock)
+    b_result: list[str] = []
+    raw = repo._ddb.client
+    a_repo = DynamoAlertRepository(TABLE, _OpenRace(raw, lambda: b_result.append(b_enc.raise_alert(pending("b"), 120))))
+    a_enc = Encounters(alerts=a_repo, crops=b_enc.crops, publisher=pub, metrics=b_enc.metrics,
+                       clock=lambda: NOW + timedelta(milliseconds=5))
+    assert a_enc.raise_alert(pending("a", similarity=0.55), 120) == DUPLICATE  # joined, nothing new to push
+    assert b_result == [ALERTED]
+    (rec,) = repo.list_for_deployment(DEP)
+    assert set(rec.tracks) == {"cam-1/a", "cam-1/b"} and rec.alert_id == encounter_alert_id(DEP, ENTRY, NOW)
+    assert len(pub.published) == 1
+
+
+def test_window_runs_from_the_last_sighting_and_then_a_new_encounter(repo: DynamoAlertRepository) -> None:
+    e1 = repo.sight_encounter(DEP, ENTRY, NOW, 120, 0)
+    e2 = repo.sight_encounter(DEP, ENTRY, NOW + timedelta(seconds=119), 120, 0)
+    e3 = repo.sight_encounter(DEP, ENTRY, NOW + timedelta(seconds=238), 120, 0)
+    e4 = repo.sight_encounter(DEP, ENTRY, NOW + timedelta(seconds=359), 120, 0)
+    assert e1.opened and not e2.opened and not e3.opened and e4.opened
+    assert e1.opened_at == e2.opened_at == e3.opened_at == NOW and e4.opened_at == NOW + timedelta(seconds=359)
+    other = repo.sight_encounter(DEP, "Someone_Else_0001", NOW + timedelta(seconds=1), 120, 0)
+    assert other.opened
+
+
+def test_sighting_is_idempotent_and_decided_encounters_stay_put(repo: DynamoAlertRepository) -> None:
+    clock = Clock(NOW)
+    enc, pub = service(repo, clock)
+    first = pending("t1", similarity=0.6, camera="cam-a")
+    assert enc.raise_alert(first, 120) == ALERTED
+    alert_id = encounter_alert_id(DEP, ENTRY, NOW)
+    for _ in range(2):  # redelivery: the set add changes nothing
+        repo.add_sighting(DEP, alert_id, "cam-b", "cam-b/t2", NOW)
+    (rec,) = repo.list_for_deployment(DEP)
+    assert rec.sightings == 2 and rec.cameras == ("cam-a", "cam-b")
+    assert repo.set_decision(DEP, alert_id, "not_a_match", "officer:x", NOW)
+    assert not repo.improve(DEP, alert_id, {"track_id": "t9"}, 0.99)
+    assert not repo.bump_revision(DEP, alert_id, rec.revision)
+    clock.advance(10)
+    assert enc.raise_alert(pending("t3", similarity=0.9, camera="cam-c"), 120) == DUPLICATE
+    (after,) = repo.list_for_deployment(DEP)
+    assert after.revision == 1 and after.similarity == 0.6 and after.sightings == 3 and len(pub.published) == 1
+
+
+def test_camera_activity_is_one_counter_update_per_camera(repo: DynamoAlertRepository) -> None:
+    sent = int(NOW.timestamp() * 1000) - 1500
+    record_camera_activity(repo, [(DEP, "cam-a", sent), (DEP, "cam-a", sent + 1000), (DEP, "cam-b", None)],
+                           NOW, lambda _: 31)
+    record_camera_activity(repo, [(DEP, "cam-a", None)], NOW + timedelta(seconds=61), lambda _: 31)
+    a, b = repo.camera_activity(DEP)
+    assert (a.camera_id, a.messages, b.camera_id, b.messages) == ("cam-a", 3, "cam-b", 1)
+    minute = int(NOW.timestamp()) // 60
+    assert a.per_minute == {minute: 2, minute + 1: 1} and a.queue_lag_ms == 1500.0
+    assert a.last_seen == NOW + timedelta(seconds=61)
+    assert repo.list_for_deployment(DEP) == []  # state items are not alerts
+
+
+def test_purge_of_the_deployment_deletes_its_encounter_state_not_its_alerts(repo: DynamoAlertRepository) -> None:
+    from functions.dal.memory import InMemoryAuditStore, InMemoryDeploymentRepository
+    from functions.logic.audit import AuditLog, read_events
+    from functions.logic.session import SessionService
+    from lfr_core.contracts import AuditAction, DeploymentState
+    from tests.unit.functions_support import deployment
+
+    enc, _ = service(repo, Clock(NOW))
+    enc.raise_alert(pending("t1"), 120)
+    repo.sight_encounter("dep-other", ENTRY, NOW, 120, 0)
+    record_camera_activity(repo, [(DEP, "cam-1", None)], NOW, lambda _: 31)
+    deps = InMemoryDeploymentRepository()
+    deps.create(deployment(DEP, DeploymentState.EXPIRED))
+    audit = InMemoryAuditStore()
+    svc = SessionService(deps, InMemoryObjectStore("watchlist"), clock=Clock(NOW), audit=AuditLog(audit), alerts=repo)
+    svc.purge(DEP)
+    client = repo._ddb.client
+    keys = {(i["deployment_id"]["S"], i["alert_id"]["S"]) for i in client.scan(TableName=TABLE)["Items"]}
+    assert keys == {(DEP, encounter_alert_id(DEP, ENTRY, NOW)), ("dep-other", f"enc#{ENTRY}")}
+    (purge,) = [e.parsed_event() for e in read_events(audit) if e.parsed_event().action == AuditAction.PURGE]
+    assert purge.details["encounter_state_deleted"] == 2

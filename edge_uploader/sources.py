@@ -181,7 +181,8 @@ class FrameSource:
                     delay = start_wall + t - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                captured_at = start_utc + timedelta(seconds=t)
+                # Read faster than real time, a file's own clock runs ahead of now: never stamp the future.
+                captured_at = min(start_utc + timedelta(seconds=t), utcnow())
             else:
                 t = time.monotonic() - start_wall
                 captured_at = utcnow()

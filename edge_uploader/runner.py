@@ -64,7 +64,8 @@ class RunStats:
     def line(self) -> str:
         d = self.delivery
         deliv = (f"sent={d.sent} queued={d.queued} spooled={d.spooled} in_spool={d.in_spool} "
-                 f"expired={d.expired} refused={d.refused_after_expiry}") if d else ""
+                 f"expired={d.expired} refused={d.refused_after_expiry} "
+                 f"crops_dropped={sum(d.dropped.values())}{d.dropped if d.dropped else ''}") if d else ""
         invalid = sum(self.messages_invalid.values())
         return (f"frames read={self.frames_read} processed={self.frames_processed} dropped={self.frames_dropped} "
                 f"bad={self.frames_bad} | faces={self.faces} below_gate={self.below_gate} tracks={self.tracks} | "

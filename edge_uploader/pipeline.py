@@ -12,12 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from edge_uploader.exceptions import SourceError
 from edge_uploader.quality import MIN_INTEROCULAR_PX, assess
-from edge_uploader.sources import IMAGE_SUFFIXES, list_images
+from edge_uploader.sources import IMAGE_SUFFIXES, list_images, read_still
 from lfr_core.contracts import CropMessage, InlineJpeg, Quality, TrackCrop, new_id, utcnow
 from lfr_core.face.align import align_face
 from lfr_core.face.detect import Detection, FaceDetector, pick_central
@@ -104,7 +103,7 @@ def image_folder_messages(
 ) -> Iterator[tuple[Path, CropMessage]]:
     """Each still image is its own one-frame track. Unreadable files are counted, not fatal."""
     for path in files:
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        frame = read_still(path)
         if frame is None or frame.size == 0:
             counts.unreadable.append(str(path))
             continue

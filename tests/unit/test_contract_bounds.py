@@ -167,6 +167,8 @@ def test_edge_cannot_build_what_the_cloud_would_refuse(edge_crop: Crop) -> None:
     cases: list[tuple[Crop, dict[str, Any], str]] = [
         (edge_crop, {"captured_at": utcnow() + timedelta(days=365 * 900)}, "invalid_captured_at"),
         (edge_crop, {"captured_at": utcnow().replace(year=1970)}, "invalid_captured_at"),
+        (edge_crop, {"captured_at": utcnow() - timedelta(hours=2)}, "invalid_captured_at"),  # as the cloud
+        (edge_crop, {"more": [(edge_crop, utcnow() + timedelta(hours=1))]}, "invalid_more"),
         (Crop(edge_crop.aligned_bgr, bad_det, edge_crop.quality), {}, "invalid_landmarks"),
         (edge_crop, {"track_id": "t/1"}, "invalid_track_id"),
     ]

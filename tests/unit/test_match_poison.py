@@ -101,3 +101,25 @@ def test_poison_of_every_kind_never_costs_a_listed_alert(world: World, captured_
         assert any(f"poison-{kind}-0" in line and "crop rejected" in line for line in captured_logs.lines), kind
     print(f"\npoison: records={len(records)} poison={sum(rejected.values())} rejected_by_reason={dict(rejected)} "
           f"listed_tracks={len(listed)} alerted={len(alerts)} lost=0 batches={len(batches)}")
+
+
+def test_an_unforeseen_decoder_exception_rejects_only_its_record(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backstop: should the decoder ever raise something untyped, that record alone is consumed."""
+    from functions.logic import match as match_logic
+
+    bomb = crop_jpeg(lfw_image("Ariel_Sharon", 2))
+    real_decode = match_logic.decode_jpeg
+
+    def decode(data: bytes, expect_size: tuple[int, int] | None = None) -> Any:
+        if data == bomb:
+            raise RecursionError("a decoder bug")
+        return real_decode(data, expect_size=expect_size)
+
+    monkeypatch.setattr(match_logic, "decode_jpeg", decode)
+    ok = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 2)), track_id="ok")
+    assert world.run({"Records": [sqs_record("bomb", crop_message(DEP, bomb, track_id="b").model_dump_json()),
+                                  sqs_record("ok", ok.model_dump_json())]}) == []
+    assert [a.track_id for a in world.alerts.list_for_deployment(DEP)] == ["ok"]
+    assert world.metrics.counts[("CropsRejected", (("reason", "undecodable"),))] == 1

@@ -9,7 +9,9 @@ Decoding is the first thing a hostile byte string meets, so it is strict and tot
 - the size is read from the header and bounded before a pixel is decoded (decompression bombs);
 - a JPEG must be complete: libjpeg fills a scan cut short (or cut and given a fake `FFD9`) with
   grey and only warns, so the scan of a sequential JPEG is walked here, MCU by MCU, and must end
-  exactly where the data ends at EOI (`verify_jpeg_complete`);
+  exactly where the data ends at EOI (`verify_jpeg_complete`); a PNG's chunks must all be there,
+  CRC-checked, up to an IEND that ends the data (`verify_png_complete`). Neither depends on
+  Pillow's global LOAD_TRUNCATED_IMAGES (nor changes it: other threads may share the process);
 - ANY exception from the image library is an `InvalidImageError` with a reason tag, so a caller
   can reject one record and carry on with the rest.
 """
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from collections.abc import Callable, Collection
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 from lfr_core.errors import InvalidImageError
 
@@ -92,21 +95,17 @@ def decode_image(
     kind = "JPEG" if data.startswith(JPEG_MAGIC) else "PNG" if data.startswith(PNG_MAGIC) else None
     if kind is None or kind not in formats:
         raise InvalidImageError("not_jpeg" if set(formats) == {"JPEG"} else "unsupported_format")
-    if kind == "JPEG":
-        _w, _h, is_progressive = verify_jpeg_complete(
-            data, size_check=lambda w, h: _check_size(w, h, expect_size, max_pixels)
-        )
-        if is_progressive and not progressive:
-            raise InvalidImageError("not_baseline", "progressive JPEG")
-    else:
-        # The PNG header (IHDR, always first) gives the size before Pillow allocates anything.
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise InvalidImageError("corrupt", "PNG without IHDR")
-        _check_size(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), expect_size, max_pixels)
     try:
-        # Every setting that makes Pillow lenient is off for this call, whatever a caller set globally.
-        truncated_setting = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        # Structure first, from our own parsers: size bounded and completeness proven before
+        # Pillow (whose LOAD_TRUNCATED_IMAGES a caller may have turned on) decodes a pixel.
+        if kind == "JPEG":
+            _w, _h, is_progressive = verify_jpeg_complete(
+                data, size_check=lambda w, h: _check_size(w, h, expect_size, max_pixels)
+            )
+            if is_progressive and not progressive:
+                raise InvalidImageError("not_baseline", "progressive JPEG")
+        else:
+            verify_png_complete(data, size_check=lambda w, h: _check_size(w, h, expect_size, max_pixels))
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[kind]) as im:
@@ -119,11 +118,9 @@ def decode_image(
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError("too_large", type(exc).__name__) from exc
-    except Exception as exc:  # any failure of the image library is this record's, never the caller's
+    except Exception as exc:  # any failure of the image library (or our parsers) is this record's, never the caller's
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise InvalidImageError(reason, f"{len(data)} bytes not decodable ({type(exc).__name__})") from exc
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_setting
     img = np.asarray(rgb, dtype=np.uint8)
     if img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
         raise InvalidImageError("corrupt", f"{len(data)} bytes decoded to shape {img.shape}")
@@ -141,6 +138,41 @@ def _check_size(width: int, height: int, expect_size: tuple[int, int] | None, ma
         raise InvalidImageError("wrong_size", f"got {width}x{height}, expected {w}x{h}")
     if not (0 < width <= MAX_DECODE_SIDE and 0 < height <= MAX_DECODE_SIDE) or width * height > max_pixels:
         raise InvalidImageError("too_large", f"{width}x{height}")
+
+
+# -- PNG structure -------------------------------------------------------------------------------
+
+
+def verify_png_complete(data: bytes, *, size_check: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Walk a PNG's chunks (each CRC checked) from IHDR to an IEND that ends the data; return (width, height)."""
+    if not data.startswith(PNG_MAGIC):
+        raise InvalidImageError("unsupported_format")
+    pos, n = len(PNG_MAGIC), len(data)
+    first = True
+    width = height = 0
+    while True:
+        if pos + 12 > n:
+            raise InvalidImageError("truncated", "PNG ends inside a chunk header")
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        tag = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if length > 0x7FFFFFFF or end > n:
+            raise InvalidImageError("truncated", "PNG ends inside a chunk")
+        body = data[pos + 8 : pos + 8 + length]
+        if zlib.crc32(tag + body) & 0xFFFFFFFF != int.from_bytes(data[end - 4 : end], "big"):
+            raise InvalidImageError("corrupt", "PNG chunk CRC")
+        if first:
+            if tag != b"IHDR" or length != 13:
+                raise InvalidImageError("corrupt", "PNG without IHDR")
+            width, height = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+            if size_check is not None:
+                size_check(width, height)
+            first = False
+        pos = end
+        if tag == b"IEND":
+            if pos != n:
+                raise InvalidImageError("corrupt", f"{n - pos} bytes after IEND")
+            return width, height
 
 
 # -- JPEG structure ------------------------------------------------------------------------------

@@ -72,8 +72,14 @@ def test_truncation_is_refused_even_if_someone_turned_lenient_loading_on(
         with pytest.raises(InvalidImageError) as ei:
             decode_jpeg(bad, expect_size=(112, 112))
         assert ei.value.reason == "truncated"
+    png = poison.as_png(lfw_image("Colin_Powell", 1).read_bytes())
+    for bad in (png[: len(png) // 2], png[: len(png) // 2] + png[-12:]):  # cut; cut with its IEND put back
+        with pytest.raises(InvalidImageError) as ei:
+            decode_image(bad)
+        assert ei.value.reason in {"truncated", "corrupt"}
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
     assert decode_jpeg(crop, expect_size=(112, 112)).shape == (112, 112, 3)
+    assert decode_image(png).ndim == 3
 
 
 def test_any_exception_inside_the_image_library_is_a_rejection(crop: bytes, monkeypatch: pytest.MonkeyPatch) -> None:

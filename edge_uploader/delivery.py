@@ -9,7 +9,12 @@
   never sent;
 - after the deployment's `expires_at` nothing more is sent (the cloud refuses late crops too;
   this is defence in depth): queued and spooled crops are dropped and counted as refused;
-- `close()` gives the spool a bounded time to drain, then destroys it, so at exit it is empty or gone.
+- `close()` gives the spool a bounded time to drain, then destroys it, so at exit it is empty or gone;
+- a spool write that fails (a full disk) never escapes `submit()` or stops the sender: the crop is
+  held in the bounded in-memory queue instead, the spool is retried every `probe_interval_s`, and
+  when memory is full too the OLDEST held crop is dropped and counted with the reason. Every
+  submitted crop ends up in exactly one counter: sent, failed, expired, refused, dropped (by
+  reason), or still queued / spooled (`DeliveryStats.unaccounted` is 0 whenever the sender is idle).
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from edge_uploader.exceptions import SpoolError
 from edge_uploader.sender import SQS_BATCH, SqsSender
 from edge_uploader.spool import DEFAULT_TTL_S, Spool
 from lfr_core.contracts import CropMessage
@@ -44,6 +50,19 @@ class DeliveryStats:
     failed: int  # refused by SQS as malformed (will never succeed)
     link_up: bool
     spool_destroyed: int = 0  # entries still in the spool when it was destroyed at exit
+    submitted: int = 0  # every crop message handed to `submit()`
+    # Crops given up on, by reason: disk_full / io_error (spool unwritable and memory full),
+    # spool_unreadable (an entry that could not be read back), unsent_at_exit.
+    dropped: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0  # taken by the sender thread and not yet counted anywhere
+
+    @property
+    def unaccounted(self) -> int:
+        """Submitted crops in no counter: 0 unless a crop was lost without a reason."""
+        return self.submitted - (
+            self.sent + self.failed + self.expired + self.refused_after_expiry + sum(self.dropped.values())
+            + self.queued + self.in_spool + self.spool_destroyed + self.in_flight
+        )
 
 
 class Delivery:
@@ -77,6 +96,11 @@ class Delivery:
         self._next_probe = 0.0
         self._sent = self._spooled = self._expired = self._refused = self._failed = 0
         self._destroyed = 0
+        self._submitted = 0
+        self._dropped: Counter[str] = Counter()
+        self._in_flight = 0
+        self._spool_retry_at = 0.0  # after a failed spool write, when to try the disk again
+        self._spool_failure: str | None = None
         self._busy = False
         self._thread = threading.Thread(target=self._run, name="lfr-edge-sender", daemon=True)
         self._thread.start()
@@ -87,6 +111,9 @@ class Delivery:
         return self.expires_at is not None and self._clock() >= self.expires_at
 
     def submit(self, msg: CropMessage) -> None:
+        """Never raises for a delivery fault (network, disk): the crop is queued, spooled or counted."""
+        with self._cond:
+            self._submitted += 1
         if self.deployment_expired():
             with self._cond:
                 self._refused += 1
@@ -96,15 +123,20 @@ class Delivery:
                 self._queue.append(msg)
                 self._cond.notify_all()
                 return
-        # The sender is stuck behind a dead link: keep the crop encrypted rather than in an unbounded queue.
-        self._to_spool([msg])
+        # The sender is stuck behind a dead link: keep the crop encrypted rather than in an unbounded
+        # queue; if the disk refuses it too, memory keeps the newest crops and drops the oldest.
+        self._hold(self._to_spool([msg]), front=False)
 
     def stats(self) -> DeliveryStats:
         with self._cond:
+            dropped = dict(self._dropped)
+            if self.spool.unreadable:
+                dropped["spool_unreadable"] = self.spool.unreadable
             return DeliveryStats(
                 sent=self._sent, queued=len(self._queue), spooled=self._spooled, in_spool=len(self.spool),
                 expired=self._expired + self.spool.expired, refused_after_expiry=self._refused,
                 failed=self._failed, link_up=self._link_up, spool_destroyed=self._destroyed,
+                submitted=self._submitted, dropped=dropped, in_flight=self._in_flight,
             )
 
     # -- sender thread ---------------------------------------------------------------------------
@@ -112,11 +144,47 @@ class Delivery:
     def _expiry_of(self, msg: CropMessage) -> float:
         return msg.captured_at.timestamp() + self.ttl_s
 
-    def _to_spool(self, msgs: list[CropMessage]) -> None:
-        for m in msgs:
-            self.spool.put(m, self._expiry_of(m))
+    def _to_spool(self, msgs: list[CropMessage]) -> list[CropMessage]:
+        """Spools `msgs` in order; returns those the spool could not take (its disk full or failing)."""
+        if not msgs or self._clock() < self._spool_retry_at:
+            return list(msgs)  # it failed a moment ago: do not hammer a full disk for every crop
+        done = 0
+        try:
+            for m in msgs:
+                self.spool.put(m, self._expiry_of(m))
+                done += 1
+        except SpoolError as exc:
+            reason = getattr(exc, "reason", "spool_error")
+            with self._cond:
+                self._spool_retry_at = self._clock() + self.probe_interval_s
+                if self._spool_failure != reason:
+                    log.warning("spool unwritable (%s): holding up to %d crops in memory", reason, self.max_queue)
+                self._spool_failure = reason
         with self._cond:
-            self._spooled += len(msgs)
+            self._spooled += done
+            if done == len(msgs) and self._spool_failure is not None:
+                log.warning("spool writable again")
+                self._spool_failure = None
+        return list(msgs[done:])
+
+    def _hold(self, msgs: list[CropMessage], *, front: bool) -> None:
+        """Keep crops the spool refused in the in-memory queue, dropping (and counting) the oldest beyond it."""
+        if not msgs:
+            return
+        with self._cond:
+            if front:  # older than anything queued: they go first
+                self._queue.extendleft(reversed(msgs))
+            else:
+                self._queue.extend(msgs)
+            while len(self._queue) > self.max_queue:
+                self._queue.popleft()
+                self._dropped[self._spool_failure or "spool_error"] += 1
+            self._cond.notify_all()
+
+    def _stalled(self) -> bool:
+        """Nothing can move now: the link is down until the next probe and the spool refuses writes."""
+        now = self._clock()
+        return not self._link_up and now < self._next_probe and now < self._spool_retry_at
 
     def _send(self, msgs: list[CropMessage], probe: bool) -> set[str]:
         """Sends; returns the ids SQS did not take for a reason that may pass (to keep for later)."""
@@ -143,11 +211,13 @@ class Delivery:
         with self._cond:
             batch = [self._queue.popleft() for _ in range(min(SQS_BATCH, len(self._queue)))]
             self._busy = True
+            self._in_flight = len(batch)
         try:
             self._step_with(batch)
         finally:
             with self._cond:
                 self._busy = False
+                self._in_flight = 0
 
     def _step_with(self, batch: list[CropMessage]) -> None:
         now = self._clock()
@@ -163,11 +233,11 @@ class Delivery:
                 self._expired += len(batch) - len(live)
         if live:
             if not self._link_up and now < self._next_probe:
-                self._to_spool(live)
+                self._hold(self._to_spool(live), front=True)
             else:
                 kept = self._send(live, probe=not self._link_up)
                 if kept:
-                    self._to_spool([m for m in live if m.message_id in kept])
+                    self._hold(self._to_spool([m for m in live if m.message_id in kept]), front=True)
         self.spool.purge_expired()
         if len(self.spool) and (self._link_up or self._clock() >= self._next_probe):
             entries = self.spool.oldest(SQS_BATCH)
@@ -180,10 +250,12 @@ class Delivery:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._queue and not self._stopping:
+                if not self._stopping and (not self._queue or self._stalled()):
                     self._cond.wait(0.25)
-                if self._stopping and not self._queue:
-                    return
+                if self._stopping and (not self._queue or self._stalled()):
+                    return  # `close()` takes over what is left
+                if self._stalled():
+                    continue
             try:
                 self._step()
             except Exception:  # the sender thread must outlive any one bad batch
@@ -199,12 +271,17 @@ class Delivery:
             self._cond.notify_all()
         self._thread.join()
         deadline = time.monotonic() + drain_timeout_s
-        while len(self.spool) and time.monotonic() < deadline and not self.deployment_expired():
+        while (len(self.spool) or self._queue) and time.monotonic() < deadline and not self.deployment_expired():
             if self._link_up or self._clock() >= self._next_probe:
                 self._step()
             else:
                 time.sleep(0.1)
         with self._cond:
+            if self._queue and self.deployment_expired():
+                self._refused += len(self._queue)
+            elif self._queue:
+                self._dropped["unsent_at_exit"] += len(self._queue)  # held in memory, never sent
+            self._queue.clear()
             self._destroyed = self.spool.destroy()
         return self.stats()
 

@@ -17,3 +17,14 @@ class SpoolError(EdgeError):
 
 class PreviewError(EdgeError):
     """The preview video cannot be written."""
+
+
+class SpoolWriteError(SpoolError):
+    """An entry could not be written (disk full, I/O error, spool closed); nothing partial was left.
+
+    `reason` is a short tag for counters and logs: disk_full, io_error or spool_closed.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason

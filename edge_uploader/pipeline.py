@@ -12,13 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from edge_uploader.exceptions import SourceError
 from edge_uploader.quality import MIN_INTEROCULAR_PX, assess
-from edge_uploader.sources import IMAGE_SUFFIXES, list_images
-from lfr_core.contracts import CropMessage, InlineJpeg, Quality, TrackCrop, new_id, utcnow
+from edge_uploader.sources import IMAGE_SUFFIXES, list_images, read_still
+from lfr_core.contracts import CropMessage, InlineJpeg, Quality, new_id, utcnow, validation_context
 from lfr_core.face.align import align_face
 from lfr_core.face.detect import Detection, FaceDetector, pick_central
 from lfr_core.face.image import encode_jpeg
@@ -40,21 +39,27 @@ class Crop:
     ) -> CropMessage:
         """This crop as a message; `more`: the track's other crops (and when each was captured)."""
         lm = self.detection.landmarks
-        return CropMessage(
-            deployment_id=deployment_id,
-            camera_id=camera_id,
-            track_id=track_id,
-            captured_at=captured_at,
-            image=InlineJpeg.from_bytes(encode_jpeg(self.aligned_bgr, quality=jpeg_quality)),
-            landmarks=tuple((float(x), float(y)) for x, y in lm),  # type: ignore[arg-type]
-            quality=self.quality,
-            more=tuple(
-                TrackCrop(
-                    captured_at=at, quality=c.quality,
-                    image=InlineJpeg.from_bytes(encode_jpeg(c.aligned_bgr, quality=jpeg_quality)),
-                )
-                for c, at in more
-            ),
+        # Validated against this clock, like the match function does against its own: the edge
+        # cannot build (so never sends) what the cloud would refuse.
+        return CropMessage.model_validate(
+            {
+                "deployment_id": deployment_id,
+                "camera_id": camera_id,
+                "track_id": track_id,
+                "captured_at": captured_at,
+                "image": InlineJpeg.from_bytes(encode_jpeg(self.aligned_bgr, quality=jpeg_quality)),
+                "landmarks": tuple((float(x), float(y)) for x, y in lm),
+                "quality": self.quality,
+                "more": tuple(
+                    {
+                        "captured_at": at,
+                        "quality": c.quality,
+                        "image": InlineJpeg.from_bytes(encode_jpeg(c.aligned_bgr, quality=jpeg_quality)),
+                    }
+                    for c, at in more
+                ),
+            },
+            context=validation_context(utcnow()),
         )
 
 
@@ -104,7 +109,7 @@ def image_folder_messages(
 ) -> Iterator[tuple[Path, CropMessage]]:
     """Each still image is its own one-frame track. Unreadable files are counted, not fatal."""
     for path in files:
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        frame = read_still(path)
         if frame is None or frame.size == 0:
             counts.unreadable.append(str(path))
             continue

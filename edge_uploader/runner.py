@@ -12,13 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from edge_uploader.delivery import DeliveryStats
 from edge_uploader.pipeline import FaceCropper
 from edge_uploader.preview import Annotation, PreviewWriter, Status
 from edge_uploader.sampler import Bundle, SamplingPolicy, TrackSampler
 from edge_uploader.sources import Frame, FrameSource
 from edge_uploader.tracker import DEFAULT_MAX_GAP_S, Tracker
-from lfr_core.contracts import CropMessage
+from lfr_core.contracts import CropMessage, rejection_reason
 from lfr_core.face.detect import Detection
 
 CropHook = Callable[[CropMessage, Frame, Detection], None]
@@ -46,6 +48,9 @@ class RunStats:
     tracks: int = 0  # confirmed tracks (>= min_hits detections)
     crops_selected: int = 0
     messages_sent: int = 0  # one per track: its crops travel together
+    # Tracks whose message failed the contract's plausibility bounds (the cloud would refuse it):
+    # dropped here, counted per reason tag, never sent.
+    messages_invalid: dict[str, int] = field(default_factory=dict)
     crops_per_track: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     detect_s: float = 0.0
@@ -59,10 +64,12 @@ class RunStats:
     def line(self) -> str:
         d = self.delivery
         deliv = (f"sent={d.sent} queued={d.queued} spooled={d.spooled} in_spool={d.in_spool} "
-                 f"expired={d.expired} refused={d.refused_after_expiry}") if d else ""
+                 f"expired={d.expired} refused={d.refused_after_expiry} "
+                 f"crops_dropped={sum(d.dropped.values())}{d.dropped if d.dropped else ''}") if d else ""
+        invalid = sum(self.messages_invalid.values())
         return (f"frames read={self.frames_read} processed={self.frames_processed} dropped={self.frames_dropped} "
                 f"bad={self.frames_bad} | faces={self.faces} below_gate={self.below_gate} tracks={self.tracks} | "
-                f"track messages {deliv} | {self.fps:.1f} fps")
+                f"track messages {deliv}{f' invalid={invalid}' if invalid else ''} | {self.fps:.1f} fps")
 
 
 class Uploader:
@@ -155,10 +162,16 @@ class Uploader:
         if bundle is None:
             return
         (best, frame), rest = bundle.best, bundle.crops[1:]
-        msg = best.to_message(
-            deployment_id=self.deployment_id, camera_id=self.camera_id, track_id=bundle.track_id,
-            captured_at=frame.captured_at, more=[(c, f.captured_at) for c, f in rest],
-        )
+        try:
+            msg = best.to_message(
+                deployment_id=self.deployment_id, camera_id=self.camera_id, track_id=bundle.track_id,
+                captured_at=frame.captured_at, more=[(c, f.captured_at) for c, f in rest],
+            )
+        except ValidationError as exc:
+            # Built through the one contract: what the cloud would reject is not sent (nor crashes the run).
+            reason = rejection_reason(exc)
+            stats.messages_invalid[reason] = stats.messages_invalid.get(reason, 0) + 1
+            return
         self.delivery.submit(msg)
         stats.messages_sent += 1
         stats.crops_selected += len(bundle.crops)

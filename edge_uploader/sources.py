@@ -71,6 +71,18 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
+def read_still(path: Path) -> np.ndarray | None:
+    """A still image as BGR, or None if it cannot be used (unreadable, corrupt, absurdly large).
+
+    cv2.imread returns None for most bad files but RAISES cv2.error for some (a header claiming
+    more pixels than OpenCV's limit): one such file must not end a run.
+    """
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+
+
 def _usable(frame: np.ndarray | None) -> bool:
     return frame is not None and frame.ndim == 3 and frame.shape[0] > 0 and frame.shape[1] > 0
 
@@ -99,7 +111,7 @@ class FrameSource:
         if self.kind == "folder":
             self._files = list_images(Path(spec))
             self.n_frames = len(self._files)
-            first_img = cv2.imread(str(self._files[0]), cv2.IMREAD_COLOR)
+            first_img = read_still(self._files[0])
             if _usable(first_img):
                 assert first_img is not None
                 self.size = (first_img.shape[1], first_img.shape[0])
@@ -181,7 +193,8 @@ class FrameSource:
                     delay = start_wall + t - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                captured_at = start_utc + timedelta(seconds=t)
+                # Read faster than real time, a file's own clock runs ahead of now: never stamp the future.
+                captured_at = min(start_utc + timedelta(seconds=t), utcnow())
             else:
                 t = time.monotonic() - start_wall
                 captured_at = utcnow()
@@ -196,14 +209,15 @@ class FrameSource:
         for index, path in enumerate(self._files):
             if self._stop.is_set():
                 return
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = read_still(path)
             if not _usable(image):
                 self.counts.bad += 1
                 continue
             assert image is not None
             self.counts.read += 1
             # Each still is its own moment; one second apart keeps per-track timing rules meaningful.
-            self._put(Frame(index, float(index), image, start_utc + timedelta(seconds=index)))
+            # (Never stamped in the future: the contract refuses a capture time ahead of the clock.)
+            self._put(Frame(index, float(index), image, min(start_utc + timedelta(seconds=index), utcnow())))
         if self.counts.read == 0:
             raise SourceError(f"no readable images under {self.spec} ({self.counts.bad} unreadable)")
 

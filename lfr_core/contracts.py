@@ -8,12 +8,22 @@ changes here changes for both sides at once.
 from __future__ import annotations
 
 import base64
+import binascii
+import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 CROP_SIZE = 112  # SFace input: aligned 112x112
@@ -25,6 +35,64 @@ MAX_INLINE_JPEG_BYTES = 64 * 1024
 MAX_TRACK_CROPS = 3
 
 DeploymentId = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+# Ids that reach logs, metrics and S3 keys: short, printable, no separators an attacker could use.
+MessageId = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+SourceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+# Plausibility bounds of a crop message: one place, applied where the edge builds a message and
+# where the match function parses one, so both reject the same things.
+# No lfr deployment existed before this: a capture time earlier is a broken clock or a forgery.
+EARLIEST_CAPTURE = datetime(2025, 1, 1, tzinfo=UTC)
+# A camera clock this far ahead of the receiver's is wrong (the edge checks against its own clock).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+# Older than this, a crop cannot be live: the edge spool keeps one 5 min, the queue 15 min, the
+# DLQ 20 min. Checked by a receiver that passes its clock (`validation_context`).
+MAX_CAPTURE_AGE = timedelta(hours=1)
+# Landmarks are in source-frame pixels: a frame is at most this wide or high (8K is 7680), and a
+# detection may reach a little past its edge.
+MAX_FRAME_SIDE_PX = 16_384.0
+LANDMARK_MARGIN_PX = 1_024.0
+# Eyes further apart than this would need a face wider than any frame above.
+MAX_INTEROCULAR_PX = 4_096.0
+# Sharpness is the variance of the 3x3 Laplacian of an 8-bit image; the Laplacian is within
+# +-4*255, so its variance cannot exceed 1020**2.
+MAX_SHARPNESS = 1020.0**2
+
+
+def validation_context(now: datetime) -> dict[str, datetime]:
+    """Context for `CropMessage.model_validate_json(..., context=...)`: the receiver's clock."""
+    return {"now": now}
+
+
+def _check_capture_time(v: datetime, info: ValidationInfo) -> datetime:
+    ctx = info.context if isinstance(info.context, dict) else {}
+    now = ctx.get("now")
+    if not isinstance(now, datetime):
+        now = datetime.now(UTC)
+    if v < EARLIEST_CAPTURE:
+        raise ValueError("captured before any deployment could exist")
+    if v > now + MAX_CLOCK_SKEW:
+        raise ValueError("captured in the future")
+    if "now" in ctx and v < now - MAX_CAPTURE_AGE:
+        raise ValueError("captured too long ago to be live")
+    return v
+
+
+def rejection_reason(exc: ValidationError) -> str:
+    """A bounded, content-free reason tag for a message that failed validation (for metrics and logs).
+
+    A malformed message (not JSON, missing or unknown fields) is `invalid_message`; a well-formed
+    one with an implausible value is `invalid_<top-level field>`. Never the value, never a key the
+    sender chose (an unknown key is attacker-controlled text).
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    fields = CropMessage.model_fields
+    for err in errors:
+        loc = err.get("loc") or ()
+        if err.get("type") in ("missing", "extra_forbidden", "json_invalid", "json_type", "model_type") or not loc:
+            return "invalid_message"
+    first = (errors[0].get("loc") or ("",))[0] if errors else ""
+    return f"invalid_{first}" if isinstance(first, str) and first in fields else "invalid_message"
 
 
 def new_id() -> str:
@@ -36,7 +104,8 @@ def utcnow() -> datetime:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and infinities parse from JSON (`NaN`, `Infinity`) unless refused: no field may hold one.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DeploymentState(StrEnum):
@@ -60,6 +129,12 @@ class InlineJpeg(_Frozen):
     def _bounded(cls, v: str) -> str:
         if len(v) > MAX_INLINE_JPEG_BYTES * 4 // 3 + 4:
             raise ValueError(f"inline crop larger than {MAX_INLINE_JPEG_BYTES} bytes")
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64") from None
+        if not raw:
+            raise ValueError("empty crop")
         return v
 
     @classmethod
@@ -74,8 +149,8 @@ class S3Pointer(_Frozen):
     """For crops too large to inline; the object lives under the deployment's prefix."""
 
     kind: Literal["s3"] = "s3"
-    bucket: str
-    key: str
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    key: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9!_.*'()/-]+$")
 
 
 class Quality(_Frozen):
@@ -83,12 +158,13 @@ class Quality(_Frozen):
 
     score: float = Field(ge=0.0, le=1.0)
     detector_score: float = Field(ge=0.0, le=1.0)
-    interocular_px: float = Field(ge=0.0)
-    sharpness: float = Field(ge=0.0)
+    interocular_px: float = Field(gt=0.0, le=MAX_INTEROCULAR_PX)
+    sharpness: float = Field(ge=0.0, le=MAX_SHARPNESS)
     frontal: float = Field(ge=0.0, le=1.0)
 
 
-Point = tuple[float, float]
+Coordinate = Annotated[float, Field(ge=-LANDMARK_MARGIN_PX, le=MAX_FRAME_SIDE_PX + LANDMARK_MARGIN_PX)]
+Point = tuple[Coordinate, Coordinate]
 
 
 class TrackCrop(_Frozen):
@@ -97,6 +173,8 @@ class TrackCrop(_Frozen):
     captured_at: AwareDatetime
     image: InlineJpeg
     quality: Quality
+
+    _captured = field_validator("captured_at")(_check_capture_time)
 
 
 class CropMessage(_Frozen):
@@ -108,10 +186,10 @@ class CropMessage(_Frozen):
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    message_id: str = Field(default_factory=new_id, min_length=8, max_length=64)
+    message_id: MessageId = Field(default_factory=new_id)
     deployment_id: DeploymentId
-    camera_id: str = Field(min_length=1, max_length=64)
-    track_id: str = Field(min_length=1, max_length=64)
+    camera_id: SourceId
+    track_id: SourceId
     captured_at: AwareDatetime
     image: Annotated[InlineJpeg | S3Pointer, Field(discriminator="kind")]
     landmarks: tuple[Point, Point, Point, Point, Point] = Field(
@@ -119,6 +197,16 @@ class CropMessage(_Frozen):
     )
     quality: Quality
     more: tuple[TrackCrop, ...] = Field(default=(), max_length=MAX_TRACK_CROPS - 1)
+
+    _captured = field_validator("captured_at")(_check_capture_time)
+
+    @field_validator("landmarks")
+    @classmethod
+    def _plausible_face(cls, v: tuple[Point, Point, Point, Point, Point]) -> tuple[Point, Point, Point, Point, Point]:
+        (rx, ry), (lx, ly) = v[0], v[1]
+        if not 1.0 <= math.hypot(lx - rx, ly - ry) <= MAX_INTEROCULAR_PX:
+            raise ValueError("eyes not a face's width apart")
+        return v
 
     @property
     def n_crops(self) -> int:

@@ -33,7 +33,7 @@ from lfr_core.contracts import DeploymentState
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.align import align_face, interocular_px
 from lfr_core.face.detect import Detection, pick_central
-from lfr_core.face.image import decode_jpeg
+from lfr_core.face.image import decode_image
 from lfr_core.layout import watchlist_entries_key, watchlist_images_prefix, watchlist_index_key
 
 S = DeploymentState
@@ -199,7 +199,8 @@ class BuildService:
         if len(data) > MAX_IMAGE_BYTES:
             return "too_large"
         try:
-            image = decode_jpeg(data)
+            # The same strict decoder as crops (JPEG or PNG here): any image-library error is this file's reject.
+            image = decode_image(data)
         except InvalidImageError:
             return "undecodable"
         faces = self.detector.detect(image)

@@ -50,7 +50,17 @@ from functions.observability import (
     MetricsSink,
     logger,
 )
-from lfr_core.contracts import CROP_SIZE, AuditAction, CropMessage, InlineJpeg, S3Pointer, utcnow
+from lfr_core.contracts import (
+    CROP_SIZE,
+    MAX_CLOCK_SKEW,
+    AuditAction,
+    CropMessage,
+    InlineJpeg,
+    S3Pointer,
+    rejection_reason,
+    utcnow,
+    validation_context,
+)
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.image import decode_jpeg
 from lfr_core.layout import (
@@ -123,6 +133,13 @@ class _Caches:
     entries: dict[str, tuple[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)  # same key
 
 
+def _captured_in_window(dep: DeploymentRecord, *times: datetime) -> bool:
+    """A crop captured before its deployment started (or after it ended) was taken without authority."""
+    if dep.started_at is None or dep.expires_at is None:
+        return False
+    return all(dep.started_at - MAX_CLOCK_SKEW <= t <= dep.expires_at + MAX_CLOCK_SKEW for t in times)
+
+
 def sent_timestamp_ms(record: Mapping[str, Any]) -> int | None:
     raw = (record.get("attributes") or {}).get("SentTimestamp")
     try:
@@ -175,10 +192,11 @@ class MatchService:
         for rec in records:
             sqs_id = str(rec.get("messageId", ""))
             try:
-                msg = CropMessage.model_validate_json(rec.get("body") or "")
-            except ValidationError:
-                # The pydantic error text echoes the input, which may be a face: reason only.
-                results[sqs_id] = self._reject(sqs_id, "invalid_message")
+                # The contract's plausibility bounds, against this function's clock.
+                msg = CropMessage.model_validate_json(rec.get("body") or "", context=validation_context(now))
+            except ValidationError as exc:
+                # The pydantic error text echoes the input, which may be a face: a field tag only.
+                results[sqs_id] = self._reject(sqs_id, rejection_reason(exc))
                 continue
             parsed.append((sqs_id, msg, sent_timestamp_ms(rec)))
 
@@ -206,6 +224,8 @@ class MatchService:
         valid: list[_Valid] = []
         for sqs_id, msg, dep, sent in live:
             try:
+                if not _captured_in_window(dep, msg.captured_at, *(c.captured_at for c in msg.more)):
+                    raise InvalidCropError("captured_outside_deployment")
                 jpeg = self._crop_bytes(msg)
                 # A track's crops are decided together: one bad crop refuses the whole message.
                 images = [
@@ -218,6 +238,9 @@ class MatchService:
                 results[sqs_id] = self._reject(sqs_id, exc.reason)
             except TransientStorageError as exc:
                 results[sqs_id] = Prepared(error=exc)
+            except Exception as exc:  # decode_jpeg types every image-library error; this is the backstop
+                logger.warning("crop decode failed", extra={"sqs_message_id": sqs_id, "error_type": type(exc).__name__})
+                results[sqs_id] = self._reject(sqs_id, "undecodable")
             else:
                 valid.append(_Valid(sqs_id, msg, dep, jpeg, images, sent))
 

@@ -161,3 +161,33 @@ def test_durations(text: str, seconds: int) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_hostile_stills_in_a_folder_are_counted_and_the_run_goes_on(
+    lfw_sample: list[Path], cropper: FaceCropper, tmp_path: Path
+) -> None:
+    """cv2.imread RAISES (not returns None) on a header claiming too many pixels: one file ended the run."""
+    from edge_uploader.sources import FrameSource
+    from lfr_core.contracts import utcnow
+    from tests.unit import poison
+
+    photo = lfw_sample[0].read_bytes()
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for i, p in enumerate(lfw_sample):
+        (folder / f"a{i}-{p.name}").symlink_to(p)
+    bad = {"huge.jpg": poison.huge_dimensions(photo), "bomb.png": poison.png_bomb(40000, 40000),
+           "dds.jpg": poison.dds_header(), "random.jpg": poison.random_bytes(b""), "empty.jpg": b""}
+    for name, data in bad.items():
+        (folder / f"z-{name}").write_bytes(data)
+
+    counts = GateCounts()
+    out = list(image_folder_messages(sorted(folder.iterdir()), cropper, deployment_id="dep-1", camera_id="cam",
+                                     counts=counts, faces="central"))
+    assert sorted(Path(u).name for u in counts.unreadable) == sorted(f"z-{n}" for n in bad)
+    assert counts.frames == len(lfw_sample) and len(out) == counts.passed >= len(lfw_sample) - 1
+
+    with FrameSource(str(folder)) as source:
+        frames = list(source.frames())
+    assert len(frames) == len(lfw_sample) and source.counts.bad == len(bad)
+    assert all(f.captured_at <= utcnow() for f in frames)  # stills are never stamped in the future

@@ -25,7 +25,7 @@ from lfr_core.errors import InvalidImageError
 from lfr_core.face.align import align_face, similarity_transform
 from lfr_core.face.detect import DEFAULT_UPSCALE_MIN_SIDE, MAX_UPSCALE, FaceDetector, pick_central, resize_cubic
 from lfr_core.face.embed import FaceEmbedder
-from lfr_core.face.image import decode_jpeg, encode_jpeg
+from lfr_core.face.image import decode_image, decode_jpeg, encode_jpeg
 from tests.unit.functions_support import require_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_jpeg_round_trip_and_typed_errors() -> None:
         (b"", "empty"),
         (data[: len(data) // 2], "truncated"),
         (b"\xff\xd8 not really a jpeg \xff\xd9", "corrupt"),
-        (b"plain text", "corrupt"),
+        (b"plain text", "not_jpeg"),
         (encode_jpeg(np.zeros((150, 150, 3), np.uint8)), "wrong_size"),
     ):
         with pytest.raises(InvalidImageError) as exc:
@@ -226,7 +226,13 @@ def test_decode_applies_exif_orientation_and_greyscale() -> None:
     assert np.abs(img.astype(int) - ref).max() <= 2
     grey = io.BytesIO()
     Image.fromarray(np.full((10, 12), 90, np.uint8)).save(grey, format="PNG")
-    assert decode_jpeg(grey.getvalue()).shape == (10, 12, 3)
+    assert decode_image(grey.getvalue()).shape == (10, 12, 3)  # enrolment reads PNG ...
+    with pytest.raises(InvalidImageError) as exc:
+        decode_jpeg(grey.getvalue())  # ... a crop must be JPEG
+    assert exc.value.reason == "not_jpeg"
+    grey_jpeg = io.BytesIO()
+    Image.fromarray(np.full((10, 12), 90, np.uint8)).save(grey_jpeg, format="JPEG")
+    assert decode_jpeg(grey_jpeg.getvalue()).shape == (10, 12, 3)
 
 
 def test_face_path_and_match_handler_do_not_import_cv2() -> None:

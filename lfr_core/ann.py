@@ -68,7 +68,8 @@ class GraphCandidates:
         """(M, D) -> (M, k) entry indices (fewer valid ones are padded with the first)."""
         found = self._graph.search(queries, k, threads=1)  # type: ignore[attr-defined]
         keys = np.asarray(found.keys, dtype=np.int64).reshape(queries.shape[0], -1)
-        counts = np.asarray(found.counts).reshape(-1)
+        # One query gives usearch's Matches (its length is the count), several its BatchMatches.
+        counts = np.asarray(found.counts).reshape(-1) if hasattr(found, "counts") else np.array([len(found)])
         for row, n in enumerate(counts):
             keys[row, n:] = keys[row, 0]
         return keys

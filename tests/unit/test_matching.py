@@ -217,6 +217,9 @@ def test_the_candidate_graph_gives_the_exact_decision_when_its_candidates_hold_t
     for e, a in zip(index.fused_top1_batch(mated, "max"), loaded.fused_top1_batch(mated, "max"), strict=True):
         assert (a.entry_id, a.label) == (e.entry_id, e.label)
         assert a.score == pytest.approx(e.score, abs=1e-5)  # re-scored exactly, not the graph's f16 score
+    # One crop alone (usearch answers a single query in another shape than a batch).
+    (alone,) = loaded.fused_top1_batch([mated[0][:1]], "max")
+    assert alone.entry_id == index.fused_top1(mated[0][:1], "max").entry_id
     # A stranger's nearest entry may not be proposed, but scores are exact over a subset: the graph
     # can lower a stranger's best score, never raise it, so it cannot add a false alert.
     for e, a in zip(index.fused_top1_batch(strangers, "max"), loaded.fused_top1_batch(strangers, "max"), strict=True):

@@ -168,6 +168,7 @@ class AuditAction(StrEnum):
     REFUSED = "refused"
     FAIL = "fail"
     CLOSE = "close"
+    FAULT = "fault"  # a session step failed transiently and was retried (details: step, retries, error)
 
 
 AuditValue = str | int | float | bool | None

@@ -13,9 +13,9 @@ from functions.dal.s3 import S3WatchlistStore
 from functions.dal.sqs import SqsCropQueues
 from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
-from functions.logic.session import SessionRequest, SessionService
+from functions.logic.session import SessionRequest, SessionService, handle_with_metric
 from functions.models.env import SessionEnv
-from functions.observability import logger
+from functions.observability import PowertoolsMetricsSink, logger
 
 
 def _make() -> SessionService:
@@ -37,4 +37,4 @@ set_service = _service.set  # tests install a service over fakes
 @event_parser(model=SessionRequest)
 def handler(event: SessionRequest, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(deployment_id=event.deployment_id, action=event.action)
-    return get_service().handle(event)
+    return handle_with_metric(get_service(), event, PowertoolsMetricsSink())

@@ -112,6 +112,11 @@ class Sampler:
         self._stop.set()
         self._thread.join(5)
 
+    def until_closed(self, timeout_s: float = 10) -> None:
+        """Let the sampler see CLOSED itself (it ends there), so its record is complete."""
+        self._thread.join(timeout_s)
+        self.stop()
+
     def states(self) -> list[S]:
         out: list[S] = []
         for _, state, *_ in self.samples:
@@ -220,7 +225,8 @@ def test_b_c_dynamodb_or_endpoint_unavailable_during_check_active(
     wait_until(lambda: len(fault_events(admin, dep, "check")) > before, 60, "the check to recover")
     assert_survives(admin, dep, live["objects"], 2)
     fault = fault_events(admin, dep, "check")[-1]["details"]
-    assert fault["retries"] >= 1 and "TransientStorageError" in str(fault["error"])
+    # Recovered in CheckAfterFault, which carries the error that outlasted CheckActive's quick retries.
+    assert "TransientStorageError" in str(fault["error"]), fault
     # Visible while it lasted: the session function's error metric (EMF in its log).
     assert '"SessionStepErrors"' in session_log(stack)
 
@@ -230,15 +236,18 @@ def test_live_deployment_then_expires_purges_and_closes_with_a_reason_throughout
 ) -> None:
     dep, sampler = live["dep"], live["sampler"]
     rec = admin.wait_for(dep, {S.CLOSED}, timeout_s=LIVE_S + 240)
-    sampler.stop()
-    assert rec.expires_at is not None and rec.started_at is not None
-    assert rec.expires_at - rec.started_at == timedelta(seconds=LIVE_S)  # ran its full authorised time
+    sampler.until_closed()
+    assert rec.expires_at is not None and rec.started_at is not None and rec.authorisation is not None
+    # It ran its full authorised time: the end it was given at activation, not cut short by the faults.
+    assert rec.expires_at == min(rec.started_at + timedelta(seconds=LIVE_S), rec.authorisation.end)
     assert rec.purge is not None and rec.purge.verified_at is not None and rec.purge.remaining == 0
+    assert rec.purge.verified_at >= rec.expires_at
     assert admin.objects_remaining(dep) == 0
     assert rec.failure_reason is None
     assert S.FAILED not in sampler.states()
-    assert sampler.states()[-3:] in ([S.ACTIVE, S.EXPIRED, S.PURGING], [S.EXPIRED, S.PURGING, S.CLOSED],
-                                     [S.ACTIVE, S.PURGING, S.CLOSED]) or sampler.states()[-1] == S.CLOSED
+    states = sampler.states()
+    assert states[0] == S.ACTIVE and states[-1] == S.CLOSED and set(states) <= {S.ACTIVE, S.EXPIRED, S.PURGING,
+                                                                                S.CLOSED}, states
     assert sampler.without_reason() == []
     actions = [e["action"] for e in audit_events(admin, dep)]
     assert actions[-3:] == ["expire", "purge", "close"]
@@ -310,7 +319,7 @@ def stopped(admin: Admin, ctx: AwsContext, watchlist_dir: Path, people: dict[str
     hits = proxy.counts["dynamodb:503"]
     proxy.fail("dynamodb", "503", for_s=30)
     rec = admin.wait_for(dep, {S.CLOSED}, timeout_s=240)
-    sampler.stop()
+    sampler.until_closed()
     return {"dep": dep, "rec": rec, "sampler": sampler, "other": other.model_dump_json(),
             "dynamodb_hits": proxy.counts["dynamodb:503"] - hits}
 
@@ -322,7 +331,10 @@ def test_d_stop_with_crops_in_dlq_and_in_flight_leaves_none_after_closed(
     sqs = ctx.client("sqs")
     queue, dlq = ctx.outputs[C.OUTPUT_CROP_QUEUE_URL], ctx.outputs[C.OUTPUT_CROP_DLQ_URL]
     assert rec.purge is not None and rec.purge.verified_at is not None and rec.purge.remaining == 0
-    assert rec.purge.dlq_deleted == 20
+    # Per attempt in the audit log (an attempt whose record write met the outage still counts there).
+    purges = [e["details"] for e in audit_events(admin, dep) if e["action"] == "purge"]
+    assert sum(p["dlq_messages_deleted"] for p in purges) == 20
+    assert purges[-1]["verified"] is True and purges[-1]["queues_verified"] is True
     assert admin.objects_remaining(dep) == 0
     # Nothing of the deployment is receivable from either queue, now or once every hidden message
     # is visible again (the test's 15 s hold has lapsed by the time CLOSED was written).

@@ -3,6 +3,7 @@ verification of the queues (SQS adapter against moto, real visibility timeouts),
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -237,3 +238,21 @@ def test_an_sqs_error_during_the_purge_is_transient(sqs) -> None:
     queues = SqsCropQueues(None, url + "-missing", client=client, budget_s=1)
     with pytest.raises(TransientStorageError):
         queues.purge_deployment(DEP)
+
+
+def test_leak_scan_waits_for_messages_in_flight_and_reports_those_it_never_sees(sqs) -> None:
+    from lfr_cli.leakscan import needles_for, scan
+
+    client, url = sqs
+
+    def clients(service: str) -> Any:
+        return client if service == "sqs" else boto3.client(service, region_name="eu-west-2")
+
+    crop = bytes(range(256)) * 8  # stands in for a crop's bytes
+    client.send_message(QueueUrl=url, MessageBody=base64.b64encode(crop).decode())
+    client.receive_message(QueueUrl=url, VisibilityTimeout=2)  # in flight elsewhere for 2 s
+    found = scan(clients, needles_for([crop]), in_flight_wait_s=10)
+    assert "crop0:base64" in [f.kind for f in found]  # read once it came back, not missed
+    client.receive_message(QueueUrl=url, VisibilityTimeout=60)  # now held for longer than the scan waits
+    found = scan(clients, needles_for([crop]), in_flight_wait_s=1)
+    assert [f.kind for f in found] == ["unscanned:1 message(s) in flight or delayed"]

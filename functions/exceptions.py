@@ -1,8 +1,10 @@
 """Typed errors of the Lambda code.
 
 Step Functions and Lambda report an uncaught exception by its class name (`errorType`),
-and the session state machine's Retry/Catch match on `NoUsableFacesError` and
-`PurgeIncompleteError`: renaming those breaks the state machine.
+and the session state machine's Retry/Catch lists are generated from the classification at
+the end of this module (TRANSIENT_ERRORS, TERMINAL_ERRORS): a new error the session steps
+raise belongs in one of them (unclassified errors are not retried, and end a session unless
+it is live).
 """
 
 from __future__ import annotations

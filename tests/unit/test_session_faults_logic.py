@@ -246,7 +246,7 @@ def test_leak_scan_waits_for_messages_in_flight_and_reports_those_it_never_sees(
     client, url = sqs
 
     def clients(service: str) -> Any:
-        return client if service == "sqs" else boto3.client(service, region_name="eu-west-2")
+        return client if service == "sqs" else boto3.client(service, region_name="eu-west-2")  # type: ignore[call-overload]
 
     crop = bytes(range(256)) * 8  # stands in for a crop's bytes
     client.send_message(QueueUrl=url, MessageBody=base64.b64encode(crop).decode())

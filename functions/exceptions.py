@@ -1,8 +1,10 @@
 """Typed errors of the Lambda code.
 
 Step Functions and Lambda report an uncaught exception by its class name (`errorType`),
-and the session state machine's Retry/Catch match on `NoUsableFacesError` and
-`PurgeIncompleteError`: renaming those breaks the state machine.
+and the session state machine's Retry/Catch lists are generated from the classification at
+the end of this module (TRANSIENT_ERRORS, TERMINAL_ERRORS): a new error the session steps
+raise belongs in one of them (unclassified errors are not retried, and end a session unless
+it is live).
 """
 
 from __future__ import annotations
@@ -96,3 +98,54 @@ class TokenError(LfrFunctionError):
         super().__init__(reason)
         self.reason = reason
         self.officer_id = officer_id
+
+
+# -- Which errors a retry can cure: the ONE classification. The session state machine's Retry
+# and Catch lists (infra/constructs/session.py) are built from these names, and the session
+# handler's error metric uses `is_transient`.
+
+# Ours: the call may succeed if repeated (storage/network, audit contention, a purge that saw
+# something still in flight).
+TRANSIENT_ERRORS: tuple[type[LfrFunctionError], ...] = (
+    TransientStorageError,
+    AuditAppendError,
+    PurgeIncompleteError,
+)
+# Ours: repeating cannot help; the session ends (fail -> purge). A real end of a deployment:
+# refused authorisation, nothing to match against, a record missing or in a state that forbids
+# the step, a bug in the request.
+TERMINAL_ERRORS: tuple[type[LfrFunctionError], ...] = (
+    AuthorisationError,
+    NoUsableFacesError,
+    WatchlistNotBuiltError,
+    DeploymentNotFoundError,
+    DeploymentNotActiveError,
+    StateConflictError,
+    UnknownActionError,
+)
+# Reported by Lambda / Step Functions rather than raised by our code: the service throttled or
+# failed, or the function's process died (killed, out of memory) or timed out. All transient.
+LAMBDA_TRANSIENT_ERRORS: tuple[str, ...] = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.Unknown",
+    "Runtime.ExitError",
+    "Sandbox.Timedout",
+)
+
+
+def transient_error_names() -> list[str]:
+    """Error names (Lambda `errorType`s) a retry may cure, for a state machine's Retry."""
+    return [e.__name__ for e in TRANSIENT_ERRORS] + list(LAMBDA_TRANSIENT_ERRORS)
+
+
+def terminal_error_names() -> list[str]:
+    """Error names that end a session, for a state machine's Catch."""
+    return [e.__name__ for e in TERMINAL_ERRORS]
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)

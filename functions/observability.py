@@ -26,6 +26,8 @@ METRIC_CROPS_REFUSED = "CropsRefused"  # a crop for a deployment that is not ACT
 METRIC_INDEX_MISSING = "IndexMissing"
 # A purge attempt that found data still under the deployment prefix (or could not finish).
 METRIC_PURGE_INCOMPLETE = "PurgeIncomplete"
+# A session step (check, purge, ...) that failed and is being retried by the state machine (dimension Action).
+METRIC_SESSION_STEP_ERRORS = "SessionStepErrors"
 SERVICE_DIMENSION = "service"  # Powertools' dimension name for the service
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME))

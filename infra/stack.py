@@ -131,7 +131,9 @@ class LfrStack(Stack):
                 crop_queue=self.queues.crops,
                 dlq=self.queues.dlq,
                 match_fn=self.functions.match,
-                existing=(self.session.failed_alarm,),
+                existing=(
+                self.session.failed_alarm, self.session.check_failing_alarm, self.session.function_errors_alarm,
+            ),
             ),
             alarm_email=self.node.try_get_context(ALARM_EMAIL_CONTEXT),
         )

@@ -1,8 +1,9 @@
 """Scan everything the stack stores for biometric data of faces that were not matched.
 
 `scan(...)` reads every object version in every bucket, every item of every table, every
-message still in every queue, and every file under the given directories (function logs,
-execution histories), and reports where it finds:
+message still in every queue (waiting up to `in_flight_wait_s` for messages in flight elsewhere,
+and reporting those that never show as `unscanned`), and every file under the given directories
+(function logs, execution histories), and reports where it finds:
 - any of the `needles` (the exact JPEG bytes of crops that must not be kept, their base64, or a
   64-character slice of it);
 - a serialised numpy array (`\\x93NUMPY`: an embedding or an index);
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,7 @@ def scan(
     needles: dict[bytes, str],
     dirs: Iterable[Path] = (),
     allow: Iterable[str] = (),
+    in_flight_wait_s: float = 30.0,
 ) -> list[Finding]:
     """`session_client(service)` returns a boto3 client for the stack's endpoint."""
     findings: list[Finding] = []
@@ -87,15 +90,29 @@ def scan(
     sqs = session_client("sqs")
     for url in sqs.list_queues().get("QueueUrls", []):
         held: list[str] = []
+        location = f"sqs://{url.rsplit('/', 1)[-1]}"
+        deadline = time.monotonic() + in_flight_wait_s
         try:
             while True:  # hidden while scanning so each is read once
                 msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
-                                           MessageAttributeNames=["All"]).get("Messages", [])
-                if not msgs:
-                    break
+                                           MessageAttributeNames=["All"], WaitTimeSeconds=0).get("Messages", [])
                 for m in msgs:
                     held.append(m["ReceiptHandle"])
-                    findings += _check(f"sqs://{url.rsplit('/', 1)[-1]}", m["Body"].encode(), needles)
+                    findings += _check(location, m["Body"].encode(), needles)
+                if msgs:
+                    continue
+                # An empty reply is not an empty queue: messages in flight elsewhere (a consumer, a
+                # crashed worker) come back later. Wait for them; what never shows is reported.
+                attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                    "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+                unseen = max(0, int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)) - len(held)) + int(
+                    attrs.get("ApproximateNumberOfMessagesDelayed", 0))
+                if unseen == 0:
+                    break
+                if time.monotonic() >= deadline:
+                    findings.append(Finding(location, f"unscanned:{unseen} message(s) in flight or delayed"))
+                    break
+                time.sleep(0.5)
         finally:  # then put back: the scan must not change what the queue holds
             for i in range(0, len(held), 10):
                 sqs.change_message_visibility_batch(QueueUrl=url, Entries=[

@@ -265,7 +265,7 @@ class AuditAction(StrEnum):
     REFUSED = "refused"
     FAIL = "fail"
     CLOSE = "close"
-    FAULT = "fault"  # a system fault raised or cleared (e.g. the watchlist index unusable), once each
+    FAULT = "fault"  # a system fault raised or cleared (index unusable), or a session step retried (transient)
 
 
 AuditValue = str | int | float | bool | None

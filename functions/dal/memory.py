@@ -17,6 +17,7 @@ from functions.dal.ports import (
     AuditStore,
     CropQueues,
     DeploymentRepository,
+    QueuePurge,
     WatchlistStore,
 )
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
@@ -374,18 +375,21 @@ class InMemoryAuditStore(_Faults, AuditStore):
 
 
 class InMemoryCropQueues(_Faults, CropQueues):
-    """Two lists of (deployment_id, body)."""
+    """Two lists of (deployment_id, body), and messages in flight (held by a consumer: unseen)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.queue: list[tuple[str, str]] = []
         self.dlq: list[tuple[str, str]] = []
+        self.in_flight: list[tuple[str, str]] = []
 
-    def purge_deployment(self, deployment_id: str) -> tuple[int, int]:
+    def purge_deployment(self, deployment_id: str) -> QueuePurge:
         self._enter("purge_deployment")
         counts = []
         for q in (self.queue, self.dlq):
             keep = [m for m in q if m[0] != deployment_id]
             counts.append(len(q) - len(keep))
             q[:] = keep
-        return counts[0], counts[1]
+        # Like SQS: whose messages are in flight cannot be known until they are visible again.
+        detail = f"{len(self.in_flight)} message(s) in flight" if self.in_flight else ""
+        return QueuePurge(counts[0], counts[1], verified=not self.in_flight, detail=detail)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -195,9 +196,21 @@ class AuditStore(ABC):
         """Storage evidence of tampering: keys with more than one version, delete markers, stray keys."""
 
 
+@dataclass(frozen=True)
+class QueuePurge:
+    """What a purge of the crop queue and DLQ achieved for one deployment."""
+
+    queue_deleted: int
+    dlq_deleted: int
+    # True only if both queues' own counts showed nothing left that could be this deployment's:
+    # none visible unscanned, none in flight but the other deployments' messages purge held.
+    verified: bool
+    detail: str = ""  # why not verified: counts only
+
+
 class CropQueues(ABC):
     """The crop queue and its DLQ, as purge sees them: remove one deployment's messages."""
 
     @abstractmethod
-    def purge_deployment(self, deployment_id: str) -> tuple[int, int]:
-        """Delete every message of this deployment from (crop queue, DLQ); returns the counts."""
+    def purge_deployment(self, deployment_id: str) -> QueuePurge:
+        """Delete every message of this deployment from the crop queue and the DLQ, and verify."""

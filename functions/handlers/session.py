@@ -13,9 +13,9 @@ from functions.dal.s3 import S3WatchlistStore
 from functions.dal.sqs import SqsCropQueues
 from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
-from functions.logic.session import SessionRequest, SessionService
+from functions.logic.session import SessionRequest, SessionService, handle_with_metric
 from functions.models.env import SessionEnv
-from functions.observability import METRIC_PURGE_INCOMPLETE, PowertoolsMetricsSink, logger, metrics
+from functions.observability import PowertoolsMetricsSink, logger, metrics
 
 
 def _make() -> SessionService:
@@ -39,11 +39,4 @@ set_service = _service.set  # tests install a service over fakes
 @event_parser(model=SessionRequest)
 def handler(event: SessionRequest, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(deployment_id=event.deployment_id, action=event.action)
-    try:
-        return get_service().handle(event)
-    except Exception as exc:
-        if event.action == "purge":
-            # Any purge attempt that did not finish (data remains, storage or audit failed) is
-            # counted for the PurgeIncomplete alarm; the state machine retries it.
-            PowertoolsMetricsSink(metrics).count(METRIC_PURGE_INCOMPLETE, 1, {"error": type(exc).__name__})
-        raise
+    return handle_with_metric(get_service(), event, PowertoolsMetricsSink())

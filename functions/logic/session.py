@@ -20,19 +20,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.dal.ports import AlertRepository, CropQueues, DeploymentRepository, WatchlistStore
+from functions.dal.ports import AlertRepository, CropQueues, DeploymentRepository, QueuePurge, WatchlistStore
 from functions.exceptions import (
+    AuditAppendError,
     AuthorisationError,
     DeploymentNotActiveError,
     DeploymentNotFoundError,
     PurgeIncompleteError,
     StateConflictError,
+    TransientStorageError,
     UnknownActionError,
     WatchlistNotBuiltError,
+    is_transient,
 )
 from functions.logic.audit import AuditLog
 from functions.models.records import MAX_SESSION_DURATION_S, DeploymentRecord, PurgeResult
-from functions.observability import logger
+from functions.observability import METRIC_PURGE_INCOMPLETE, METRIC_SESSION_STEP_ERRORS, MetricsSink, logger
 from lfr_core.contracts import AuditAction, AuditValue, DeploymentId, DeploymentState, utcnow
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix
 
@@ -58,7 +61,11 @@ class SessionRequest(BaseModel):
     action: str
     deployment_id: DeploymentId
     reason: str | None = Field(default=None, description="for action fail: why")
-    error: Any = None  # Step Functions Catch output {"Error", "Cause"}, for action fail
+    error: Any = None  # Step Functions Catch output {"Error", "Cause"}, for actions fail and purge
+    # For action check: how often the machine retried this step ($$.State.RetryCount), and the
+    # error it caught before re-checking ({"Error", "Cause"}), if any: audited once it recovers.
+    retry_count: int = 0
+    fault: Any = None
 
 
 class CheckResult(BaseModel):
@@ -97,8 +104,10 @@ class SessionService:
         actions: dict[str, Callable[[SessionRequest], dict[str, Any]]] = {
             "validate": lambda r: self.validate(r.deployment_id),
             "activate": lambda r: self.activate(r.deployment_id).model_dump(mode="json"),
-            "check": lambda r: self.check(r.deployment_id).model_dump(mode="json"),
-            "purge": lambda r: self.purge(r.deployment_id).model_dump(mode="json"),
+            "check": lambda r: self.check(
+                r.deployment_id, retries=r.retry_count, fault=_error_text(r.fault)
+            ).model_dump(mode="json"),
+            "purge": lambda r: self.purge(r.deployment_id, failure=_error_text(r.error)).model_dump(mode="json"),
             "close": lambda r: self.close(r.deployment_id).model_dump(mode="json"),
             "fail": lambda r: self.fail(r.deployment_id, _failure_reason(r)).model_dump(mode="json"),
         }
@@ -181,17 +190,34 @@ class SessionService:
         )
         return rec
 
-    def check(self, deployment_id: str) -> CheckResult:
+    def check(self, deployment_id: str, *, retries: int = 0, fault: str | None = None) -> CheckResult:
         rec = self._get(deployment_id)
         now = self.clock()
+        if retries or fault:
+            # The machine retried this check (storage or endpoint outage, a killed worker): the
+            # live deployment survived it; say so in the audit log once the check succeeds.
+            logger.warning(
+                "session check recovered", extra={"deployment_id": deployment_id, "retries": retries, "error": fault}
+            )
+            try:
+                self._audit(
+                    AuditAction.FAULT, deployment_id, step="check", retries=retries, error=fault, recovered=True,
+                    state=str(rec.state),
+                )
+            except (TransientStorageError, AuditAppendError):
+                # Not a transition: an audit store still down must not keep a live check failing
+                # (the error metric and log above and the machine's history still show the fault).
+                logger.warning("fault not audited", extra={"deployment_id": deployment_id})
         if rec.state != S.ACTIVE:
             return CheckResult(active=False, wait_s=1, state=rec.state)
         if rec.expires_at is None or now >= rec.expires_at:
+            # Audited before the transition: a retry after a failed audit finds the record still
+            # ACTIVE and audits again, rather than EXPIRED with the event lost.
+            self._audit(AuditAction.EXPIRE, deployment_id, faces_seen=rec.faces_seen)
             try:
                 rec = self.deployments.update(
                     deployment_id, {"state": str(S.EXPIRED)}, expect_states=(S.ACTIVE,)
                 )
-                self._audit(AuditAction.EXPIRE, deployment_id, faces_seen=rec.faces_seen)
                 logger.info("deployment expired", extra={"deployment_id": deployment_id})
             except StateConflictError:
                 rec = self._get(deployment_id)  # stopped meanwhile: inactive either way
@@ -199,7 +225,14 @@ class SessionService:
         remaining = (rec.expires_at - now).total_seconds()
         return CheckResult(active=True, wait_s=max(1, min(MAX_WAIT_S, math.ceil(remaining))), state=rec.state)
 
-    def purge(self, deployment_id: str) -> PurgeResult:
+    def purge(self, deployment_id: str, failure: str | None = None) -> PurgeResult:
+        """Delete everything of the deployment and verify every store empty of it.
+
+        `failure`: the error that sent the machine here (the failure path). It is written with
+        the move to PURGING, in the same conditional update, so a record never sits in PURGING
+        without its reason even when MarkFailed could not write it. Alert records and crops of
+        MATCHED faces are not purged: they are kept for the deployment's alert retention.
+        """
         rec = self._get(deployment_id)
         if rec.state == S.CLOSED and rec.purge is not None:
             return rec.purge
@@ -207,44 +240,67 @@ class SessionService:
             raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot purge")
         if rec.state != S.FAILED:
             # A FAILED deployment keeps its state (and reason) while being purged.
-            rec = self.deployments.update(deployment_id, {"state": str(S.PURGING)}, expect_states=PURGEABLE)
+            rec = self._to_purging(rec, failure)
         prefix = deployment_prefix(deployment_id)
         deleted = self.watchlists.delete_prefix(prefix)
         # Pending crops and DLQ copies of this deployment go too: a crop must not outlive its session.
-        q_deleted, dlq_deleted = self.queues.purge_deployment(deployment_id) if self.queues else (0, 0)
+        # The queues are drained until their own counts show nothing of it visible or in flight.
+        drained = self.queues.purge_deployment(deployment_id) if self.queues else QueuePurge(0, 0, True)
         # Who was in an open encounter (functions/logic/encounters.py) need not outlive the session.
         state_deleted = self.alerts.purge_state(deployment_id) if self.alerts else 0
         remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
         before = rec.purge
         total_deleted = deleted + (before.deleted if before else 0)
+        verified = remaining == 0 and drained.verified
         result = PurgeResult(
             deleted=total_deleted,
             remaining=remaining,
-            verified_at=self.clock() if remaining == 0 else None,
-            queue_deleted=q_deleted + (before.queue_deleted if before else 0),
-            dlq_deleted=dlq_deleted + (before.dlq_deleted if before else 0),
+            verified_at=self.clock() if verified else None,
+            queue_deleted=drained.queue_deleted + (before.queue_deleted if before else 0),
+            dlq_deleted=drained.dlq_deleted + (before.dlq_deleted if before else 0),
         )
-        self.deployments.update(deployment_id, {"purge": result.model_dump(mode="json", exclude_none=True)})
         ends = [t for t in (rec.stopped_at, rec.expires_at) if t is not None]
         ended = min(ends) if ends and rec.started_at is not None else None
+        # Audited before the record is written, with THIS attempt's counts: if the write then fails
+        # (a storage outage), the retry finds nothing left to delete, and the audit log still adds
+        # up to everything deleted. The record holds the totals it could write.
         self._audit(
             AuditAction.PURGE,
             deployment_id,
             prefix=prefix,
-            objects_deleted=result.deleted,
+            objects_deleted=deleted,
             objects_remaining=remaining,
-            queue_messages_deleted=result.queue_deleted,
-            dlq_messages_deleted=result.dlq_deleted,
+            queue_messages_deleted=drained.queue_deleted,
+            dlq_messages_deleted=drained.dlq_deleted,
+            queues_verified=drained.verified,
             **({"encounter_state_deleted": state_deleted} if self.alerts is not None else {}),
-            verified=remaining == 0,
+            verified=verified,
             seconds_after_end=round((self.clock() - ended).total_seconds(), 1) if ended else None,
         )
+        self.deployments.update(deployment_id, {"purge": result.model_dump(mode="json", exclude_none=True)})
         logger.info(
-            "purge", extra={"deployment_id": deployment_id, "deleted": total_deleted, "remaining": remaining}
+            "purge", extra={"deployment_id": deployment_id, "deleted": total_deleted, "remaining": remaining,
+                            "queues_verified": drained.verified}
         )
         if remaining:
             raise PurgeIncompleteError(f"{remaining} object(s) remain under {prefix}")
+        if not drained.verified:
+            raise PurgeIncompleteError(f"crops of {deployment_id} may still be in flight: {drained.detail}")
         return result
+
+    def _to_purging(self, rec: DeploymentRecord, failure: str | None) -> DeploymentRecord:
+        """PURGING, with its reason: a failure, else the stop or expiry that ended it."""
+        fields: dict[str, Any] = {"state": str(S.PURGING)}
+        if failure and not rec.failure_reason:
+            fields["failure_reason"] = failure[:MAX_REASON_CHARS]
+        elif rec.state == S.ACTIVE and rec.expires_at is not None and (
+            self.clock() >= rec.expires_at - timedelta(seconds=START_SKEW_S)  # the machine's clock said so
+        ):
+            # Reached from the live fault loop past the window: CheckActive never saw the expiry.
+            self._audit(AuditAction.EXPIRE, rec.deployment_id, faces_seen=rec.faces_seen, after_fault=True)
+        elif rec.state in (S.PENDING, S.AUTHORISED, S.BUILDING, S.ACTIVE) and not rec.failure_reason:
+            fields["failure_reason"] = "purged before its end: no failure reason was passed"
+        return self.deployments.update(rec.deployment_id, fields, expect_states=PURGEABLE)
 
     def close(self, deployment_id: str) -> DeploymentRecord:
         rec = self._get(deployment_id)
@@ -252,12 +308,13 @@ class SessionService:
             return rec
         if rec.purge is None or rec.purge.remaining != 0 or rec.purge.verified_at is None:
             raise PurgeIncompleteError(f"deployment {deployment_id} has no verified purge; cannot close")
+        # Audited before the transition, so a retry after a failed audit still finds it to do.
+        self._audit(AuditAction.CLOSE, deployment_id, faces_seen=rec.faces_seen, refused_crops=rec.refused_crops)
         rec = self.deployments.update(
             deployment_id,
             {"state": str(S.CLOSED), "closed_at": self.clock().isoformat()},
             expect_states=(S.PURGING,),
         )
-        self._audit(AuditAction.CLOSE, deployment_id, faces_seen=rec.faces_seen, refused_crops=rec.refused_crops)
         logger.info("deployment closed", extra={"deployment_id": deployment_id})
         return rec
 
@@ -265,12 +322,13 @@ class SessionService:
         rec = self._get(deployment_id)
         if rec.state in (S.FAILED, S.CLOSED):
             return rec
+        # Audited before the transition (a retry after a failed audit finds it still to do).
+        self._audit(AuditAction.FAIL, deployment_id, reason=reason[:MAX_REASON_CHARS])
         rec = self.deployments.update(
             deployment_id,
             {"state": str(S.FAILED), "failure_reason": reason[:MAX_REASON_CHARS]},
             expect_states=FAILABLE,
         )
-        self._audit(AuditAction.FAIL, deployment_id, reason=reason[:MAX_REASON_CHARS])
         logger.warning("deployment failed", extra={"deployment_id": deployment_id, "reason": reason})
         return rec
 
@@ -278,13 +336,43 @@ class SessionService:
 def _failure_reason(request: SessionRequest) -> str:
     if request.reason:
         return request.reason
-    if isinstance(request.error, dict):
-        err = request.error.get("Error") or request.error.get("error")
-        if err:
-            # The Cause is the function's error JSON; its message names ids and counts only.
-            try:
-                message = json.loads(request.error.get("Cause") or "").get("errorMessage")
-            except (ValueError, AttributeError):
-                message = None
-            return f"{err}: {message}" if message else str(err)
-    return "unspecified"
+    return _error_text(request.error) or "unspecified"
+
+
+def _error_text(error: Any) -> str | None:
+    """"<Error>: <message>" from a Step Functions Catch output, or None."""
+    if not isinstance(error, dict):
+        return None
+    err = error.get("Error") or error.get("error")
+    if not err:
+        return None
+    # The Cause is the function's error JSON; its message names ids and counts only.
+    try:
+        message = json.loads(error.get("Cause") or "").get("errorMessage")
+    except (ValueError, AttributeError):
+        message = None
+    return (f"{err}: {message}" if message else str(err))[:MAX_REASON_CHARS]
+
+
+STEP_ERRORS_METRIC = METRIC_SESSION_STEP_ERRORS
+
+
+def handle_with_metric(service: SessionService, request: SessionRequest, metrics: MetricsSink) -> dict[str, Any]:
+    """Run one step; a failed step is counted (metric per action, alarmed) and logged, then re-raised.
+
+    EMF metrics go out with the function's log, so they are emitted even while the AWS endpoint
+    is unreachable. The state machine decides what to do with the error (functions/exceptions.py).
+    """
+    try:
+        return service.handle(request)
+    except Exception as exc:
+        metrics.count(STEP_ERRORS_METRIC, 1, {"Action": request.action})
+        if request.action == "purge":
+            # Data may remain: the PurgeIncomplete alarm (infra/constructs/alarms.py) watches this one.
+            metrics.count(METRIC_PURGE_INCOMPLETE, 1, {"error": type(exc).__name__})
+        logger.warning(
+            "session step failed",
+            extra={"deployment_id": request.deployment_id, "step": request.action, "error": type(exc).__name__,
+                   "transient": is_transient(exc)},
+        )
+        raise

@@ -100,7 +100,10 @@ def grant_queue_purge(fn: lambda_.Function, key: kms.IKey, crop: sqs.IQueue, dlq
     fn.add_environment(ENV_CROP_DLQ_URL, dlq.queue_url)
     fn.add_to_role_policy(
         iam.PolicyStatement(
-            actions=["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+            # GetQueueAttributes: purge verifies a queue drained by its own counts.
+            actions=[
+                "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
+            ],
             resources=[crop.queue_arn, dlq.queue_arn],
         )
     )

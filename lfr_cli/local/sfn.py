@@ -463,7 +463,10 @@ class Interpreter:
             if done >= int(retrier.get("MaxAttempts", 3)):
                 return None  # the first matching retrier decides, even when exhausted
             attempts[i] = done + 1
-            delay = float(retrier.get("IntervalSeconds", 1)) * float(retrier.get("BackoffRate", 2.0)) ** done
+            try:
+                delay = float(retrier.get("IntervalSeconds", 1)) * float(retrier.get("BackoffRate", 2.0)) ** done
+            except OverflowError:  # a long retrier (thousands of attempts): MaxDelaySeconds caps it below
+                delay = float("inf")
             if "MaxDelaySeconds" in retrier:
                 delay = min(delay, float(retrier["MaxDelaySeconds"]))
             return delay

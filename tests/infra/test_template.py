@@ -329,4 +329,4 @@ def test_session_and_match_functions_can_append_audit_and_purge_queues(template:
     states = _definition(template)["States"]
     for purge in ("Purge", "PurgeAfterFailure"):
         (retry,) = [r for r in states[purge]["Retry"] if "PurgeIncompleteError" in r["ErrorEquals"]]
-        assert {"PurgeIncompleteError", "TransientStorageError", "AuditAppendError"} == set(retry["ErrorEquals"])
+        assert {"PurgeIncompleteError", "TransientStorageError", "AuditAppendError"} <= set(retry["ErrorEquals"])

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subs
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra.constants import (
+    ALERT_RETENTION_DAYS,
     OUTPUT_ALERT_TOPIC_ARN,
     OUTPUT_ALERTS_BUCKET,
     OUTPUT_ALERTS_TABLE,
@@ -35,6 +43,15 @@ from infra.constructs.storage import Storage
 from infra.constructs.tables import Tables
 
 
+@dataclass(frozen=True)
+class ForceConfig:
+    """What differs per police force (validated from the CDK context in infra/app.py)."""
+
+    alert_retention_days: int = ALERT_RETENTION_DAYS  # the alerts bucket's longest retention
+    waf_web_acl_arn: str | None = None  # the force's regional WAFv2 web ACL, attached to the officers' API
+    alarm_email: str | None = None  # who is e-mailed when an alarm fires (a failed session: data may remain)
+
+
 class LfrStack(Stack):
     def __init__(
         self,
@@ -43,9 +60,11 @@ class LfrStack(Stack):
         *,
         layer_dir: Path = CORE_LAYER_DIR,
         code_dir: Path = CODE_ASSET_DIR,
+        force: ForceConfig | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        force = force or ForceConfig()
 
         # One customer-managed key for data at rest that holds or points at faces
         # (buckets, crop queues) and for alerts: revocable, audited in CloudTrail.
@@ -56,7 +75,7 @@ class LfrStack(Stack):
             enable_key_rotation=True,
             pending_window=Duration.days(7),
         )
-        self.storage = Storage(self, "Storage", key=self.data_key)
+        self.storage = Storage(self, "Storage", key=self.data_key, alert_retention_days=force.alert_retention_days)
         self.tables = Tables(self, "Tables")
         self.queues = Queues(self, "Queues", key=self.data_key)
         self.alerts = AlertTopic(self, "Alerts", key=self.data_key)
@@ -116,3 +135,23 @@ class LfrStack(Stack):
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+        self._apply_force_config(force)
+
+    def _apply_force_config(self, force: ForceConfig) -> None:
+        if force.waf_web_acl_arn:
+            wafv2.CfnWebACLAssociation(
+                self, "OfficerApiWaf",
+                resource_arn=self.officers.api.deployment_stage.stage_arn,
+                web_acl_arn=force.waf_web_acl_arn,
+            )
+        if force.alarm_email:
+            # Alarm notices carry alarm names and states only. Their own key: CloudWatch must be
+            # allowed to use it to publish, which the data key never grants.
+            alarm_key = kms.Key(self, "AlarmKey", description="lfr: alarm topic", enable_key_rotation=True,
+                                pending_window=Duration.days(7))
+            alarm_key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+            topic = sns.Topic(self, "AlarmTopic", master_key=alarm_key, enforce_ssl=True)
+            topic.add_subscription(subs.EmailSubscription(force.alarm_email))
+            action = cw_actions.SnsAction(topic)
+            for alarm in (c for c in self.node.find_all() if isinstance(c, cloudwatch.Alarm)):
+                alarm.add_alarm_action(action)

@@ -78,15 +78,24 @@ def _cli_synth(outdir: Path, *context: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _without_metadata(template: dict[str, Any]) -> dict[str, Any]:
+    resources = {lid: {k: v for k, v in r.items() if k != "Metadata"} for lid, r in template["Resources"].items()}
+    return {**template, "Resources": resources}
+
+
 def test_cli_synth_is_the_template_the_tests_assert_on(built_assets: None, tmp_path: Path) -> None:
     proc = _cli_synth(tmp_path / "cli")
     assert proc.returncode == 0, proc.stderr[-3000:]
     from_cli = json.loads((tmp_path / "cli" / f"{DEFAULT_STACK_NAME}.template.json").read_text())
-    in_process = json.loads(
-        (Path(build_app(outdir=str(tmp_path / "py")).synth().directory) / f"{DEFAULT_STACK_NAME}.template.json")
-        .read_text()
-    )
-    assert from_cli == in_process
+    # The context the CLI gives every app (metadata switches; cdk.json turns version reporting off).
+    # The metadata also feeds the hash in the REST API deployment's logical id, nothing else.
+    cli_context = {"aws:cdk:enable-path-metadata": True, "aws:cdk:enable-asset-metadata": True,
+                   "aws:cdk:version-reporting": False}
+    assembly = build_app(outdir=str(tmp_path / "py"), context=cli_context).synth().directory
+    in_process = json.loads((Path(assembly) / f"{DEFAULT_STACK_NAME}.template.json").read_text())
+    # The CLI adds only resource Metadata (aws:cdk:path, aws:asset:*) and no AWS::CDK::Metadata.
+    assert "CDKMetadata" not in from_cli["Resources"] and "Conditions" not in from_cli
+    assert _without_metadata(from_cli) == _without_metadata(in_process)
 
 
 def test_cli_synth_applies_the_force_context(built_assets: None, tmp_path: Path) -> None:

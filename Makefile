@@ -42,7 +42,7 @@ demo: layer node_modules
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli tests
+	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli aws_emulation tests
 
 clean:
 	rm -rf build layers/build cdk.out node_modules

@@ -38,7 +38,7 @@ from moto.cloudformation.responses import CloudFormationResponse
 from moto.core.responses import EmptyResult
 
 if TYPE_CHECKING:
-    from lfr_cli.local.runtime import InvokeResult
+    from aws_emulation.runtime import InvokeResult
 
 log = logging.getLogger(__name__)
 

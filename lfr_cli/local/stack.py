@@ -11,11 +11,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lfr_cli.local.apigw import LocalApiGateway, gateways_for
+from aws_emulation.apigw import LocalApiGateway, gateways_for
+from aws_emulation.esm import EsmPollers, SqsPoller, detach_moto_sqs_invoker, discover_mappings
+from aws_emulation.runtime import REPO_ROOT, LocalRuntime
 from lfr_cli.local.deploy import DeployedStack, Synthesiser, deploy
-from lfr_cli.local.esm import EsmPollers, SqsPoller, detach_moto_sqs_invoker, discover_mappings
 from lfr_cli.local.moto_ext import route_lambda_invocations
-from lfr_cli.local.runtime import REPO_ROOT, LocalRuntime
 from lfr_cli.local.s3props import apply_bucket_properties
 from lfr_cli.local.server import ACCOUNT_ID, REGION, MotoServer, enable_state_machine_execution, make_client
 

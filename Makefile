@@ -35,18 +35,18 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: layer lint static-tools browser
+test: layer lint static-tools browser node_modules
 	$(BIN)/python -m pytest
 
-test-fast: layer lint static-tools browser
+test-fast: layer lint static-tools browser node_modules
 	$(BIN)/python -m pytest -m "not slow"
 
-demo: layer
+demo: layer node_modules
 	$(BIN)/lfr demo
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli tests
+	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli aws_emulation tests
 
 $(CHECKOV_STAMP):
 	rm -rf $(CHECKOV_VENV)
@@ -62,4 +62,30 @@ static: layer static-tools
 	$(BIN)/python -m pytest tests/infra/test_static_checks.py tests/infra/test_template.py -k "static or nag" -q
 
 clean:
-	rm -rf build layers/build cdk.out
+	rm -rf build layers/build cdk.out node_modules
+
+# The AWS CDK CLI, pinned in package-lock.json, installed into ./node_modules (never globally).
+# The local stack (`lfr local up`, the demo, the integration tests) deploys with it too.
+CDK := node_modules/.bin/cdk
+CDK_ARGS ?=
+
+node_modules/.installed-stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+.PHONY: node_modules synth diff deploy destroy
+node_modules: node_modules/.installed-stamp
+
+# The app is cdk.json's `app` (the venv's python -m infra.app); per-force settings come from
+# cdk.json's context or `make deploy CDK_ARGS="-c lfr:alarmEmail=..."` (README: Deploying to AWS).
+synth: layer node_modules
+	$(CDK) synth $(CDK_ARGS)
+
+diff: layer node_modules
+	$(CDK) diff $(CDK_ARGS)
+
+deploy: layer node_modules
+	$(CDK) deploy $(CDK_ARGS)
+
+destroy: node_modules
+	$(CDK) destroy $(CDK_ARGS)

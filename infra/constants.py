@@ -80,7 +80,6 @@ OUTPUT_OFFICER_USER_POOL_CLIENT_ID = "OfficerUserPoolClientId"
 # Alarms (infra/constructs/alarms.py): every alarm's name starts with this (the CLI lists them by it).
 ALARM_NAME_PREFIX = "{stack_name}-alarm-"
 OUTPUT_ALARM_TOPIC_ARN = "AlarmTopicArn"
-ALARM_EMAIL_CONTEXT = "alarm_email"  # `cdk deploy -c alarm_email=ops@example.org` subscribes it
 # Concurrency (static checks: no function may scale without a cap). Reserved concurrency both caps a
 # function and guarantees it that capacity, so a flood of crops cannot starve the session function
 # (checks, purges) or the officers' API out of the account's pool. Together they reserve 45, which

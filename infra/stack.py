@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aws_cdk import Aws, CfnOutput, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra.constants import (
-    ALARM_EMAIL_CONTEXT,
+    ALERT_RETENTION_DAYS,
     OUTPUT_ALARM_TOPIC_ARN,
     OUTPUT_ALERT_TOPIC_ARN,
     OUTPUT_ALERTS_BUCKET,
@@ -40,6 +42,15 @@ from infra.constructs.storage import Storage
 from infra.constructs.tables import Tables
 
 
+@dataclass(frozen=True)
+class ForceConfig:
+    """What differs per police force (validated from the CDK context in infra/app.py)."""
+
+    alert_retention_days: int = ALERT_RETENTION_DAYS  # the alerts bucket's longest retention
+    waf_web_acl_arn: str | None = None  # the force's regional WAFv2 web ACL, attached to the officers' API
+    alarm_email: str | None = None  # who is e-mailed when an alarm fires (a failed session: data may remain)
+
+
 class LfrStack(Stack):
     def __init__(
         self,
@@ -48,9 +59,11 @@ class LfrStack(Stack):
         *,
         layer_dir: Path = CORE_LAYER_DIR,
         code_dir: Path = CODE_ASSET_DIR,
+        force: ForceConfig | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        force = force or ForceConfig()
 
         # One customer-managed key for data at rest that holds or points at faces
         # (buckets, crop queues, tables), for alerts, the signing secret and the logs: revocable,
@@ -78,7 +91,7 @@ class LfrStack(Stack):
                 },
             )
         )
-        self.storage = Storage(self, "Storage", key=self.data_key)
+        self.storage = Storage(self, "Storage", key=self.data_key, alert_retention_days=force.alert_retention_days)
         self.tables = Tables(self, "Tables", key=self.data_key)
         self.queues = Queues(self, "Queues", key=self.data_key)
         self.alerts = AlertTopic(self, "Alerts", key=self.data_key)
@@ -135,7 +148,7 @@ class LfrStack(Stack):
                 self.session.failed_alarm, self.session.check_failing_alarm, self.session.function_errors_alarm,
             ),
             ),
-            alarm_email=self.node.try_get_context(ALARM_EMAIL_CONTEXT),
+            alarm_email=force.alarm_email,
         )
 
         outputs = {
@@ -157,3 +170,12 @@ class LfrStack(Stack):
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+        self._apply_force_config(force)
+
+    def _apply_force_config(self, force: ForceConfig) -> None:
+        if force.waf_web_acl_arn:
+            wafv2.CfnWebACLAssociation(
+                self, "OfficerApiWaf",
+                resource_arn=self.officers.api.deployment_stage.stage_arn,
+                web_acl_arn=force.waf_web_acl_arn,
+            )

@@ -3,7 +3,7 @@
 One construct for the capability "someone is told": the metric names come from
 `functions.observability` (the same constants the functions emit with), the thresholds are
 named below with their reasons, and every alarm notifies the one alarm topic (an e-mail
-subscription when the CDK context value `alarm_email` is given). `lfr deployment status` reads
+subscription when the CDK context value `lfr:alarmEmail` is given, infra/app.py). `lfr deployment status` reads
 these alarms' states (by the name prefix ALARM_NAME_PREFIX) next to the raw numbers.
 """
 

@@ -1,8 +1,6 @@
 """Step Functions: the session lifecycle (build -> active loop -> purge -> close).
 
-Kept to the ASL subset the local executor runs: lambda:invoke Tasks with
-Parameters/Payload, ResultSelector, ResultPath, Retry (with MaxDelaySeconds), Catch; Pass with
-Parameters reading the context object; Wait; Choice (incl. timestamp paths); Fail.
+Written for AWS Step Functions; the local stack runs the same definition on moto's ASL engine.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ ACCESS_LOG_RETENTION_DAYS = 365
 
 
 class Storage(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, key: kms.IKey, alert_retention_days: int = ALERT_RETENTION_DAYS
+    ) -> None:
         super().__init__(scope, construct_id)
 
         # Server access logs record who read or deleted biometric objects. S3 log
@@ -72,7 +74,8 @@ class Storage(Construct):
             # Alert evidence is kept only for the review period, then deleted by S3.
             # A deployment may shorten its retention: its crops carry a tag with the day count and
             # each allowed count has its own rule (S3 lifecycle is per bucket, not per object).
-            lifecycle_rules=[s3.LifecycleRule(id="ExpireAlertCrops", expiration=Duration.days(ALERT_RETENTION_DAYS))]
+            # A force may shorten the bucket-wide retention (infra/app.py, lfr:alertRetentionDays).
+            lifecycle_rules=[s3.LifecycleRule(id="ExpireAlertCrops", expiration=Duration.days(alert_retention_days))]
             + [
                 s3.LifecycleRule(
                     id=f"ExpireAlertCrops{days}d",
@@ -80,7 +83,7 @@ class Storage(Construct):
                     tag_filters={ALERT_RETENTION_TAG: str(days)},
                 )
                 for days in ALERT_RETENTION_CHOICES_DAYS
-                if days < ALERT_RETENTION_DAYS
+                if days < alert_retention_days
             ],
         )
         skip_static_checks(self.alerts, no_versions)

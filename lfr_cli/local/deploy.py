@@ -1,20 +1,23 @@
-"""Deploy the synthesised CDK cloud assembly into the embedded moto server, the way `cdk deploy` would.
+"""Deploy the synthesised CDK cloud assembly into the embedded moto server with the real CDK CLI.
 
-Same template, same assets: bootstrap (bucket + SSM version), publish `*.assets.json` file assets,
-CloudFormation create_stack, wait, read outputs and physical resources.
+`cdk bootstrap` and `cdk deploy` (the pinned CLI in node_modules, as an admin runs them against
+AWS) with AWS_ENDPOINT_URL on the embedded endpoint: the CLI creates the bootstrap stack, publishes
+the assets, creates and executes the change set. Before that, the few resource types moto's
+CloudFormation does not create are created through their own APIs (`emulate.py`) in a per-deploy
+copy of the assembly. Outputs and physical resources are read back for the local runtime.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
 import warnings
-import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lfr_cli.local.emulate import create_alarms, materialise_unsupported, take_alarms
-from lfr_cli.local.server import ACCOUNT_ID, REGION
+from lfr_cli.local.server import ACCOUNT_ID, REGION, aws_env
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,11 @@ def _note_unsupported(template: dict[str, Any]) -> None:
             "not emulated locally (moto): %s", ", ".join(f"{n} {t}" for t, n in sorted(skipped.items()))
         )
 
-BOOTSTRAP_QUALIFIER = "hnb659fds"
-BOOTSTRAP_VERSION = "30"  # any value the template's CheckBootstrapVersion rule accepts (>= 6)
-TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's TemplateBody limit; beyond it, TemplateURL
-STORED_ABOVE_BYTES = 20 * 1024 * 1024  # directories bigger than this are zipped without compression
+BOOTSTRAP_QUALIFIER = "hnb659fds"  # the CDK default; `cdk bootstrap` creates cdk-<qualifier>-assets-...
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CDK_CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
+# Variables of this process a CLI run may see; AWS comes only from `aws_env` (the embedded endpoint).
+_CLI_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "NODE_OPTIONS")
 
 Synthesiser = Callable[[Path], Path]
 
@@ -88,102 +92,102 @@ class DeployedStack:
 
 
 def default_synth(outdir: Path) -> Path:
-    """The project's CDK app, synthesised in this process."""
+    """The project's CDK app, synthesised in this process (the same app `cdk synth` runs)."""
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    from infra.app import synth  # the colleague's module; imported late so tests can run without it
+    from infra.app import synth
 
-    assembly = synth(str(outdir))
-    # `synth` returns a CloudAssembly (its `directory`) or a path, depending on the app's version.
-    directory = getattr(assembly, "directory", None) or assembly or outdir
-    return Path(str(directory))
+    return Path(str(synth(str(outdir)).directory))
+
+
+# One synthesis per app per process: the integration modules and the demo deploy the same assembly
+# several times (`cdk deploy --app <assembly>`), and synthesis is the slowest step.
+_ASSEMBLIES: dict[Synthesiser | None, Path] = {}
+_ASSEMBLIES_LOCK = threading.Lock()
 
 
 def synthesise(synth_fn: Synthesiser | None, outdir: Path) -> Path:
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    outdir.mkdir(parents=True, exist_ok=True)
-    return (synth_fn or default_synth)(outdir)
+    with _ASSEMBLIES_LOCK:
+        assembly = _ASSEMBLIES.get(synth_fn)
+        if assembly is not None and (assembly / "manifest.json").exists():
+            return assembly
+        outdir.mkdir(parents=True, exist_ok=True)
+        assembly = (synth_fn or default_synth)(outdir)
+        _ASSEMBLIES[synth_fn] = assembly
+        return assembly
 
 
 def assets_bucket(account: str = ACCOUNT_ID, region: str = REGION) -> str:
     return f"cdk-{BOOTSTRAP_QUALIFIER}-assets-{account}-{region}"
 
 
-def bootstrap(client: Callable[[str], Any], account: str = ACCOUNT_ID, region: str = REGION) -> str:
-    """Emulate `cdk bootstrap`: only what a deploy of a DefaultStackSynthesizer stack reads."""
-    bucket = assets_bucket(account, region)
-    s3 = client("s3")
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    if bucket not in existing:
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-    client("ssm").put_parameter(
-        Name=f"/cdk-bootstrap/{BOOTSTRAP_QUALIFIER}/version",
-        Value=BOOTSTRAP_VERSION,
-        Type="String",
-        Overwrite=True,
-    )
-    return bucket
+def cdk_cli() -> Path:
+    if not CDK_CLI.exists():
+        raise DeployError(f"the CDK CLI is not installed at {CDK_CLI}: run `make node_modules` (npm ci)")
+    return CDK_CLI
 
 
-# Zips are cached per process by asset hash: the hash already covers the source content.
-_ZIP_CACHE: dict[str, Path] = {}
-_ZIP_LOCK = threading.Lock()
+def cli_env(endpoint: str, region: str) -> dict[str, str]:
+    """The CLI's environment: the embedded endpoint, dummy credentials, no version check/notices/telemetry."""
+    env = {k: os.environ[k] for k in _CLI_INHERITED_ENV if k in os.environ}
+    env.update(aws_env(endpoint, region))
+    env.update({"CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "true", "CI": "true",
+                "FORCE_COLOR": "0", "NODE_NO_WARNINGS": "1",
+                # The SDK's default upload checksums are computed again by moto, in Python: the
+                # layer's upload took ~45 s of a ~85 s deploy; with checksums only where required, ~10 s.
+                "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED"})
+    return env
 
 
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def run_cdk(args: list[str], endpoint: str, region: str, log_path: Path, cwd: Path) -> None:
+    """Run the pinned CDK CLI against the embedded endpoint; its output goes to `log_path`."""
+    cmd = [str(cdk_cli()), *args, "--no-notices", "--no-color"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        out.write(f"$ cdk {' '.join(args)}\n".encode())
+        out.flush()
+        # cwd: a directory without cdk.json, so the CLI reads only what it is given here.
+        proc = subprocess.run(cmd, env=cli_env(endpoint, region), cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        raise DeployError(f"cdk {args[0]} failed ({proc.returncode}); {log_path}:\n" + "\n".join(tail))
 
 
-def zip_directory(source: Path, asset_hash: str) -> Path:
-    with _ZIP_LOCK:
-        cached = _ZIP_CACHE.get(asset_hash)
-        if cached is not None and cached.exists():
-            return cached
-        # Layers carry already-compressed wheels and model files: deflating them costs time, saves little.
-        method = zipfile.ZIP_STORED if _dir_size(source) > STORED_ABOVE_BYTES else zipfile.ZIP_DEFLATED
-        out = Path(tempfile.gettempdir()) / f"lfr-asset-{asset_hash}.zip"
-        tmp = out.with_suffix(".zip.part")
-        with zipfile.ZipFile(tmp, "w", compression=method) as zf:
-            for path in sorted(source.rglob("*")):
-                if path.is_file():
-                    zf.write(path, path.relative_to(source).as_posix())
-        tmp.replace(out)
-        _ZIP_CACHE[asset_hash] = out
-        return out
+def local_assembly(source: Path, dest: Path, stack_name: str, template: dict[str, Any]) -> Path:
+    """A cloud assembly for this deployment: `source` with the stack's template replaced by `template`.
+
+    Asset directories and the CLI's zip cache (`.cache`) are links into `source`, so each asset is
+    zipped once per synthesis however often it is deployed.
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    (source / ".cache").mkdir(exist_ok=True)
+    template_file = f"{stack_name}.template.json"
+    for entry in source.iterdir():
+        target = dest / entry.name
+        if entry.name == template_file:
+            target.write_text(json.dumps(template, indent=1))
+        elif entry.is_file():
+            shutil.copy2(entry, target)
+        else:
+            target.symlink_to(entry.resolve(), target_is_directory=True)
+    return dest
 
 
-def _substitute(text: str, account: str, region: str) -> str:
-    return (
-        text.replace("${AWS::AccountId}", account).replace("${AWS::Region}", region).replace("${AWS::Partition}", "aws")
-    )
-
-
-def publish_assets(
-    client: Callable[[str], Any], assembly: Path, stack_name: str, account: str, region: str
-) -> dict[str, Path]:
-    """Upload every file asset of the stack; returns object key -> source path."""
+def asset_sources(assembly: Path, stack_name: str, account: str, region: str) -> dict[str, Path]:
+    """S3 object key -> source (in the cloud assembly) of every file asset the CLI published."""
     manifest = assembly / f"{stack_name}.assets.json"
     if not manifest.exists():
         raise DeployError(f"no asset manifest {manifest.name} in {assembly}")
     spec = json.loads(manifest.read_text())
     if spec.get("dockerImages"):
         raise DeployError("docker image assets are not supported by the embedded stack (no Docker engine)")
-    s3 = client("s3")
     sources: dict[str, Path] = {}
-    for asset_hash, asset in spec.get("files", {}).items():
-        source = assembly / asset["source"]["path"]
-        packaging = asset["source"].get("packaging", "file")
-        if packaging == "zip" and source.is_dir():
-            body_path = zip_directory(source, asset_hash)
-        elif packaging == "file":
-            body_path = source
-        else:
-            raise DeployError(f"asset {asset_hash}: unsupported packaging {packaging!r} for {source}")
+    for asset in spec.get("files", {}).values():
         for dest in asset["destinations"].values():
-            bucket = _substitute(dest["bucketName"], account, region)
-            key = _substitute(dest["objectKey"], account, region)
-            with body_path.open("rb") as body:
-                s3.put_object(Bucket=bucket, Key=key, Body=body)
-            sources[key] = source
+            key = dest["objectKey"].replace("${AWS::AccountId}", account).replace("${AWS::Region}", region)
+            sources[key] = (assembly / asset["source"]["path"]).resolve()
     return sources
 
 
@@ -201,54 +205,45 @@ def _failure_reasons(cfn: Any, stack_name: str) -> str:
 def deploy(
     client: Callable[[str], Any],
     stack_name: str,
+    endpoint: str,
     assembly_dir: Path | None = None,
     synth_fn: Synthesiser | None = None,
     outdir: Path | None = None,
+    work_dir: Path | None = None,
     account: str = ACCOUNT_ID,
     region: str = REGION,
-    timeout_s: float = 300.0,
 ) -> DeployedStack:
-    """Synthesise (unless `assembly_dir` is given), bootstrap, publish, create the stack, wait."""
+    """Synthesise (unless `assembly_dir` is given), then `cdk bootstrap` and `cdk deploy` on `endpoint`."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if assembly_dir is None:
-        assembly_dir = synthesise(synth_fn, outdir or Path("build/local/cdk.out"))
+        assembly_dir = synthesise(synth_fn, outdir or REPO_ROOT / "build" / "local" / "cdk.out")
     timings["synth_s"] = time.perf_counter() - t0
+    work = work_dir or Path(tempfile.mkdtemp(prefix="lfr-deploy-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / "cdk.log"
 
     t = time.perf_counter()
-    bucket = bootstrap(client, account, region)
+    run_cdk(["bootstrap", f"aws://{account}/{region}"], endpoint, region, log_path, work)
     timings["bootstrap_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    sources = publish_assets(client, assembly_dir, stack_name, account, region)
-    timings["publish_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    template_path = assembly_dir / f"{stack_name}.template.json"
-    body = template_path.read_text()
-    _note_unsupported(json.loads(body))
+    template = json.loads((assembly_dir / f"{stack_name}.template.json").read_text())
+    _note_unsupported(template)
     # Secrets, Cognito, API stages/authorizers: created through their own APIs (moto's CFN skips them).
-    local_template = materialise_unsupported(json.loads(body), client, stack_name)
+    local_template = materialise_unsupported(template, client, stack_name)
     alarms = take_alarms(local_template)  # created below, once the resources they watch exist
-    body = json.dumps(local_template)
-    cfn = client("cloudformation")
-    kwargs: dict[str, Any] = {
-        "StackName": stack_name,
-        "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
-    }
-    if len(body.encode()) > TEMPLATE_BODY_LIMIT:
-        key = f"{hashlib.sha256(body.encode()).hexdigest()}.json"
-        client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode())
-        kwargs["TemplateURL"] = f"https://s3.{region}.amazonaws.com/{bucket}/{key}"
-    else:
-        kwargs["TemplateBody"] = body
-    stack_id = cfn.create_stack(**kwargs)["StackId"]
-    status = _wait(cfn, stack_name, timeout_s)
-    if status != "CREATE_COMPLETE":
-        raise DeployError(f"stack {stack_name} ended {status}: {_failure_reasons(cfn, stack_name)}")
-    timings["create_stack_s"] = time.perf_counter() - t
+    local = local_assembly(assembly_dir, work / "cdk.out", stack_name, local_template)
+    run_cdk(
+        ["deploy", stack_name, "--app", str(local), "--require-approval", "never", "--progress", "events"],
+        endpoint, region, log_path, work,
+    )
+    timings["deploy_s"] = time.perf_counter() - t
 
+    cfn = client("cloudformation")
     desc = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    if desc["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        raise DeployError(f"stack {stack_name} ended {desc['StackStatus']}: {_failure_reasons(cfn, stack_name)}")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
     resources: list[Resource] = []
     paginator = cfn.get_paginator("list_stack_resources")
@@ -270,21 +265,13 @@ def deploy(
     log.info("deployed %s in %.1fs %s", stack_name, timings["total_s"], timings)
     return DeployedStack(
         name=stack_name,
-        stack_id=stack_id,
+        stack_id=desc["StackId"],
         outputs=outputs,
         resources=resources,
         assembly_dir=assembly_dir,
-        template=json.loads(template_path.read_text()),  # as synthesised (before local substitutions)
-        asset_sources=sources,
+        template=template,  # as synthesised (before local substitutions)
+        asset_sources=asset_sources(assembly_dir, stack_name, account, region),
         timings=timings,
     )
 
 
-def _wait(cfn: Any, stack_name: str, timeout_s: float) -> str:
-    # moto creates resources inside the create_stack request; the loop is for real-CFN-like semantics.
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status: str = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
-        if not status.endswith("IN_PROGRESS") or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)

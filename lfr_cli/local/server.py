@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import urllib.request
 from typing import Any
 
 import boto3
@@ -64,13 +66,14 @@ def make_client(service: str, endpoint: str, region: str = REGION, **config: Any
 class MotoServer:
     """moto's threaded server on a free loopback port, in this process.
 
-    In-process matters: `deploy`/`stack` reach into moto's backends for the two things its API
-    cannot do (detach its own SQS->Lambda invoker, mark an execution SUCCEEDED/FAILED).
+    In-process matters: the local stack registers its moto extensions (`moto_ext`: Lambda invokes
+    run in the local runtime) and detaches moto's own SQS->Lambda invoker (`esm`).
     """
 
     def __init__(self, port: int = 0) -> None:
         self._port = port
         self._server: Any = None
+        self._previous_port: str | None = None
         self.endpoint = ""
 
     def start(self) -> str:
@@ -79,17 +82,28 @@ class MotoServer:
         # One access-log line per SDK call drowns everything else.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
+        from lfr_cli.local import moto_ext
+
+        moto_ext.install()
         # port 0: the OS picks a free port, so parallel test runs never collide.
         self._server = ThreadedMotoServer(ip_address=LOOPBACK, port=self._port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
+        # moto's Step Functions engine calls Lambda on http://localhost:$MOTO_PORT (moto.settings):
+        # this server. One server per process (moto's backends are per process), so one port.
+        self._previous_port = os.environ.get("MOTO_PORT")
+        os.environ["MOTO_PORT"] = str(port)
         return self.endpoint
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+            if self._previous_port is None:
+                os.environ.pop("MOTO_PORT", None)
+            else:
+                os.environ["MOTO_PORT"] = self._previous_port
 
     def client(self, service: str, **config: Any) -> Any:
         if not self.endpoint:
@@ -102,3 +116,21 @@ class MotoServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def moto_config(endpoint: str, update: dict[str, Any] | None = None) -> dict[str, Any]:
+    """moto's runtime configuration (`/moto-api/config`): read it, or merge `update` into it."""
+    _require_loopback(endpoint)
+    data = json.dumps(update).encode() if update is not None else None
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/config", data=data, method="POST" if data else "GET",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        config: dict[str, Any] = json.loads(resp.read())
+    return config
+
+
+def enable_state_machine_execution(endpoint: str, enabled: bool = True) -> None:
+    """Executions run on moto's own ASL engine (ported from LocalStack) instead of being recorded only."""
+    moto_config(endpoint, {"stepfunctions": {"execute_state_machine": enabled}})

@@ -11,13 +11,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lfr_cli.local.apigw import LocalApiGateway, gateways_for
+from aws_emulation.apigw import LocalApiGateway, gateways_for
+from aws_emulation.esm import EsmPollers, SqsPoller, detach_moto_sqs_invoker, discover_mappings
+from aws_emulation.runtime import REPO_ROOT, LocalRuntime
 from lfr_cli.local.deploy import DeployedStack, Synthesiser, deploy
-from lfr_cli.local.esm import EsmPollers, SqsPoller, detach_moto_sqs_invoker, discover_mappings
-from lfr_cli.local.runtime import REPO_ROOT, LocalRuntime
+from lfr_cli.local.moto_ext import route_lambda_invocations
 from lfr_cli.local.s3props import apply_bucket_properties
-from lfr_cli.local.server import ACCOUNT_ID, REGION, MotoServer, make_client
-from lfr_cli.local.sfn import SfnExecutor, moto_status_hook
+from lfr_cli.local.server import ACCOUNT_ID, REGION, MotoServer, enable_state_machine_execution, make_client
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ class LocalStack:
         model_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         start_pollers: bool = True,
-        start_executor: bool = True,
         port: int = 0,
     ) -> None:
         if stack_name is None:
@@ -50,11 +49,10 @@ class LocalStack:
         self._model_dir = model_dir
         self._extra_env = extra_env
         self._start_pollers = start_pollers
-        self._start_executor = start_executor
         self._server = MotoServer(port)
         self.deployed: DeployedStack | None = None
         self._runtime: LocalRuntime | None = None
-        self._executor: SfnExecutor | None = None
+        self.state_machine_arns: list[str] = []
         self.pollers: EsmPollers | None = None
         self.gateways: dict[str, LocalApiGateway] = {}
 
@@ -74,9 +72,11 @@ class LocalStack:
         self.deployed = deploy(
             self.client,
             self.stack_name,
+            endpoint,
             assembly_dir=self._assembly_dir,
             synth_fn=self._synth_fn,
             outdir=self.run_dir / "cdk.out",
+            work_dir=self.run_dir / "deploy",
         )
         apply_bucket_properties(
             self.client("s3"), self.deployed.template,
@@ -98,25 +98,63 @@ class LocalStack:
         function_arns = {fn.arn for fn in self._runtime.functions.values()}
         mappings = discover_mappings(self.client("lambda"), function_arns)
         self.pollers = EsmPollers([SqsPoller(m, self.client("sqs"), self._runtime.invoke, REGION) for m in mappings])
-        machines = [r.physical_id for r in self.deployed.of_type("AWS::StepFunctions::StateMachine")]
-        self._executor = SfnExecutor(
-            self.client,
-            machines,
-            self._runtime.invoke,
-            self.run_dir / "executions",
-            mark_in_moto=moto_status_hook(ACCOUNT_ID, REGION),
-        )
-        self._executor.load_definitions()
+        # Every Lambda Invoke (moto's Step Functions engine's tasks, any client's) runs in the runtime.
+        route_lambda_invocations(self._runtime.invoke)
+        self.state_machine_arns = self._executable_state_machines()
         if self._start_pollers:
             self.pollers.start()
-        if self._start_executor:
-            self._executor.start()
         self.deployed.timings["up_s"] = time.perf_counter() - t0
         return self
 
+    def _executable_state_machines(self) -> list[str]:
+        """Register the template's state machines with moto's executing Step Functions backend.
+
+        moto's CloudFormation creates a state machine in its recording-only backend, which the
+        executing one (`execute_state_machine`) does not see: each is created again there through
+        the API, with the definition moto resolved from the template and the same name (same ARN).
+        `tests/unit/test_moto_ext.py` asserts moto still behaves so.
+        """
+        sfn = self.client("stepfunctions")
+        deployed = self._require(self.deployed)
+        described = [
+            sfn.describe_state_machine(stateMachineArn=r.physical_id)
+            for r in deployed.of_type("AWS::StepFunctions::StateMachine")
+        ]
+        enable_state_machine_execution(self.endpoint)
+        arns = []
+        for sm in described:
+            # moto's engine parses the definition here: an ASL it cannot run fails the deploy.
+            arn = sfn.create_state_machine(
+                name=sm["name"], definition=sm["definition"], roleArn=sm["roleArn"], type=sm.get("type", "STANDARD")
+            )["stateMachineArn"]
+            if arn != sm["stateMachineArn"]:
+                raise RuntimeError(f"state machine registered as {arn}, deployed as {sm['stateMachineArn']}")
+            arns.append(arn)
+        return arns
+
+    def wait_execution(self, execution_arn: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """`describe_execution` once the execution has left RUNNING (or when `timeout_s` is up)."""
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            desc: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+            if desc["status"] != "RUNNING" or time.monotonic() > deadline:
+                return desc
+            time.sleep(0.2)
+
+    def _stop_executions(self) -> None:
+        sfn = self.client("stepfunctions")
+        for arn in self.state_machine_arns:
+            for ex in sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING").get("executions", []):
+                sfn.stop_execution(executionArn=ex["executionArn"], cause="local stack stopped")
+
     def down(self) -> None:
-        if self._executor is not None:
-            self._executor.stop()
+        route_lambda_invocations(None)
+        if self._server.endpoint and self.state_machine_arns:
+            try:
+                self._stop_executions()
+            except Exception:
+                log.warning("could not stop running executions", exc_info=True)
         if self.pollers is not None:
             self.pollers.stop()
         if self._runtime is not None:
@@ -124,6 +162,10 @@ class LocalStack:
         for gw in self.gateways.values():
             gw.stop()
         if self._server.endpoint:
+            try:
+                enable_state_machine_execution(self._server.endpoint, False)  # moto's config is per process too
+            except OSError:
+                log.warning("could not reset moto's config at %s", self._server.endpoint)
             _reset_moto(self._server.endpoint)  # moto's backends are per process: leave none behind
         self._server.stop()
 
@@ -159,10 +201,6 @@ class LocalStack:
     @property
     def runtime(self) -> LocalRuntime:
         return self._require(self._runtime)
-
-    @property
-    def executor(self) -> SfnExecutor:
-        return self._require(self._executor)
 
     @property
     def log_dir(self) -> Path:

@@ -18,7 +18,7 @@ from functions.observability import (
     SERVICE_NAME,
 )
 from infra import constants as C
-from infra.app import build_app
+from infra.app import CTX_ALARM_EMAIL, build_app
 from infra.constructs import alarms as A
 from infra.stack import LfrStack
 
@@ -152,7 +152,7 @@ def test_no_email_subscription_unless_asked(template: Template) -> None:
 
 
 def test_alarm_email_context_subscribes_ops(built_assets: None, tmp_path_factory: pytest.TempPathFactory) -> None:
-    _, _, t = _synth(tmp_path_factory.mktemp("cdk.email"), {C.ALARM_EMAIL_CONTEXT: "ops@example.org"})
+    _, _, t = _synth(tmp_path_factory.mktemp("cdk.email"), {CTX_ALARM_EMAIL: "ops@example.org"})
     t.has_resource_properties(
         "AWS::SNS::Subscription",
         {"Protocol": "email", "Endpoint": "ops@example.org", "TopicArn": _topic_ref(t)},

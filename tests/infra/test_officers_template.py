@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
-from lfr_cli.local.apigw import routes_from_template
+from aws_emulation.apigw import routes_from_template
 from tests.infra.test_template import app_and_stack, template  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.usefixtures("built_assets")

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Template
+from lfr_cli.local.runtime import InvokeResult
+from lfr_cli.local.sfn import ExecutionFailed, Interpreter, definition_from_template
 
 from functions.exceptions import (
     LAMBDA_TRANSIENT_ERRORS,
@@ -29,8 +31,6 @@ from infra.app import build_app
 from infra.constants import DEFAULT_STACK_NAME, METRICS_NAMESPACE, SERVICE_NAME
 from infra.constructs.session import LIVE_FAULT_WAIT_S
 from infra.stack import LfrStack
-from lfr_cli.local.runtime import InvokeResult
-from lfr_cli.local.sfn import ExecutionFailed, Interpreter, definition_from_template
 
 pytestmark = pytest.mark.usefixtures("built_assets")
 

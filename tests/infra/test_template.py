@@ -208,12 +208,6 @@ def test_state_machine_states(template: Template) -> None:
         assert states[purge]["Catch"][0]["Next"] == "PurgeFailed"
     assert states["PurgeFailed"]["Type"] == "Fail"
     assert states["BuildWatchlist"]["Catch"][0]["Next"] == "MarkFailed"
-    # Only the ASL subset the local executor implements.
-    allowed = {"Task", "Wait", "Choice", "Pass", "Succeed", "Fail"}
-    assert {s["Type"] for s in states.values()} <= allowed
-    for s in states.values():
-        if s["Type"] == "Task":
-            assert s["Resource"].endswith(":states:::lambda:invoke")
 
 
 def test_state_machine_failure_alarm(template: Template) -> None:

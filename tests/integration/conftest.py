@@ -1,8 +1,9 @@
 """The embedded stack, shared by the integration modules that run against it.
 
 Module-scoped: moto's state is per process, so one LocalStack runs at a time, each module
-deploying its own from the CDK template into its own run directory (logs, executions), so
-a module's scans read only what that module produced.
+deploying its own (`cdk bootstrap` + `cdk deploy` of the app, synthesised once per session)
+into its own run directory (logs, the CLI's output), so a module's scans read only what that
+module produced.
 """
 
 from __future__ import annotations

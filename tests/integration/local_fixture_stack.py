@@ -1,4 +1,5 @@
-"""A small CDK stack of the local-runtime test's own: queue + DLQ, one Lambda, a 3-state state machine."""
+"""A small CDK stack of the local-runtime test's own: queue + DLQ, one Lambda, a small state machine
+whose task retries a transient error (interval, backoff, max delay) and catches a function error."""
 
 from __future__ import annotations
 
@@ -50,6 +51,12 @@ def build_fixture_app(outdir: str | Path | None = None) -> cdk.App:
         result_selector={"out.$": "$.Payload"},
         result_path="$.first",
     )
+    # 3 retries; delays 1 s, then min(1 * 3, 2) = 2 s and 2 s: MaxDelaySeconds caps the backoff.
+    first.add_retry(
+        errors=["FlakyError"], interval=cdk.Duration.seconds(1), backoff_rate=3.0, max_attempts=3,
+        max_delay=cdk.Duration.seconds(2),
+    )
+    first.add_catch(sfn.Pass(stack, "Recovered"), errors=["FixtureError"], result_path="$.error")
     check = sfn.Choice(stack, "IsCounted")
     done = sfn.Succeed(stack, "Done")
     failed = sfn.Fail(stack, "Failed", error="NotCounted", cause="count missing")

@@ -1,5 +1,6 @@
-"""The embedded stack end to end: a small CDK stack of the test's own, deployed through moto's
-CloudFormation, run by the local Lambda runtime, the SQS poller and the ASL executor."""
+"""The embedded stack end to end: a small CDK stack of the test's own, deployed by the real CDK CLI
+(`cdk bootstrap`, `cdk deploy`) into moto, run by the local Lambda runtime, the SQS poller and
+moto's own Step Functions engine."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lfr_cli.local.sfn import definition_from_template
+from lfr_cli.local.deploy import assets_bucket
 from lfr_cli.local.stack import LocalStack
 from tests.integration.local_fixture_stack import STACK_NAME, synth
 
@@ -48,6 +49,13 @@ def test_deploy_reports_outputs_resources_and_timings(stack: LocalStack) -> None
     assert {"QueueUrl", "DlqUrl", "FunctionName", "StateMachineArn"} <= set(stack.outputs)
     assert len(deployed.of_type("AWS::Lambda::Function")) == 1
     assert deployed.timings["total_s"] > 0
+    # Deployed by the CLI: the bootstrap stack exists and the stack's assets are in its bucket.
+    cfn, s3 = stack.client("cloudformation"), stack.client("s3")
+    assert cfn.describe_stacks(StackName="CDKToolkit")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    bucket = assets_bucket()
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert set(deployed.asset_sources) <= keys and any(k.endswith(".zip") for k in deployed.asset_sources)
+    assert "cdk deploy" in (stack.run_dir / "deploy" / "cdk.log").read_text()
     assert stack.endpoint.startswith("http://127.0.0.1:")
 
 
@@ -138,34 +146,67 @@ def test_sqs_event_shape_and_partial_batch_failure(stack: LocalStack) -> None:
     assert len(delivered_good) == 2  # deleted after the first delivery, never redelivered
 
 
-def test_state_machine_runs_to_succeed_with_handler_output(stack: LocalStack) -> None:
+def _history(stack: LocalStack, execution_arn: str) -> list[dict[str, Any]]:
     sfn = stack.client("stepfunctions")
-    machine = stack.outputs["StateMachineArn"]
-    arn = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"deployment_id": "d1"}))["executionArn"]
-    record = stack.executor.wait(arn, timeout=30)
-    assert record.status == "SUCCEEDED", (record.error, record.cause)
-    out = record.output
+    events: list[dict[str, Any]] = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    return events
+
+
+def _entered(events: list[dict[str, Any]]) -> list[str]:
+    return [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+
+
+def _start(stack: LocalStack, payload: dict[str, Any]) -> str:
+    # Named, as lfr's admin names each session's execution (moto's engine needs a name: unnamed
+    # executions all get the ARN suffix "None").
+    sfn = stack.client("stepfunctions")
+    arn: str = sfn.start_execution(
+        stateMachineArn=stack.outputs["StateMachineArn"], name=payload["deployment_id"], input=json.dumps(payload)
+    )["executionArn"]
+    return arn
+
+
+def test_state_machine_runs_on_motos_engine_with_handler_output(stack: LocalStack) -> None:
+    # The machine moto's engine runs is the one CloudFormation created (same ARN).
+    assert stack.state_machine_arns == [stack.outputs["StateMachineArn"]]
+    arn = _start(stack, {"deployment_id": "d1"})
+    desc = stack.wait_execution(arn, timeout_s=30)
+    assert desc["status"] == "SUCCEEDED", (desc.get("error"), desc.get("cause"))
+    out = json.loads(desc["output"])
     assert out["deployment_id"] == "d1"
+    # The task's Lambda invoke ran the handler in the local runtime's worker (its module state counts).
     assert out["first"]["out"]["echo"] == {"step": "first", "input": {"deployment_id": "d1"}}
     assert out["first"]["out"]["count"] >= 1
-    # The status is visible to any client, and the history is on disk.
-    desc = sfn.describe_execution(executionArn=arn)
-    assert desc["status"] == "SUCCEEDED" and json.loads(desc["output"]) == out
-    history = json.loads((stack.run_dir / "executions" / f"{record.name}.json").read_text())
-    entered = [e["state"] for e in history["history"] if e["type"].endswith("StateEntered")]
-    assert entered == ["First", "IsCounted", "Done"]
+    assert out["first"]["out"]["pid"] == stack.runtime.invoke(stack.outputs["FunctionName"], {}).payload["pid"]
+    assert _entered(_history(stack, arn)) == ["First", "IsCounted", "Done"]
 
 
-def test_template_definition_matches_what_moto_resolved(stack: LocalStack) -> None:
-    deployed = stack.deployed
-    assert deployed is not None
-    (sm,) = deployed.of_type("AWS::StepFunctions::StateMachine")
-    physical = {r.logical_id: r.physical_id for r in deployed.resources}
-    arns = {fn.logical_id: fn.arn for fn in stack.runtime.functions.values()}
-    from_template = definition_from_template(
-        deployed.template, sm.logical_id, physical, arns, "eu-west-2", "123456789012"
-    )
-    from_moto = json.loads(
-        stack.client("stepfunctions").describe_state_machine(stateMachineArn=sm.physical_id)["definition"]
-    )
-    assert from_template == from_moto
+def test_retry_backs_off_capped_by_max_delay_then_succeeds(stack: LocalStack) -> None:
+    arn = _start(stack, {"deployment_id": "d2", "flaky": 2, "key": "retry-1"})
+    desc = stack.wait_execution(arn, timeout_s=60)
+    assert desc["status"] == "SUCCEEDED", (desc.get("error"), desc.get("cause"))
+    events = _history(stack, arn)
+    failed = [e for e in events if e["type"] == "TaskFailed"]
+    scheduled = [e for e in events if e["type"] == "TaskScheduled"]
+    assert [e["taskFailedEventDetails"]["error"] for e in failed] == ["FlakyError", "FlakyError"]
+    assert len(scheduled) == 3
+    # Waits between a failure and the next attempt: IntervalSeconds 1, then 1 * BackoffRate 3 = 3
+    # capped by MaxDelaySeconds to 2.
+    gaps = [(s["timestamp"] - f["timestamp"]).total_seconds() for f, s in zip(failed, scheduled[1:], strict=True)]
+    assert 0.9 <= gaps[0] < 1.9, gaps
+    assert 1.9 <= gaps[1] < 2.9, gaps
+
+
+def test_retry_exhausted_fails_and_catch_takes_a_function_error(stack: LocalStack) -> None:
+    exhausted = stack.wait_execution(_start(stack, {"deployment_id": "d3", "flaky": 5, "key": "retry-2"}), 60)
+    assert exhausted["status"] == "FAILED"
+    assert exhausted["error"] == "FlakyError" and "attempt 4 of retry-2" in exhausted["cause"]
+
+    caught_arn = _start(stack, {"deployment_id": "d4", "fail": "boom"})
+    caught = stack.wait_execution(caught_arn, timeout_s=30)
+    assert caught["status"] == "SUCCEEDED"
+    out = json.loads(caught["output"])
+    # The Catch's ResultPath holds the function's errorType and its error payload.
+    assert out["error"]["Error"] == "FixtureError"
+    assert json.loads(out["error"]["Cause"])["errorMessage"] == "boom"
+    assert _entered(_history(stack, caught_arn)) == ["First", "Recovered"]

@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from lfr_cli.local.apigw import LocalApiGateway, Route
-from lfr_cli.local.runtime import InvokeResult
+from aws_emulation.apigw import LocalApiGateway, Route
+from aws_emulation.runtime import InvokeResult
 
 
 def test_routes_events_and_refusals() -> None:

@@ -16,6 +16,13 @@ class FixtureError(Exception):
     """Raised on request so the state machine's Retry/Catch see a named error."""
 
 
+class FlakyError(Exception):
+    """Raised for the first `flaky` invocations of a `key`: a transient error the machine retries."""
+
+
+_FLAKY_CALLS: dict[str, int] = {}
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     _INVOCATIONS["count"] += 1
     # Printed to the handler's stdout: must never corrupt the worker protocol.
@@ -26,6 +33,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         time.sleep(float(event["sleep_s"]))
     if event.get("fail"):
         raise FixtureError(str(event["fail"]))
+    # The state machine's task passes its input under "input".
+    given = event.get("input")
+    inner: dict[str, Any] = given if isinstance(given, dict) else {}
+    if inner.get("fail"):
+        raise FixtureError(str(inner["fail"]))
+    if inner.get("flaky"):
+        key = str(inner["key"])
+        _FLAKY_CALLS[key] = _FLAKY_CALLS.get(key, 0) + 1
+        if _FLAKY_CALLS[key] <= int(inner["flaky"]):
+            raise FlakyError(f"attempt {_FLAKY_CALLS[key]} of {key}")
     return {
         "echo": event,
         "count": _INVOCATIONS["count"],

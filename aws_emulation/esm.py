@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lfr_cli.local.runtime import InvokeResult
+from aws_emulation.runtime import InvokeResult
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from lfr_cli.local.server import REGION, aws_env
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Only these of the parent's variables reach a function: never the developer's AWS credentials/profile.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV")
 _INIT_TIMEOUT_S = 120.0  # importing onnxruntime + loading models can be slow on a cold machine
@@ -60,7 +60,7 @@ class FunctionConfig:
 
 
 class _Worker:
-    """A subprocess running `lfr_cli.local.worker` for one function; restarted after a timeout/crash."""
+    """A subprocess running `aws_emulation.worker` for one function; restarted after a timeout/crash."""
 
     def __init__(self, config: FunctionConfig, env: dict[str, str], log_path: Path) -> None:
         self.config = config
@@ -76,7 +76,7 @@ class _Worker:
         self._log_file = self.log_path.open("ab")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lfr_cli.local.worker"],
+            [sys.executable, "-m", "aws_emulation.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log_file,

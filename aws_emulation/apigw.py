@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from lfr_cli.local.runtime import InvokeResult
+from aws_emulation.runtime import InvokeResult
 from lfr_cli.local.server import ACCOUNT_ID, LOOPBACK
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,9 @@ UNPREDICTED_SPEED = 4.0  # face-widths per second: a walker crossing near the ca
 RESIDUAL_SPEED = 1.5  # what the constant-velocity prediction misses (turns, speed changes)
 MAX_SIZE_RATIO = 1.6
 VELOCITY_SMOOTHING = 0.5
+# Two detections of one frame whose overlap covers this much of the smaller box are one face detected
+# twice (YuNet does this on a face entering at the frame's edge); two tracks would follow it otherwise.
+DUPLICATE_OVERLAP = 0.5
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,6 +44,23 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = iw * ih
     union = a[2] * a[3] + b[2] * b[3] - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    return float(iw * ih / smaller) if smaller > 0 else 0.0
+
+
+def dedupe(detections: Sequence[Detection]) -> list[Detection]:
+    """The frame's detections without second detections of one face (the better-scored one is kept)."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        box = np.asarray(d.box, dtype=np.float64)
+        if all(overlap_of_smaller(box, np.asarray(k.box, dtype=np.float64)) < DUPLICATE_OVERLAP for k in kept):
+            kept.append(d)
+    return kept
 
 
 @dataclass
@@ -83,7 +103,11 @@ class Tracker:
         return 1.0 - d / gate if d < gate else 0.0
 
     def update(self, detections: Sequence[Detection], t: float) -> tuple[list[Assignment], list[Track]]:
-        """Assign this frame's detections; returns the assignments and the tracks that ended."""
+        """Assign this frame's detections; returns the assignments and the tracks that ended.
+
+        A second detection of one face is dropped (`dedupe`): it gets no assignment.
+        """
+        detections = dedupe(detections)
         ended = [tr for tr in self.active.values() if t - tr.last_t > self.max_gap_s]
         for tr in ended:
             del self.active[tr.track_id]

@@ -144,3 +144,38 @@ def test_a_camera_that_drops_is_reconnected_and_its_open_tracks_end_at_the_drop(
     after = [m for t, m in sink.messages if t >= up_t]
     assert len(after) >= 1 and stats.frames_processed > 30
     assert len({m.track_id for _, m in sink.messages}) == len(sink.messages)  # one message per track
+
+
+def test_a_camera_that_stays_down_is_retried_with_bounded_back_off_until_the_deadline(
+    walkby: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = RtspServer(walkby, free_port())
+    server.start()
+    events: list[tuple[float, SourceStatus]] = []
+    started = time.monotonic()
+    sink = ListSink(deadline=started + 9.0)
+    uploader = Uploader(FaceCropper(), sink, deployment_id="dep", camera_id="cam-rtsp",
+                        on_camera=lambda cam, st: events.append((time.monotonic(), st)))
+    killer = threading.Timer(2.5, server.kill)
+    try:
+        with caplog.at_level("WARNING", logger="edge_uploader.sources"), FrameSource(server.url) as source:
+            killer.start()
+            stats = uploader.run(source)
+            status = source.status()
+            attempts = source.counts.reconnect_attempts
+    finally:
+        killer.cancel()
+        server.kill()
+    ran = time.monotonic() - started
+    # The run neither ended at the drop nor hung: it stopped at its deadline with the camera still down.
+    assert stats.stopped_by_expiry and 8.5 <= ran <= 14.0
+    assert not stats.camera_up and not status.up and stats.reconnects == 0
+    assert [st.up for _, st in events] == [False]
+    assert stats.gap_s >= 4.0  # down from ~2.5 s to the 9 s deadline, counted while still down
+    # Back-off: attempts after 0.5, 1, 2, 4 s... so a handful in ~6 s, each one logged.
+    assert 2 <= attempts <= 5
+    assert sum("reconnect attempt" in r.getMessage() for r in caplog.records) == attempts
+    # The tracks open at the drop were ended and sent while the camera was down.
+    after_drop = [m for t, m in sink.messages if t >= events[0][0]]
+    assert 1 <= len(after_drop) <= stats.tracks_cut
+    assert "camera DOWN" in stats.line() and "reconnects=0" in stats.line()

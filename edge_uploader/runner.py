@@ -22,7 +22,9 @@ from lfr_core.contracts import CropMessage
 from lfr_core.face.detect import Detection
 
 CropHook = Callable[[CropMessage, Frame, Detection], None]
-CameraHook = Callable[[str, SourceStatus], None]  # camera id, its state now: called when it goes down or up
+# Camera id and its state now; called when the camera goes down and when it is back (a drop shorter than a
+# frame shows only as "up" with one more reconnection).
+CameraHook = Callable[[str, SourceStatus], None]
 # A camera that gave no frame for this long is checked: down means its tracks end now, and the deadline still holds.
 IDLE_CHECK_S = 1.0
 
@@ -113,15 +115,15 @@ class Uploader:
         sampler = TrackSampler(policy)
         started = time.perf_counter()
         last_progress = started
-        segment, camera_up = 0, True
+        segment, camera = 0, (True, 0)
         try:
             for frame in source.frames_or_idle(IDLE_CHECK_S):
                 if self.delivery.deployment_expired():
                     stats.stopped_by_expiry = True
                     break
                 cam = source.status()
-                if cam.up != camera_up:
-                    camera_up = cam.up
+                if (cam.up, cam.reconnects) != camera:
+                    camera = (cam.up, cam.reconnects)
                     if self.on_camera is not None:
                         self.on_camera(self.camera_id, cam)
                 if frame is None or frame.segment != segment:
@@ -133,6 +135,7 @@ class Uploader:
                             self._send(sampler.end(tr), stats, {})
                     if frame is None:
                         self._counts(stats, source, started)
+                        last_progress = self._progress(stats, last_progress)
                         continue
                     segment = frame.segment
                 stats.frames_processed += 1
@@ -168,16 +171,20 @@ class Uploader:
                         for a in assignments
                     ], f"{self.camera_id} frame {frame.index}  tracks {len(tracker.active)}  "
                        f"crops {stats.crops_selected}")
-                now = time.perf_counter()
-                if self.progress is not None and now - last_progress >= self.progress_every_s:
-                    last_progress = now
-                    self.progress(stats.line())
+                last_progress = self._progress(stats, last_progress)
         finally:
             # The source ended (or failed): tracks still in view get their decision now.
             for tr in tracker.end_all():
                 self._send(sampler.end(tr), stats, {})
             self._counts(stats, source, started)
         return stats
+
+    def _progress(self, stats: RunStats, last: float) -> float:
+        now = time.perf_counter()
+        if self.progress is None or now - last < self.progress_every_s:
+            return last
+        self.progress(stats.line())
+        return now
 
     def _send(self, bundle: Bundle | None, stats: RunStats, status: dict[str, Status]) -> None:
         """One message per track: its best crop, with the others in `more`."""

@@ -27,8 +27,10 @@ from edge_uploader.tracker import Tracker
 from lfr_cli.scenario import Fragmentation, fragmentation, make_scenario, people_from_lfw
 from lfr_core.face.detect import Detection, FaceDetector
 
-# (people, seed, fps): small enough to detect in seconds; the demo's walk-by is (30, 7, 8.0).
-STANDARD_SCENARIOS: tuple[tuple[int, int, float], ...] = ((8, 1, 10.0), (8, 2, 10.0))
+# (people, seed, fps): small enough to detect in seconds; the demo's walk-by is (30, 7, 8.0). The first one
+# split walkers and switched identities with the tracker before the duplicate and cross-motion rules
+# (1.2 tracks per crossing and a switch when every second frame is dropped, 1.3 at random drops).
+STANDARD_SCENARIOS: tuple[tuple[int, int, float], ...] = ((10, 7, 8.0), (8, 2, 10.0))
 DROPS = ("none", "every-2nd", "random-40%")
 Observation = tuple[int, str, Sequence[float]]
 TrackerRun = Callable[[list[list[Detection]], list[int], float], list[Observation]]

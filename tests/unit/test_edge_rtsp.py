@@ -8,19 +8,24 @@ made by `lfr scenario make`; the uploader runs the real detector on what it rece
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
 import time
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edge_uploader.delivery import DeliveryStats
+from edge_uploader.delivery import Delivery, DeliveryStats
 from edge_uploader.pipeline import FaceCropper
 from edge_uploader.runner import Uploader
 from edge_uploader.sources import FrameSource, SourceStatus
+from edge_uploader.spool import Spool
+from lfr_cli.local.server import MotoServer, make_client
 from lfr_cli.scenario import make_scenario, people_from_lfw
 from lfr_core.contracts import CropMessage
 
@@ -87,6 +92,29 @@ class ListSink:
         return None
 
 
+class RecordingDelivery(Delivery):
+    """The van's delivery (SQS + encrypted spool), noting when each message was handed to it."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.submitted: list[tuple[float, CropMessage]] = []
+
+    def submit(self, msg: CropMessage) -> None:
+        self.submitted.append((time.monotonic(), msg))
+        super().submit(msg)
+
+
+@pytest.fixture(scope="module")
+def sqs() -> Iterator[tuple[Any, str]]:
+    server = MotoServer()
+    endpoint = server.start()
+    try:
+        client = make_client("sqs", endpoint)
+        yield client, client.create_queue(QueueName="crops")["QueueUrl"]
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def walkby(tmp_path_factory: pytest.TempPathFactory, lfw_dir: Path) -> Path:
     if not rtsp_server_present():
@@ -97,12 +125,16 @@ def walkby(tmp_path_factory: pytest.TempPathFactory, lfw_dir: Path) -> Path:
     return d / "walk.mp4"
 
 
-def test_a_camera_that_drops_is_reconnected_and_its_open_tracks_end_at_the_drop(walkby: Path) -> None:
+def test_a_camera_that_drops_is_reconnected_and_its_open_tracks_end_at_the_drop(
+    walkby: Path, sqs: tuple[Any, str], tmp_path: Path,
+) -> None:
     server = RtspServer(walkby, free_port())
     server.start()
     events: list[tuple[float, SourceStatus]] = []
     started = time.monotonic()
-    sink = ListSink(deadline=started + 16.0)
+    client, url = sqs
+    sink = RecordingDelivery(client, url, Spool(tmp_path / "spool"),
+                             expires_at=datetime.now(UTC) + timedelta(seconds=16.0))
     uploader = Uploader(FaceCropper(), sink, deployment_id="dep", camera_id="cam-rtsp",
                         on_camera=lambda cam, st: events.append((time.monotonic(), st)))
     cut_at: list[float] = []
@@ -123,6 +155,7 @@ def test_a_camera_that_drops_is_reconnected_and_its_open_tracks_end_at_the_drop(
     finally:
         outage.join(15)
         server.kill()
+        delivered = sink.close()
     ran = time.monotonic() - started
     # It ran to its deadline (the stream was still playing), not to the drop.
     assert stats.stopped_by_expiry and 15.5 <= ran <= 25.0
@@ -134,16 +167,27 @@ def test_a_camera_that_drops_is_reconnected_and_its_open_tracks_end_at_the_drop(
     assert isinstance(down.since, datetime) and up.since > down.since
     # Tracks open at the drop were ended and their crops left while the camera was down.
     assert stats.tracks_cut >= 1
-    during = [m for t, m in sink.messages if down_t <= t < up_t]
+    during = [m for t, m in sink.submitted if down_t <= t < up_t]
     assert len(during) >= 1
     # No track spans the gap: each message's crops were all captured before the drop or all after it.
-    for _, msg in sink.messages:
+    for _, msg in sink.submitted:
         times = [msg.captured_at, *(c.captured_at for c in msg.more)]
         assert all(t < up.since for t in times) or all(t >= up.since for t in times), msg.track_id
     # Frames came through both connections and were processed.
-    after = [m for t, m in sink.messages if t >= up_t]
+    after = [m for t, m in sink.submitted if t >= up_t]
     assert len(after) >= 1 and stats.frames_processed > 30
-    assert len({m.track_id for _, m in sink.messages}) == len(sink.messages)  # one message per track
+    assert len({m.track_id for _, m in sink.submitted}) == len(sink.submitted)  # one message per track
+    # The spool and the queue agree with what was submitted: every message before the deadline is on the
+    # queue (tracks flushed at the deadline are refused, as always), none left in the spool.
+    assert delivered.sent + delivered.refused_after_expiry == len(sink.submitted)
+    assert delivered.in_spool == 0 and delivered.spool_destroyed == 0 and delivered.failed == 0
+    on_queue: set[str] = set()
+    while batch := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        on_queue |= {json.loads(m["Body"])["track_id"] for m in batch}
+        client.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    assert len(on_queue) == delivered.sent >= len(during) + len(after) - delivered.refused_after_expiry >= 1
+    assert on_queue <= {m.track_id for _, m in sink.submitted}
 
 
 def test_a_camera_that_stays_down_is_retried_with_bounded_back_off_until_the_deadline(

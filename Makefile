@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: venv models layer test test-fast demo lint static static-tools clean browser
+.PHONY: venv models layer test test-fast demo lint static static-tools clean browser rtsp-server
 CHROMIUM := /usr/bin/chromium
 # checkov pins dependencies that conflict with the project's (boto3, pydantic, ...): its own venv.
 CHECKOV_VERSION := 3.3.30
@@ -35,10 +35,17 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: layer lint static-tools browser node_modules
+# A real RTSP server on 127.0.0.1 for the live-camera tests: GStreamer's, from Debian, run by the system python3
+# (tests/support/rtsp_serve.py); installed only when a package is missing.
+RTSP_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
+rtsp-server:
+	dpkg -s $(RTSP_PACKAGES) >/dev/null 2>&1 || { apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(RTSP_PACKAGES); }
+
+test: layer lint static-tools browser rtsp-server node_modules
 	$(BIN)/python -m pytest
 
-test-fast: layer lint static-tools browser node_modules
+test-fast: layer lint static-tools browser rtsp-server node_modules
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: layer node_modules

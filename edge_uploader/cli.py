@@ -27,7 +27,7 @@ from edge_uploader.pipeline import FaceCropper
 from edge_uploader.preview import PreviewWriter
 from edge_uploader.runner import RunStats, Uploader
 from edge_uploader.sampler import SamplingPolicy
-from edge_uploader.sources import FrameSource
+from edge_uploader.sources import FrameSource, SourceStatus
 from edge_uploader.spool import Spool
 from lfr_core.face.detect import FaceDetector
 
@@ -85,6 +85,16 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _camera_state(camera_id: str, st: SourceStatus) -> None:
+    # The camera's up/down state for whoever watches the van's log (a console, an operator's terminal).
+    if st.up:
+        print(f"lfr-edge: camera {camera_id} UP at {st.since.isoformat()} (reconnection {st.reconnects}, "
+              f"{st.gap_s:.1f}s without frames in all)", file=sys.stderr, flush=True)
+    else:
+        print(f"lfr-edge: camera {camera_id} DOWN since {st.since.isoformat()}; reconnecting with back-off, "
+              "its open tracks ended and sent", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = _config(args)
@@ -130,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         policy=SamplingPolicy(cfg.best_k, cfg.min_interval_s, cfg.min_track_hits, cfg.max_wait_s),
         max_gap_s=cfg.max_track_gap_s,
         preview=preview, progress=lambda line: print(line, file=sys.stderr, flush=True),
-        progress_every_s=args.progress_every,
+        progress_every_s=args.progress_every, on_camera=_camera_state,
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
     code = EXIT_OK

@@ -18,12 +18,17 @@ from edge_uploader.delivery import DeliveryStats
 from edge_uploader.pipeline import FaceCropper
 from edge_uploader.preview import Annotation, PreviewWriter, Status
 from edge_uploader.sampler import Bundle, SamplingPolicy, TrackSampler
-from edge_uploader.sources import Frame, FrameSource
+from edge_uploader.sources import Frame, FrameSource, SourceStatus
 from edge_uploader.tracker import DEFAULT_MAX_GAP_S, Tracker
 from lfr_core.contracts import CropMessage, rejection_reason
 from lfr_core.face.detect import Detection
 
 CropHook = Callable[[CropMessage, Frame, Detection], None]
+# Camera id and its state now; called when the camera goes down and when it is back (a drop shorter than a
+# frame shows only as "up" with one more reconnection).
+CameraHook = Callable[[str, SourceStatus], None]
+# A camera that gave no frame for this long is checked: down means its tracks end now, and the deadline still holds.
+IDLE_CHECK_S = 1.0
 
 
 class Sink(Protocol):
@@ -56,6 +61,10 @@ class RunStats:
     detect_s: float = 0.0
     stopped_by_expiry: bool = False
     delivery: DeliveryStats | None = None
+    camera_up: bool = True
+    reconnects: int = 0  # a dropped stream delivering again
+    gap_s: float = 0.0  # seconds without frames while the stream was down
+    tracks_cut: int = 0  # tracks ended because the stream dropped (flushed, never resumed)
 
     @property
     def fps(self) -> float:
@@ -69,7 +78,10 @@ class RunStats:
         invalid = sum(self.messages_invalid.values())
         return (f"frames read={self.frames_read} processed={self.frames_processed} dropped={self.frames_dropped} "
                 f"bad={self.frames_bad} | faces={self.faces} below_gate={self.below_gate} tracks={self.tracks} | "
-                f"track messages {deliv}{f' invalid={invalid}' if invalid else ''} | {self.fps:.1f} fps")
+                f"track messages {deliv}{f' invalid={invalid}' if invalid else ''} | {self.fps:.1f} fps"
+                + (f" | camera {'up' if self.camera_up else 'DOWN'} reconnects={self.reconnects} "
+                   f"gap={self.gap_s:.1f}s tracks_cut={self.tracks_cut}"
+                   if self.reconnects or not self.camera_up else ""))
 
 
 class Uploader:
@@ -86,6 +98,7 @@ class Uploader:
         on_crop: CropHook | None = None,
         progress: Callable[[str], None] | None = None,
         progress_every_s: float = 2.0,
+        on_camera: CameraHook | None = None,
     ) -> None:
         self.cropper = cropper
         self.delivery = delivery
@@ -97,6 +110,7 @@ class Uploader:
         self.on_crop = on_crop
         self.progress = progress
         self.progress_every_s = progress_every_s
+        self.on_camera = on_camera
 
     def run(self, source: FrameSource) -> RunStats:
         """Process the source until it ends (or the deployment expires). Source errors propagate."""
@@ -108,11 +122,29 @@ class Uploader:
         sampler = TrackSampler(policy)
         started = time.perf_counter()
         last_progress = started
+        segment, camera = 0, (True, 0)
         try:
-            for frame in source.frames():
+            for frame in source.frames_or_idle(IDLE_CHECK_S):
                 if self.delivery.deployment_expired():
                     stats.stopped_by_expiry = True
                     break
+                cam = source.status()
+                if (cam.up, cam.reconnects) != camera:
+                    camera = (cam.up, cam.reconnects)
+                    if self.on_camera is not None:
+                        self.on_camera(self.camera_id, cam)
+                if frame is None or frame.segment != segment:
+                    # The stream dropped: its tracks end now and their crops leave; positions from
+                    # before the gap must not continue a track after it.
+                    if not cam.up or (frame is not None and frame.segment != segment):
+                        for tr in tracker.end_all():
+                            stats.tracks_cut += 1
+                            self._send(sampler.end(tr), stats, {})
+                    if frame is None:
+                        self._counts(stats, source, started)
+                        last_progress = self._progress(stats, last_progress)
+                        continue
+                    segment = frame.segment
                 stats.frames_processed += 1
                 t0 = time.perf_counter()
                 dets = self.cropper.detector.detect(frame.image)
@@ -146,16 +178,20 @@ class Uploader:
                         for a in assignments
                     ], f"{self.camera_id} frame {frame.index}  tracks {len(tracker.active)}  "
                        f"crops {stats.crops_selected}")
-                now = time.perf_counter()
-                if self.progress is not None and now - last_progress >= self.progress_every_s:
-                    last_progress = now
-                    self.progress(stats.line())
+                last_progress = self._progress(stats, last_progress)
         finally:
             # The source ended (or failed): tracks still in view get their decision now.
             for tr in tracker.end_all():
                 self._send(sampler.end(tr), stats, {})
             self._counts(stats, source, started)
         return stats
+
+    def _progress(self, stats: RunStats, last: float) -> float:
+        now = time.perf_counter()
+        if self.progress is None or now - last < self.progress_every_s:
+            return last
+        self.progress(stats.line())
+        return now
 
     def _send(self, bundle: Bundle | None, stats: RunStats, status: dict[str, Status]) -> None:
         """One message per track: its best crop, with the others in `more`."""
@@ -184,5 +220,7 @@ class Uploader:
         stats.frames_read = source.counts.read
         stats.frames_dropped = source.counts.dropped
         stats.frames_bad = source.counts.bad
+        cam = source.status()
+        stats.camera_up, stats.reconnects, stats.gap_s = cam.up, cam.reconnects, cam.gap_s
         stats.elapsed_s = time.perf_counter() - started
         stats.delivery = self.delivery.stats()

@@ -6,10 +6,18 @@ processing loop always gets a fresh frame and never builds a backlog (dropped fr
 A video file stands in for a camera, so by default it is read at its own frame rate (`realtime`);
 `realtime=False` reads a file as fast as it is consumed with no drops (every frame processed:
 deterministic runs, tests, the demo).
+
+A stream (an IP camera over RTSP/HTTP) that stops is not the end of the run: the reader marks the
+camera down, reopens it with bounded exponential back-off (each attempt logged, reconnections and
+seconds without frames counted) until it delivers again or the source is closed. Frames after a
+reconnection carry the next `segment`, so the consumer ends the tracks of the previous one rather than
+continuing them from stale positions. `status()` says whether the camera is up, since when, and the counts.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections import deque
@@ -32,6 +40,12 @@ STREAM_READ_TIMEOUT_MS = 5000
 # This many unusable frames in a row (zero-size, undecodable) means the source is broken, not glitching.
 MAX_CONSECUTIVE_BAD = 25
 DEFAULT_QUEUE_SIZE = 2
+# Reconnection back-off of a dropped stream: first retry after RECONNECT_MIN_S, doubling up to RECONNECT_MAX_S.
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 10.0
+# RTSP over TCP (interleaved): no UDP loss or NAT trouble on a van's network; only when the operator set nothing.
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,7 @@ class Frame:
     t: float  # seconds since the source started: video time for files, wall time for live sources
     image: np.ndarray
     captured_at: datetime
+    segment: int = 0  # a stream's connection this frame came through: 0, then +1 per reconnection
 
 
 @dataclass
@@ -47,6 +62,20 @@ class SourceCounts:
     read: int = 0
     dropped: int = 0
     bad: int = 0  # zero-size or undecodable frames/images, skipped
+    reconnects: int = 0  # a dropped stream delivering again
+    reconnect_attempts: int = 0  # failed reopen attempts included
+    gap_s: float = 0.0  # seconds a stream delivered no frame between dropping and delivering again
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """What a console shows of the camera: up or down, since when, and how often it dropped."""
+
+    up: bool
+    since: datetime
+    reconnects: int
+    gap_s: float  # seconds without frames so far (including a drop still under way)
+    last_frame_at: datetime | None
 
 
 def classify(spec: str) -> SourceKind:
@@ -83,6 +112,14 @@ def read_still(path: Path) -> np.ndarray | None:
         return None
 
 
+def _open_stream(spec: str) -> cv2.VideoCapture:
+    # Timeouts so a dead camera is noticed in seconds, not when TCP gives up.
+    return cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_READ_TIMEOUT_MS,
+    ])
+
+
 def _usable(frame: np.ndarray | None) -> bool:
     return frame is not None and frame.ndim == 3 and frame.shape[0] > 0 and frame.shape[1] > 0
 
@@ -108,6 +145,11 @@ class FrameSource:
         self.fps = 1.0
         self.size: tuple[int, int] = (0, 0)
         self.n_frames: int | None = None
+        self._up = True
+        self._since = utcnow()
+        self._down_mono: float | None = None
+        self._last_frame_at: datetime | None = None
+        self._segment = 0
         if self.kind == "folder":
             self._files = list_images(Path(spec))
             self.n_frames = len(self._files)
@@ -124,10 +166,7 @@ class FrameSource:
         if self.kind == "webcam":
             cap = cv2.VideoCapture(int(spec))
         elif self.kind == "stream":
-            cap = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [
-                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_READ_TIMEOUT_MS,
-            ])
+            cap = _open_stream(spec)
         else:
             cap = cv2.VideoCapture(spec)
         if not cap.isOpened():
@@ -150,7 +189,45 @@ class FrameSource:
         self._drop = self.kind != "file" or realtime
         self._realtime = self.kind == "file" and realtime
 
+    def status(self) -> SourceStatus:
+        with self._cond:
+            gap = self.counts.gap_s
+            if self._down_mono is not None:
+                gap += time.monotonic() - self._down_mono
+            return SourceStatus(self._up, self._since, self.counts.reconnects, gap, self._last_frame_at)
+
     # -- reader thread -------------------------------------------------------------------------
+
+    def _reconnect(self) -> bool:
+        """The stream stopped: mark it down, reopen with back-off; False if closed meanwhile."""
+        assert self._cap is not None
+        self._cap.release()
+        with self._cond:
+            self._up, self._since, self._down_mono = False, utcnow(), time.monotonic()
+        log.warning("source %s: stream stopped delivering frames; reconnecting", self.spec)
+        delay = RECONNECT_MIN_S
+        while not self._stop.wait(delay):
+            self.counts.reconnect_attempts += 1
+            cap = _open_stream(self.spec)
+            ok, first = cap.read() if cap.isOpened() else (False, None)
+            if ok and _usable(first):
+                with self._cond:
+                    assert self._down_mono is not None
+                    gap = time.monotonic() - self._down_mono
+                    self.counts.gap_s += gap
+                    self.counts.reconnects += 1
+                    self._up, self._since, self._down_mono = True, utcnow(), None
+                    self._segment += 1
+                assert first is not None
+                self._cap, self._first = cap, first
+                log.warning("source %s: reconnected after %.1f s without frames (reconnection %d)",
+                            self.spec, gap, self.counts.reconnects)
+                return True
+            cap.release()
+            log.warning("source %s: reconnect attempt %d failed; next in %.1f s", self.spec,
+                        self.counts.reconnect_attempts, min(delay * 2, RECONNECT_MAX_S))
+            delay = min(delay * 2, RECONNECT_MAX_S)
+        return False
 
     def _put(self, frame: Frame) -> None:
         with self._cond:
@@ -177,7 +254,11 @@ class FrameSource:
                 if not ok:
                     if self.kind == "file" or self._stop.is_set():
                         break
-                    raise SourceError(f"stream {self.spec} stopped delivering frames")
+                    if self.kind == "webcam":
+                        raise SourceError(f"webcam {self.spec} stopped delivering frames")
+                    if not self._reconnect():
+                        break
+                    frame = self._first
             if not _usable(frame):
                 self.counts.bad += 1
                 bad_run += 1
@@ -199,8 +280,9 @@ class FrameSource:
                 t = time.monotonic() - start_wall
                 captured_at = utcnow()
             self.counts.read += 1
+            self._last_frame_at = captured_at
             assert frame is not None
-            self._put(Frame(index, t, frame, captured_at))
+            self._put(Frame(index, t, frame, captured_at, self._segment))
             index += 1
             frame = None
 
@@ -238,14 +320,28 @@ class FrameSource:
 
     def frames(self) -> Iterator[Frame]:
         """Frames until the source ends; raises `SourceError` if it broke rather than ended."""
+        for frame in self.frames_or_idle(None):
+            if frame is not None:
+                yield frame
+
+    def frames_or_idle(self, idle_s: float | None) -> Iterator[Frame | None]:
+        """As `frames`, and None after every `idle_s` seconds without a frame (a camera that is down),
+        so the consumer can act on time passing (deadlines, ending tracks) while it waits."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="lfr-edge-reader", daemon=True)
             self._thread.start()
         while True:
+            waited_from = time.monotonic()
+            idle = False
             with self._cond:
                 while not self._buf and not self._ended:
                     self._cond.wait(0.2)
-                if self._buf:
+                    if idle_s is not None and time.monotonic() - waited_from >= idle_s:
+                        idle = True
+                        break
+                if idle:
+                    frame: Frame | None = None
+                elif self._buf:
                     frame = self._buf.popleft()
                     self._cond.notify_all()
                 else:

@@ -31,7 +31,18 @@ CENTRE_GATE = 0.6
 UNPREDICTED_SPEED = 4.0  # face-widths per second: a walker crossing near the camera
 RESIDUAL_SPEED = 1.5  # what the constant-velocity prediction misses (turns, speed changes)
 MAX_SIZE_RATIO = 1.6
+# A walker strays little across their direction of motion (gait, a slight turn), so a moving track's centre
+# distance counts the part across its motion this many times: a face in the next lane, where a lost walker
+# would have been along their lane, starts its own track instead of taking over the lost one.
+CROSS_MOTION_WEIGHT = 2.0
+# A track seen once has no motion to predict from, so its gate widens fast with time: it may wait only this
+# long for a second detection, or it takes over whoever comes near (another walker after a drop of frames).
+TENTATIVE_MAX_GAP_S = 0.5
+MIN_SPEED = 0.5  # face-widths per second: slower tracks have no reliable direction
 VELOCITY_SMOOTHING = 0.5
+# Two detections of one frame whose overlap covers this much of the smaller box are one face detected
+# twice (YuNet does this on a face entering at the frame's edge); two tracks would follow it otherwise.
+DUPLICATE_OVERLAP = 0.5
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,6 +52,23 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = iw * ih
     union = a[2] * a[3] + b[2] * b[3] - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    return float(iw * ih / smaller) if smaller > 0 else 0.0
+
+
+def dedupe(detections: Sequence[Detection]) -> list[Detection]:
+    """The frame's detections without second detections of one face (the better-scored one is kept)."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        box = np.asarray(d.box, dtype=np.float64)
+        if all(overlap_of_smaller(box, np.asarray(k.box, dtype=np.float64)) < DUPLICATE_OVERLAP for k in kept):
+            kept.append(d)
+    return kept
 
 
 @dataclass
@@ -69,7 +97,7 @@ class Tracker:
         self.active: dict[str, Track] = {}
         self.started = 0
 
-    def _affinity(self, pred: np.ndarray, box: np.ndarray, gate: float) -> float:
+    def _affinity(self, pred: np.ndarray, box: np.ndarray, gate: float, velocity: np.ndarray | None = None) -> float:
         o = iou(pred, box)
         if o >= MIN_IOU:
             return 1.0 + o  # any real overlap beats a centre-distance match
@@ -79,12 +107,25 @@ class Tracker:
             return 0.0
         pc = pred[:2] + pred[2:] / 2
         bc = box[:2] + box[2:] / 2
-        d = float(np.linalg.norm(pc - bc)) / size
+        off = (bc - pc) / size
+        v = None if velocity is None else (velocity[:2] + velocity[2:] / 2) / size
+        if v is not None and float(np.linalg.norm(v)) >= MIN_SPEED:
+            along = v / float(np.linalg.norm(v))
+            par = float(off @ along)
+            perp = float(np.linalg.norm(off - par * along))
+            d = float(np.hypot(par, CROSS_MOTION_WEIGHT * perp))
+        else:
+            d = float(np.linalg.norm(off))
         return 1.0 - d / gate if d < gate else 0.0
 
     def update(self, detections: Sequence[Detection], t: float) -> tuple[list[Assignment], list[Track]]:
-        """Assign this frame's detections; returns the assignments and the tracks that ended."""
-        ended = [tr for tr in self.active.values() if t - tr.last_t > self.max_gap_s]
+        """Assign this frame's detections; returns the assignments and the tracks that ended.
+
+        A second detection of one face is dropped (`dedupe`): it gets no assignment.
+        """
+        detections = dedupe(detections)
+        ended = [tr for tr in self.active.values()
+                 if t - tr.last_t > (self.max_gap_s if tr.hits > 1 else min(self.max_gap_s, TENTATIVE_MAX_GAP_S))]
         for tr in ended:
             del self.active[tr.track_id]
         boxes = [np.asarray(d.box, dtype=np.float64) for d in detections]
@@ -95,7 +136,7 @@ class Tracker:
             dt = max(t - tr.last_t, 0.0)
             gate = CENTRE_GATE + (UNPREDICTED_SPEED if tr.hits == 1 else RESIDUAL_SPEED) * dt
             for di, box in enumerate(boxes):
-                a = self._affinity(pred, box, gate)
+                a = self._affinity(pred, box, gate, tr.velocity if tr.hits > 1 else None)
                 if a > 0:
                     pairs.append((a, ti, di))
         pairs.sort(reverse=True)

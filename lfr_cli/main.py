@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--fps", type=float, default=10.0)
     make.add_argument("--concurrent", type=int, default=3, help="people in view at once")
+    tracks = scn.add_parser("tracks", help="tracks per crossing and identity switches of the edge tracker "
+                            "(and ByteTrack, if installed) on the standard walk-bys")
+    tracks.add_argument("--scenario", nargs=3, action="append", metavar=("PEOPLE", "SEED", "FPS"),
+                        help="instead of the standard ones; repeatable (the demo's: 30 7 8)")
 
     ev_video = sub.add_parser("eval-video", help="track decisions on generated walk-by videos (edge + match path)")
     ev_video.add_argument("--watchlist-size", type=int, default=100)
@@ -103,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             from lfr_cli.local.stack import run_forever
 
             run_forever(port=args.port)
+            return EXIT_OK
+        if args.command == "scenario" and args.sub == "tracks":
+            from lfr_cli.track_eval import STANDARD_SCENARIOS, main_tracks
+
+            chosen = [(int(p), int(s), float(f)) for p, s, f in args.scenario] if args.scenario else None
+            print(main_tracks(chosen or STANDARD_SCENARIOS))
             return EXIT_OK
         if args.command == "scenario":
             from lfr_cli.scenario import ScenarioError, main_make

@@ -13,10 +13,11 @@ temp dir or `build/`, never in the repository.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -302,3 +303,62 @@ def main_make(identities: Sequence[Path] | None, from_lfw: int | None, out: Path
     doc = make_scenario(people, out, truth, seed=seed, fps=fps, concurrent=concurrent)
     return (f"wrote {out} ({doc['n_frames']} frames, {doc['width']}x{doc['height']} @ {doc['fps']:g} fps, "
             f"{len(people)} people) and {truth}")
+
+
+@dataclass(frozen=True)
+class Fragmentation:
+    """How whole a tracker's tracks are, against the ground truth of a walk-by.
+
+    A crossing is one person's walk past the camera that at least one track was placed on. A track
+    is placed on the person the truth puts at its box (`track_identity`'s rule, by person, not name);
+    only tracks of at least `min_hits` detections count (shorter ones send nothing). An identity
+    switch is a track whose placed person changes between two of its detections.
+    """
+
+    crossings: int
+    tracks: int  # tracks placed on at least one person
+    unplaced: int  # tracks the truth cannot place (detector false positives)
+    switches: int
+    tracks_by_person: dict[int, int]
+
+    @property
+    def tracks_per_crossing(self) -> float:
+        return sum(self.tracks_by_person.values()) / self.crossings if self.crossings else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"crossings": self.crossings, "tracks": self.tracks, "unplaced_tracks": self.unplaced,
+                "tracks_per_crossing": round(self.tracks_per_crossing, 3), "identity_switches": self.switches}
+
+
+def track_person(truth: dict[str, Any], frame_index: int, box: Sequence[float], min_iou: float = 0.3) -> int | None:
+    """Which person (index in the truth's `people`) is at `box` in frame `frame_index`, or None."""
+    if not 0 <= frame_index < len(truth["frames"]):
+        return None
+    best, best_iou = None, min_iou
+    for entry in truth["frames"][frame_index]:
+        iou = box_iou(box, entry["box"])
+        if iou >= best_iou:
+            best, best_iou = int(entry["person"]), iou
+    return best
+
+
+def fragmentation(observations: Iterable[tuple[int, str, Sequence[float]]], truth: dict[str, Any],
+                  min_hits: int = 2) -> Fragmentation:
+    """Tracks per crossing and identity switches of `(frame index, track id, box)` observations."""
+    seen: dict[str, list[int | None]] = {}
+    for frame_index, track_id, box in sorted(observations, key=lambda o: o[0]):
+        seen.setdefault(track_id, []).append(track_person(truth, frame_index, box))
+    by_person: dict[int, int] = {}
+    unplaced = switches = placed = 0
+    for people in seen.values():
+        if len(people) < min_hits:
+            continue
+        known = [p for p in people if p is not None]
+        if not known:
+            unplaced += 1
+            continue
+        placed += 1
+        switches += sum(1 for a, b in itertools.pairwise(known) if a != b)
+        for p in set(known):
+            by_person[p] = by_person.get(p, 0) + 1
+    return Fragmentation(len(by_person), placed, unplaced, switches, by_person)

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from functions.dal.ports import (
     AuditStore,
     CropQueues,
     DeploymentRepository,
+    RecordAcks,
     WatchlistStore,
 )
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
@@ -272,3 +273,20 @@ class InMemoryCropQueues(_Faults, CropQueues):
             counts.append(len(q) - len(keep))
             q[:] = keep
         return counts[0], counts[1]
+
+
+class InMemoryRecordAcks(_Faults, RecordAcks):
+    """Records the message ids the function deleted or released, in call order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: list[str] = []
+        self.released: list[str] = []
+
+    def delete(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._enter("delete")
+        self.deleted.extend(str(r["messageId"]) for r in records)
+
+    def release(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._enter("release")
+        self.released.extend(str(r["messageId"]) for r in records)

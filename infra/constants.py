@@ -16,20 +16,23 @@ LAMBDA_LAYER_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
 # function timeout (infra/constructs/queues.py). So the timeout is sized to the work of one
 # batch, from measured costs, with 2x headroom, and the model is loaded during init (outside it;
 # functions/handlers/match.py):
-#   worst batch = 10 messages x 3 crops x 18 ms inference (SFace, one core, measured: issue 13's
-#   figures; 36-70 ms/crop on this shared 2-core machine under load) = 0.54 s
-#               + 10 alerts x ~150 ms of writes (record, crop, publish, audit, mark) = 1.5 s
-#   -> ~2.0 s; x2 headroom -> 5 s timeout -> 30 s visibility: a record whose invocation crashed
-#   is delivered again within ~30 s (it was 180 s).
+#   worst batch = 5 messages x 3 crops x 18 ms inference (SFace, one core, measured: issue 13's
+#   figures; 36-70 ms/crop on this shared 2-core machine under load) = 0.27 s
+#               + 5 alerts x ~150 ms of writes (record, crop, publish, audit, mark) = 0.75 s
+#   -> ~1.0 s; ~x5 headroom (a redelivered batch is processed record by record, and a loaded
+#   machine runs 5-10x slower) -> 5 s timeout -> 30 s visibility: a record whose invocation
+#   crashed is delivered again within ~30 s (it was 180 s).
 MATCH_CROP_INFERENCE_MS = 18
 MATCH_ALERT_WRITES_MS = 150
 MATCH_TIMEOUT_S = 5
 MATCH_MEMORY_MB = 2048
-# 10: one model call per batch amortises the per-invocation calls (deployment read, counters,
-# metric flush) when the queue has a backlog, and a batch still fits the timeout above. No
-# batching window: at low rates a window only delays live alerts, and under load the queue
-# itself fills the batches (a receive returns up to 10 waiting messages).
-MATCH_BATCH_SIZE = 10
+# 5: one model call per batch amortises the per-invocation calls (deployment read, counters,
+# metric flush, ~14 ms) over up to 15 crops when the queue has a backlog, while a batch (even
+# redelivered, record by record) fits the timeout above, and a crash sends back at most 5
+# tracks. Throughput comes from concurrency, not batch size: on 2 cores batching gains nothing
+# for inference itself. No batching window: at low rates a window only delays live alerts, and
+# under load the queue itself fills the batches (a receive returns every waiting message up to 5).
+MATCH_BATCH_SIZE = 5
 MATCH_BATCHING_WINDOW_S = 0  # live alerts: never hold crops back to fill a batch
 BUILD_TIMEOUT_S = 300
 BUILD_MEMORY_MB = 2048

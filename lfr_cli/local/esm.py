@@ -18,6 +18,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from lfr_cli.local.runtime import InvokeResult
 
 log = logging.getLogger(__name__)
+_TRACKED = 10_000
 
 Invoker = Callable[[str, Any], InvokeResult]
 
@@ -133,6 +135,10 @@ class SqsPoller:
         self.batches = 0
         self.records_delivered = 0  # every record handed to an invocation, retries included
         self.failed_invocations = 0
+        # Seconds between a message's deliveries (how soon a failed record was retried), for the
+        # last `_TRACKED` message ids: what the fault-injection tests assert on.
+        self._last_delivery: OrderedDict[str, float] = OrderedDict()
+        self.redelivery_gaps_s: list[float] = []
         self.last_error: str | None = None
 
     def start(self) -> None:
@@ -182,6 +188,7 @@ class SqsPoller:
         if not messages:
             return 0
         records = [sqs_record(m, self.mapping.event_source_arn, self._region) for m in messages]
+        self._note_deliveries([m["MessageId"] for m in messages])
         result = self._invoke(self.mapping.function_arn, {"Records": records})
         with self._counts:
             self.batches += 1
@@ -207,6 +214,18 @@ class SqsPoller:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
         return len(messages)
+
+    def _note_deliveries(self, ids: list[str]) -> None:
+        now = time.monotonic()
+        with self._counts:
+            for i in ids:
+                last = self._last_delivery.pop(i, None)
+                if last is not None:
+                    self.redelivery_gaps_s.append(now - last)
+                self._last_delivery[i] = now
+            while len(self._last_delivery) > _TRACKED:
+                self._last_delivery.popitem(last=False)
+            del self.redelivery_gaps_s[:-_TRACKED]
 
     def _failed_ids(self, payload: Any, batch_ids: set[str]) -> set[str]:
         if not self.mapping.report_batch_item_failures or not isinstance(payload, dict):

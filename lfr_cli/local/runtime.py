@@ -38,6 +38,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV")
 _INIT_TIMEOUT_S = 120.0  # importing onnxruntime + loading models can be slow on a cold machine
 DEFAULT_MAX_WORKERS = 4  # per function when the template reserves no concurrency (then capped by cores)
+# Lambda runs each invocation on its own CPU share; a shared, oversubscribed machine does not, and
+# there a function's wall-clock timeout measures the neighbours' load, not the function. This
+# factor (default 1: Lambda's timeouts) stretches every function's timeout, and the deadline its
+# handler sees, on such a machine. Queue visibility timeouts stay as the template sets them.
+ENV_TIMEOUT_SCALE = "LFR_LOCAL_TIMEOUT_SCALE"
+
+
+def timeout_scale() -> float:
+    raw = os.environ.get(ENV_TIMEOUT_SCALE, "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_TIMEOUT_SCALE}={raw!r}: expected a number >= 1") from None
+    if not value >= 1.0:
+        raise ValueError(f"{ENV_TIMEOUT_SCALE}={raw!r}: expected a number >= 1")
+    return value
 
 
 def machine_cap() -> int:
@@ -102,6 +118,7 @@ class _Worker:
         self._lines: queue.Queue[bytes | None] = queue.Queue()
         self._log_file: IO[bytes] | None = None
         self.request_id: str | None = None  # in flight; read by `LocalRuntime.workers`
+        self.timeout_scale = timeout_scale()
 
     def state(self) -> WorkerState:
         proc = self.proc
@@ -185,7 +202,7 @@ class _Worker:
                 cold = True
             assert self.proc is not None and self.proc.stdin is not None
             request_id = str(uuid.uuid4())
-            timeout_s = self.config.timeout_s
+            timeout_s = self.config.timeout_s * self.timeout_scale
             deadline_ms = int((time.time() + timeout_s) * 1000)
             request = {"request_id": request_id, "event": event, "deadline_ms": deadline_ms}
             t0 = time.perf_counter()
@@ -212,10 +229,13 @@ class _Worker:
         message = self._next(t0 + timeout_s)
         duration_ms = (time.perf_counter() - t0) * 1000
         if message is None:
-            timed_out = self.alive()
+            # EOF before the deadline is a crash even if the process is not reapable yet (the
+            # kernel closes a dying process's pipes before it becomes a zombie).
+            timed_out = time.perf_counter() >= t0 + timeout_s and self.alive()
+            if timed_out:  # before kill(), which closes the log
+                self._log_line(f"{request_id} Task timed out after {timeout_s:.2f} seconds")
             self.kill()
             if timed_out:
-                self._log_line(f"{request_id} Task timed out after {timeout_s:.2f} seconds")
                 return InvokeResult(
                     error_type="Sandbox.Timedout",
                     error_message=f"Task timed out after {timeout_s:.2f} seconds",

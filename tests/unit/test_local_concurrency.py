@@ -29,3 +29,14 @@ def test_reserved_concurrency_is_read_from_the_template_resource() -> None:
     assert _reserved({"Properties": {"ReservedConcurrentExecutions": 3}}) == 3
     assert _reserved({"Properties": {}}) is None
     assert _reserved({"Properties": {"ReservedConcurrentExecutions": {"Ref": "X"}}}) is None
+
+
+def test_timeout_scale_defaults_to_lambdas_and_refuses_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runtime.ENV_TIMEOUT_SCALE, raising=False)
+    assert runtime.timeout_scale() == 1.0
+    monkeypatch.setenv(runtime.ENV_TIMEOUT_SCALE, "2.5")
+    assert runtime.timeout_scale() == 2.5
+    for bad in ("0.5", "fast", "nan"):
+        monkeypatch.setenv(runtime.ENV_TIMEOUT_SCALE, bad)
+        with pytest.raises(ValueError, match=runtime.ENV_TIMEOUT_SCALE):
+            runtime.timeout_scale()

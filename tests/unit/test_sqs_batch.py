@@ -118,7 +118,8 @@ def test_first_deliveries_share_one_group_then_each_redelivered_record_alone() -
     groups = [[r["messageId"] for r in g] for g in plan_groups(records)]
     # Fresh together; then fewest deliveries first; ascending ids on even counts, descending on odd.
     assert groups == [["a", "c"], ["b"], ["e"], ["f"], ["d"]]
-    assert [receive_count(r) for r in (record("x", 0), {"attributes": {}}, {})] == [1, 1, 1]
+    odd: list[dict[str, Any]] = [record("x", 0), {"attributes": {}}, {}]
+    assert [receive_count(r) for r in odd] == [1, 1, 1]
 
 
 def test_no_redelivery_is_one_call_with_nothing_deleted_by_the_function() -> None:

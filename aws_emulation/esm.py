@@ -1,8 +1,15 @@
 """SQS event-source mapping pollers: what the Lambda service does for an SQS trigger, locally.
 
 Semantics kept from Lambda: success deletes the batch; with ReportBatchItemFailures, only the listed
-items stay; an invocation error deletes nothing, so the messages come back after the visibility
-timeout and the queue's RedrivePolicy (applied by moto on receive) moves them to the DLQ.
+items stay; an invocation error (a raised exception, a timeout, a crashed runtime) deletes nothing, so
+every message of the batch comes back after the queue's visibility timeout with its receive count
+grown, and the queue's RedrivePolicy (applied by moto on receive) moves it to the DLQ after
+maxReceiveCount receives. Like Lambda's SQS pollers, nothing here splits a failed batch: isolating a
+record that crashes its invocation is the function's own job (functions/logic/match.py).
+
+Concurrency: a mapping runs as many poller threads as the function may have concurrent invocations
+(its container cap, and the mapping's ScalingConfig.MaximumConcurrency if set), each receiving a
+batch and invoking synchronously, so batches are processed in parallel as Lambda's would be.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +26,7 @@ from typing import Any
 from aws_emulation.runtime import InvokeResult
 
 log = logging.getLogger(__name__)
+_TRACKED = 10_000
 
 Invoker = Callable[[str, Any], InvokeResult]
 
@@ -31,6 +40,7 @@ class MappingConfig:
     report_batch_item_failures: bool
     batching_window_s: int
     enabled: bool
+    maximum_concurrency: int | None = None  # ScalingConfig.MaximumConcurrency
 
 
 def queue_url_from_arn(arn: str, sqs: Any) -> str:
@@ -57,6 +67,7 @@ def discover_mappings(lam: Any, function_arns: set[str] | None = None) -> list[M
                     report_batch_item_failures="ReportBatchItemFailures" in m.get("FunctionResponseTypes", []),
                     batching_window_s=int(m.get("MaximumBatchingWindowInSeconds", 0) or 0),
                     enabled=m.get("State", "Enabled") in ("Enabled", "Enabling"),
+                    maximum_concurrency=(m.get("ScalingConfig") or {}).get("MaximumConcurrency"),
                 )
             )
     return mappings
@@ -107,27 +118,39 @@ def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str
 
 
 class SqsPoller:
-    """One thread per mapping; `stop()` returns within about one long-poll (1 s)."""
+    """`concurrency` threads per mapping; `stop()` returns within about one long-poll (1 s)."""
 
-    def __init__(self, mapping: MappingConfig, sqs: Any, invoke: Invoker, region: str) -> None:
+    def __init__(
+        self, mapping: MappingConfig, sqs: Any, invoke: Invoker, region: str, concurrency: int = 1
+    ) -> None:
         self.mapping = mapping
         self._sqs = sqs
         self._invoke = invoke
         self._region = region
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.concurrency = max(1, min(concurrency, mapping.maximum_concurrency or concurrency))
         self.queue_url = queue_url_from_arn(mapping.event_source_arn, sqs)
+        self._counts = threading.Lock()
         self.batches = 0
+        self.records_delivered = 0  # every record handed to an invocation, retries included
+        self.failed_invocations = 0
+        # Seconds between a message's deliveries (how soon a failed record was retried), for the
+        # last `_TRACKED` message ids: what the fault-injection tests assert on.
+        self._last_delivery: OrderedDict[str, float] = OrderedDict()
+        self.redelivery_gaps_s: list[float] = []
         self.last_error: str | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"esm-{self.mapping.uuid[:8]}")
-        self._thread.start()
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._run, daemon=True, name=f"esm-{self.mapping.uuid[:8]}-{i}")
+            t.start()
+            self._threads.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -165,8 +188,12 @@ class SqsPoller:
         if not messages:
             return 0
         records = [sqs_record(m, self.mapping.event_source_arn, self._region) for m in messages]
+        self._note_deliveries([m["MessageId"] for m in messages])
         result = self._invoke(self.mapping.function_arn, {"Records": records})
-        self.batches += 1
+        with self._counts:
+            self.batches += 1
+            self.records_delivered += len(records)
+            self.failed_invocations += 0 if result.ok else 1
         if not result.ok:
             # Whole batch failed: leave every message for redelivery (and the DLQ after maxReceiveCount).
             log.warning(
@@ -187,6 +214,18 @@ class SqsPoller:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
         return len(messages)
+
+    def _note_deliveries(self, ids: list[str]) -> None:
+        now = time.monotonic()
+        with self._counts:
+            for i in ids:
+                last = self._last_delivery.pop(i, None)
+                if last is not None:
+                    self.redelivery_gaps_s.append(now - last)
+                self._last_delivery[i] = now
+            while len(self._last_delivery) > _TRACKED:
+                self._last_delivery.popitem(last=False)
+            del self.redelivery_gaps_s[:-_TRACKED]
 
     def _failed_ids(self, payload: Any, batch_ids: set[str]) -> set[str]:
         if not self.mapping.report_batch_item_failures or not isinstance(payload, dict):

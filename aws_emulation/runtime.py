@@ -1,7 +1,13 @@
-"""Local Lambda runtime: one long-lived worker subprocess per deployed function, like a warm container.
+"""Local Lambda runtime: long-lived worker subprocesses per deployed function, like warm containers.
 
 Configuration (handler, environment, timeout, memory) is read back from moto, i.e. from what the
 CloudFormation template created; the code is the function's published asset from the cloud assembly.
+
+Concurrency: like Lambda, one container serves one invocation at a time and concurrent invocations
+get more containers, up to a cap: the template's reserved concurrency if it sets one, else
+`DEFAULT_MAX_WORKERS`, and never more than the machine's cores (each match container is one
+CPU-bound onnxruntime session: more processes than cores only adds contention). An invocation
+beyond the cap waits for a container, as a synchronous caller would be throttled and retry.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +37,31 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Only these of the parent's variables reach a function: never the developer's AWS credentials/profile.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV")
 _INIT_TIMEOUT_S = 120.0  # importing onnxruntime + loading models can be slow on a cold machine
+DEFAULT_MAX_WORKERS = 4  # per function when the template reserves no concurrency (then capped by cores)
+# Lambda runs each invocation on its own CPU share; a shared, oversubscribed machine does not, and
+# there a function's wall-clock timeout measures the neighbours' load, not the function. This
+# factor (default 1: Lambda's timeouts) stretches every function's timeout, and the deadline its
+# handler sees, on such a machine. Queue visibility timeouts stay as the template sets them.
+ENV_TIMEOUT_SCALE = "LFR_LOCAL_TIMEOUT_SCALE"
+
+
+def timeout_scale() -> float:
+    raw = os.environ.get(ENV_TIMEOUT_SCALE, "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_TIMEOUT_SCALE}={raw!r}: expected a number >= 1") from None
+    if not value >= 1.0:
+        raise ValueError(f"{ENV_TIMEOUT_SCALE}={raw!r}: expected a number >= 1")
+    return value
+
+
+def machine_cap() -> int:
+    """Cores this process may run on (the container's CPU share, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -57,6 +89,21 @@ class FunctionConfig:
     timeout_s: float
     memory_mb: int
     code_dir: Path
+    reserved_concurrency: int | None = None  # the template's ReservedConcurrentExecutions, if set
+
+    @property
+    def max_workers(self) -> int:
+        """How many containers may serve this function at once here (0: reserved concurrency 0)."""
+        wanted = DEFAULT_MAX_WORKERS if self.reserved_concurrency is None else self.reserved_concurrency
+        return min(wanted, machine_cap())
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """One container of a function as seen from outside (fault-injection tests kill by pid)."""
+
+    pid: int | None
+    request_id: str | None  # the invocation in flight, None when idle
 
 
 class _Worker:
@@ -66,10 +113,16 @@ class _Worker:
         self.config = config
         self.env = env
         self.log_path = log_path
-        self.lock = threading.Lock()  # concurrency 1: invocations of one function are serialised
+        self.lock = threading.Lock()  # one container serves one invocation at a time
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: queue.Queue[bytes | None] = queue.Queue()
         self._log_file: IO[bytes] | None = None
+        self.request_id: str | None = None  # in flight; read by `LocalRuntime.workers`
+        self.timeout_scale = timeout_scale()
+
+    def state(self) -> WorkerState:
+        proc = self.proc
+        return WorkerState(pid=proc.pid if proc is not None else None, request_id=self.request_id)
 
     def _start(self) -> tuple[bool, InvokeResult | None]:
         """Start the process and wait for init; returns (ok, init error as an InvokeResult)."""
@@ -149,54 +202,66 @@ class _Worker:
                 cold = True
             assert self.proc is not None and self.proc.stdin is not None
             request_id = str(uuid.uuid4())
-            timeout_s = self.config.timeout_s
+            timeout_s = self.config.timeout_s * self.timeout_scale
             deadline_ms = int((time.time() + timeout_s) * 1000)
             request = {"request_id": request_id, "event": event, "deadline_ms": deadline_ms}
             t0 = time.perf_counter()
+            self.request_id = request_id
             try:
-                self.proc.stdin.write((json.dumps(request) + "\n").encode())
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                self.kill()
+                return self._call(request, request_id, timeout_s, t0, cold)
+            finally:
+                self.request_id = None
+
+    def _call(self, request: dict[str, Any], request_id: str, timeout_s: float, t0: float, cold: bool) -> InvokeResult:
+        """Send one request and wait for its answer (the caller holds the lock)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.kill()
+            return InvokeResult(
+                error_type="Runtime.ExitError",
+                error_message="worker exited",
+                request_id=request_id,
+                cold_start=cold,
+            )
+        message = self._next(t0 + timeout_s)
+        duration_ms = (time.perf_counter() - t0) * 1000
+        if message is None:
+            # EOF before the deadline is a crash even if the process is not reapable yet (the
+            # kernel closes a dying process's pipes before it becomes a zombie).
+            timed_out = time.perf_counter() >= t0 + timeout_s and self.alive()
+            if timed_out:  # before kill(), which closes the log
+                self._log_line(f"{request_id} Task timed out after {timeout_s:.2f} seconds")
+            self.kill()
+            if timed_out:
                 return InvokeResult(
-                    error_type="Runtime.ExitError",
-                    error_message="worker exited",
-                    request_id=request_id,
-                    cold_start=cold,
-                )
-            message = self._next(t0 + timeout_s)
-            duration_ms = (time.perf_counter() - t0) * 1000
-            if message is None:
-                timed_out = self.alive()
-                self.kill()
-                if timed_out:
-                    self._log_line(f"{request_id} Task timed out after {timeout_s:.2f} seconds")
-                    return InvokeResult(
-                        error_type="Sandbox.Timedout",
-                        error_message=f"Task timed out after {timeout_s:.2f} seconds",
-                        request_id=request_id,
-                        duration_ms=duration_ms,
-                        cold_start=cold,
-                    )
-                return InvokeResult(
-                    error_type="Runtime.ExitError",
-                    error_message="worker exited during the invocation",
+                    error_type="Sandbox.Timedout",
+                    error_message=f"Task timed out after {timeout_s:.2f} seconds",
                     request_id=request_id,
                     duration_ms=duration_ms,
                     cold_start=cold,
                 )
-            if message.get("type") == "result":
-                return InvokeResult(
-                    payload=message.get("payload"), request_id=request_id, duration_ms=duration_ms, cold_start=cold
-                )
             return InvokeResult(
-                error_type=message.get("errorType", "Runtime.Unknown"),
-                error_message=message.get("errorMessage", ""),
-                stack_trace=message.get("stackTrace", []),
+                error_type="Runtime.ExitError",
+                error_message="worker exited during the invocation",
                 request_id=request_id,
                 duration_ms=duration_ms,
                 cold_start=cold,
             )
+        if message.get("type") == "result":
+            return InvokeResult(
+                payload=message.get("payload"), request_id=request_id, duration_ms=duration_ms, cold_start=cold
+            )
+        return InvokeResult(
+            error_type=message.get("errorType", "Runtime.Unknown"),
+            error_message=message.get("errorMessage", ""),
+            stack_trace=message.get("stackTrace", []),
+            request_id=request_id,
+            duration_ms=duration_ms,
+            cold_start=cold,
+        )
 
     def kill(self) -> None:
         proc, self.proc = self.proc, None
@@ -248,9 +313,12 @@ class LocalRuntime:
         self.region = region
         self.extra_env = extra_env or {}
         self.functions: dict[str, FunctionConfig] = {}
-        self._workers: dict[str, _Worker] = {}
+        self._workers: dict[str, list[_Worker]] = {}  # every container of a function, idle or busy
+        self._idle: dict[str, list[_Worker]] = {}  # most recently used last: warm starts reuse it
         self._aliases: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        # Outcome counts per function ("ok" or the error type): what a fault-injection test reports.
+        self.outcomes: dict[str, Counter[str]] = {}
 
     def discover(self) -> dict[str, FunctionConfig]:
         """Read every AWS::Lambda::Function of the stack back from moto."""
@@ -268,6 +336,7 @@ class LocalRuntime:
                 timeout_s=float(cfg.get("Timeout", 3)),
                 memory_mb=int(cfg.get("MemorySize", 128)),
                 code_dir=self._code_dir(code),
+                reserved_concurrency=_reserved(resources.get(res.logical_id, {})),
             )
             self.functions[fn.name] = fn
             for alias in (fn.name, fn.arn, fn.logical_id, f"{fn.arn}:$LATEST"):
@@ -320,14 +389,28 @@ class LocalRuntime:
         env.update(self.extra_env)
         return env
 
-    def _worker(self, fn: FunctionConfig) -> _Worker:
+    def _acquire(self, fn: FunctionConfig) -> _Worker | None:
+        """An idle container of `fn` (the warmest), a new one if below the cap, else wait for one."""
         with self._lock:
-            worker = self._workers.get(fn.name)
-            if worker is None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                worker = _Worker(fn, self.env_for(fn), self.log_path(fn.name))
-                self._workers[fn.name] = worker
-            return worker
+            while True:
+                idle = self._idle.setdefault(fn.name, [])
+                if idle:
+                    return idle.pop()
+                workers = self._workers.setdefault(fn.name, [])
+                if len(workers) < fn.max_workers:
+                    self.log_dir.mkdir(parents=True, exist_ok=True)
+                    worker = _Worker(fn, self.env_for(fn), self.log_path(fn.name))
+                    workers.append(worker)
+                    return worker
+                if fn.max_workers == 0:
+                    return None
+                self._lock.wait()
+
+    def _release(self, fn: FunctionConfig, worker: _Worker) -> None:
+        with self._lock:
+            if worker in self._workers.get(fn.name, []):
+                self._idle.setdefault(fn.name, []).append(worker)
+            self._lock.notify()
 
     def log_path(self, function_name_or_arn: str) -> Path:
         fn = self.resolve(function_name_or_arn)
@@ -335,17 +418,46 @@ class LocalRuntime:
 
     def invoke(self, function_name_or_arn: str, event: Any) -> InvokeResult:
         fn = self.resolve(function_name_or_arn)
-        result = self._worker(fn).invoke(event)
+        worker = self._acquire(fn)
+        if worker is None:
+            result = InvokeResult(
+                error_type="TooManyRequestsException", error_message="Rate Exceeded. (reserved concurrency 0)"
+            )
+        else:
+            try:
+                result = worker.invoke(event)
+            finally:
+                self._release(fn, worker)
+        with self._lock:
+            self.outcomes.setdefault(fn.name, Counter())[result.error_type or "ok"] += 1
         if not result.ok:
             log.info("%s -> %s: %s", fn.name, result.error_type, result.error_message)
         return result
 
+    def workers(self, function_name_or_arn: str) -> list[WorkerState]:
+        """The function's containers now: pid (None if not running) and the invocation in flight."""
+        with self._lock:
+            return [w.state() for w in self._workers.get(self.resolve(function_name_or_arn).name, [])]
+
     def warm(self, function_name_or_arn: str) -> bool:
-        """True if the function has a live worker (the next invoke is a warm start)."""
-        worker = self._workers.get(self.resolve(function_name_or_arn).name)
-        return worker is not None and worker.alive()
+        """True if the function has a live container (the next invoke may be a warm start)."""
+        with self._lock:
+            return any(w.alive() for w in self._workers.get(self.resolve(function_name_or_arn).name, []))
 
     def stop(self) -> None:
-        for worker in list(self._workers.values()):
+        with self._lock:
+            workers = [w for ws in self._workers.values() for w in ws]
+        for worker in workers:
             worker.stop()
-        self._workers.clear()
+        with self._lock:
+            self._workers.clear()
+            self._idle.clear()
+            self._lock.notify_all()
+
+
+def _reserved(resource: dict[str, Any]) -> int | None:
+    value = resource.get("Properties", {}).get("ReservedConcurrentExecutions")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):  # an unresolved intrinsic: no cap from the template
+        return None

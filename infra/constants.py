@@ -11,10 +11,28 @@ LAMBDA_PYTHON_VERSION = "3.12"
 LAMBDA_ARCHITECTURE = "x86_64"
 LAMBDA_LAYER_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
 
-# Function timeouts (s); queue visibility is ~6x the consumer's timeout.
-MATCH_TIMEOUT_S = 30
+# Function timeouts (s). The match function's sets how soon a crashed batch is retried: SQS
+# returns it after the crop queue's visibility timeout, which AWS's guidance puts at >= 6x the
+# function timeout (infra/constructs/queues.py). So the timeout is sized to the work of one
+# batch, from measured costs, with 2x headroom, and the model is loaded during init (outside it;
+# functions/handlers/match.py):
+#   worst batch = 5 messages x 3 crops x 18 ms inference (SFace, one core, measured: issue 13's
+#   figures; 36-70 ms/crop on this shared 2-core machine under load) = 0.27 s
+#               + 5 alerts x ~150 ms of writes (record, crop, publish, audit, mark) = 0.75 s
+#   -> ~1.0 s; ~x5 headroom (a redelivered batch is processed record by record, and a loaded
+#   machine runs 5-10x slower) -> 5 s timeout -> 30 s visibility: a record whose invocation
+#   crashed is delivered again within ~30 s (it was 180 s).
+MATCH_CROP_INFERENCE_MS = 18
+MATCH_ALERT_WRITES_MS = 150
+MATCH_TIMEOUT_S = 5
 MATCH_MEMORY_MB = 2048
-MATCH_BATCH_SIZE = 10
+# 5: one model call per batch amortises the per-invocation calls (deployment read, counters,
+# metric flush, ~14 ms) over up to 15 crops when the queue has a backlog, while a batch (even
+# redelivered, record by record) fits the timeout above, and a crash sends back at most 5
+# tracks. Throughput comes from concurrency, not batch size: on 2 cores batching gains nothing
+# for inference itself. No batching window: at low rates a window only delays live alerts, and
+# under load the queue itself fills the batches (a receive returns every waiting message up to 5).
+MATCH_BATCH_SIZE = 5
 MATCH_BATCHING_WINDOW_S = 0  # live alerts: never hold crops back to fill a batch
 BUILD_TIMEOUT_S = 300
 BUILD_MEMORY_MB = 2048
@@ -23,7 +41,11 @@ CROP_QUEUE_RETENTION_S = 15 * 60  # a crop older than this is no longer a live a
 # A DLQ keeps a message's original enqueue time, so it must outlast the crop queue to be of
 # any use; 20 min is the least that does, and a session purge empties it of its deployment.
 CROP_DLQ_RETENTION_S = 20 * 60
-CROP_MAX_RECEIVE_COUNT = 3
+# AWS's guidance for Lambda consumers is >= 5. A crash returns a whole batch with every receive
+# count grown; the match function then isolates redelivered records (functions/logic/sqs_batch.py),
+# which clears a poison record's neighbours within two more deliveries, and the rest is margin for
+# unrelated crashes. A poison record reaches the DLQ after 5 deliveries, ~2.5 min at 30 s.
+CROP_MAX_RECEIVE_COUNT = 5
 
 ALERT_RETENTION_DAYS = 31
 # A deployment may shorten (never lengthen) alert retention to one of these day counts; each

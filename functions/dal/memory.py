@@ -6,7 +6,7 @@ import copy
 import hashlib
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from functions.dal.ports import (
     CropQueues,
     DeploymentRepository,
     QueuePurge,
+    RecordAcks,
     WatchlistStore,
 )
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
@@ -393,3 +394,20 @@ class InMemoryCropQueues(_Faults, CropQueues):
         # Like SQS: whose messages are in flight cannot be known until they are visible again.
         detail = f"{len(self.in_flight)} message(s) in flight" if self.in_flight else ""
         return QueuePurge(counts[0], counts[1], verified=not self.in_flight, detail=detail)
+
+
+class InMemoryRecordAcks(_Faults, RecordAcks):
+    """Records the message ids the function deleted or released, in call order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: list[str] = []
+        self.released: list[str] = []
+
+    def delete(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._enter("delete")
+        self.deleted.extend(str(r["messageId"]) for r in records)
+
+    def release(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._enter("release")
+        self.released.extend(str(r["messageId"]) for r in records)

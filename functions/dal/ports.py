@@ -8,7 +8,7 @@ condition `StateConflictError`, and any other AWS failure `TransientStorageError
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -214,3 +214,21 @@ class CropQueues(ABC):
     @abstractmethod
     def purge_deployment(self, deployment_id: str) -> QueuePurge:
         """Delete every message of this deployment from the crop queue and the DLQ, and verify."""
+
+
+class RecordAcks(ABC):
+    """The SQS records of the current invocation, acknowledged by the function itself.
+
+    Lambda's event-source mapping deletes a batch only when the invocation returns; a record
+    the function has finished is deleted here at once when a crash later in the same
+    invocation would otherwise send it back (functions/logic/sqs_batch.py). Records are the
+    Lambda event's dicts (`eventSourceARN` names the queue, `receiptHandle` the delivery).
+    """
+
+    @abstractmethod
+    def delete(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Delete these deliveries (done: never to be redelivered). `TransientStorageError` on failure."""
+
+    @abstractmethod
+    def release(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Make these deliveries visible again now (not tried in this invocation: retry at once)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.officers import SecretSigningKey
+from functions.dal.ports import RecordAcks
 from functions.dal.s3 import S3AlertCropStore, S3WatchlistStore
 from functions.dal.sns import SnsAlertPublisher
+from functions.dal.sqs_records import SqsRecordAcks
 from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.match import MatchService, Prepared
 from functions.logic.officer import PageLinks
 from functions.logic.protocols import Embedder
+from functions.logic.sqs_batch import Record, run_batch
 from functions.models.env import MatchEnv
 from functions.observability import PowertoolsMetricsSink, logger, metrics
 from lfr_core.layout import MODEL_SFACE
@@ -62,21 +66,44 @@ get_service = _service.get
 set_service = _service.set  # tests install a service over fakes
 
 
+_acks: Lazy[RecordAcks] = Lazy(SqsRecordAcks)
+set_acks = _acks.set  # tests install an in-memory one
+
+
 def _complete(service: MatchService, prepared: dict[str, Prepared], record: SQSRecord) -> str:
     return service.complete(prepared.pop(record.message_id)).value
+
+
+def _complete_group(service: MatchService, context: LambdaContext, records: list[Record]) -> set[str]:
+    """One group: phase 1 embeds all its records in one model call; phase 2 (per record, under the
+    batch processor) performs alerts or raises, so failures are reported per record."""
+    prepared = service.prepare(records)
+    response = process_partial_response(
+        event={"Records": records},
+        record_handler=partial(_complete, service, prepared),
+        processor=processor,
+        context=context,
+    )
+    return {str(item["itemIdentifier"]) for item in response["batchItemFailures"]}
 
 
 # log_event=False explicitly: the event holds face crops, and the env var must not turn it on.
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    service = get_service()
-    # Phase 1 embeds the whole batch in one model call; phase 2 (per record, under the batch
-    # processor) performs alerts or raises, so failures are reported per record.
-    prepared = service.prepare(event.get("Records") or [])
-    return process_partial_response(
-        event=event,
-        record_handler=partial(_complete, service, prepared),
-        processor=processor,
-        context=context,
+    # Redelivered records are isolated so one that crashes the runtime cannot take its batch
+    # with it (functions/logic/sqs_batch.py).
+    failed = run_batch(
+        event.get("Records") or [],
+        partial(_complete_group, get_service(), context),
+        _acks.get(),
+        context.get_remaining_time_in_millis,
     )
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # In a Lambda container: build the service and load the model during init, which Lambda
+    # runs before (and outside) the first invocation's timeout, so MATCH_TIMEOUT_S only has to
+    # cover a batch (infra/constants.py) and a retried record returns within seconds.
+    _ = get_service().embedder

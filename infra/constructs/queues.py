@@ -16,7 +16,10 @@ from infra.constants import (
 from infra.constructs.nag import acknowledge
 
 # AWS's guidance for Lambda consumers: visibility >= 6x the function timeout, so a
-# retried batch is not redelivered while a throttled invocation still holds it.
+# retried batch is not redelivered while a throttled invocation still holds it. The
+# visibility timeout is also how long a crashed or timed-out batch waits before its retry,
+# so it is kept short by keeping the function timeout short: 6 x MATCH_TIMEOUT_S (5 s, sized
+# from measured per-crop inference in infra/constants.py) = 30 s.
 VISIBILITY_FACTOR = 6
 
 

@@ -97,7 +97,11 @@ class LocalStack:
         detach_moto_sqs_invoker(ACCOUNT_ID, REGION)
         function_arns = {fn.arn for fn in self._runtime.functions.values()}
         mappings = discover_mappings(self.client("lambda"), function_arns)
-        self.pollers = EsmPollers([SqsPoller(m, self.client("sqs"), self._runtime.invoke, REGION) for m in mappings])
+        runtime = self._runtime
+        self.pollers = EsmPollers([
+            SqsPoller(m, self.client("sqs"), runtime.invoke, REGION, runtime.resolve(m.function_arn).max_workers)
+            for m in mappings
+        ])
         # Every Lambda Invoke (moto's Step Functions engine's tasks, any client's) runs in the runtime.
         route_lambda_invocations(self._runtime.invoke)
         self.state_machine_arns = self._executable_state_machines()

@@ -324,3 +324,30 @@ def test_session_and_match_functions_can_append_audit_and_purge_queues(template:
     for purge in ("Purge", "PurgeAfterFailure"):
         (retry,) = [r for r in states[purge]["Retry"] if "PurgeIncompleteError" in r["ErrorEquals"]]
         assert {"PurgeIncompleteError", "TransientStorageError", "AuditAppendError"} <= set(retry["ErrorEquals"])
+
+
+def test_match_timeout_fits_a_batch_and_the_function_may_ack_its_own_records(template: Template) -> None:
+    """A crashed batch waits out the visibility timeout (6x the match timeout) before its retry, so the
+    timeout is sized to a batch; the function deletes/releases records itself (functions/logic/sqs_batch.py)."""
+    from infra.constants import MATCH_ALERT_WRITES_MS, MATCH_CROP_INFERENCE_MS
+    from lfr_core.contracts import MAX_TRACK_CROPS
+
+    worst_batch_ms = MATCH_BATCH_SIZE * (MAX_TRACK_CROPS * MATCH_CROP_INFERENCE_MS + MATCH_ALERT_WRITES_MS)
+    assert 4 * worst_batch_ms <= MATCH_TIMEOUT_S * 1000  # headroom: record by record, a loaded machine
+    assert 6 * MATCH_TIMEOUT_S <= 60  # a retried record is back within a minute
+    assert CROP_MAX_RECEIVE_COUNT >= 5  # AWS's guidance for Lambda consumers
+    (match_id,) = [k for k, f in template.find_resources("AWS::Lambda::Function").items()
+                   if f["Properties"]["Handler"] == "functions.handlers.match.handler"]
+    role = template.find_resources("AWS::Lambda::Function")[match_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    queues = template.find_resources("AWS::SQS::Queue").items()
+    (queue_id,) = [k for k, q in queues if "RedrivePolicy" in q["Properties"]]
+    actions: set[str] = set()
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        if {"Ref": role} not in policy["Properties"]["Roles"]:
+            continue
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if st["Effect"] == "Allow" and {"Fn::GetAtt": [queue_id, "Arn"]} in (
+                st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            ):
+                actions |= set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+    assert {"sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"} <= actions

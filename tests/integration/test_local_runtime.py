@@ -210,3 +210,25 @@ def test_retry_exhausted_fails_and_catch_takes_a_function_error(stack: LocalStac
     assert out["error"]["Error"] == "FixtureError"
     assert json.loads(out["error"]["Cause"])["errorMessage"] == "boom"
     assert _entered(_history(stack, caught_arn)) == ["First", "Recovered"]
+
+
+def test_one_function_is_served_by_several_workers_at_once(stack: LocalStack) -> None:
+    """Like Lambda's concurrency: a second invocation while the first runs gets its own container."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = stack.outputs["FunctionName"]
+    fn = stack.runtime.resolve(name)
+    assert fn.reserved_concurrency is None and fn.max_workers >= 1
+    if fn.max_workers < 2:
+        pytest.skip("one core: the cap is one container")
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: stack.runtime.invoke(name, {"sleep_s": 1.5, "i": i}), range(2)))
+    elapsed = time.monotonic() - t0
+    assert all(r.ok for r in results), results
+    assert len({r.payload["pid"] for r in results}) == 2  # two containers
+    assert elapsed < 2 * 1.5 + 1.0  # concurrently (a cold start may add to one of them)
+    assert sum(1 for w in stack.runtime.workers(name) if w.pid) >= 2
+    # The SQS mapping polls with as many threads as the function has containers.
+    (poller,) = stack.pollers.pollers  # type: ignore[union-attr]
+    assert poller.concurrency == fn.max_workers

@@ -145,9 +145,8 @@ def audit_events(admin: Admin, dep: str) -> list[dict]:
 
 def session_worker_pid(stack: LocalStack) -> int | None:
     (fn,) = [f for f in stack.runtime.functions.values() if f.handler == SESSION_HANDLER]
-    worker = stack.runtime._workers.get(fn.name)  # the live "container" of the session function
-    proc = worker.proc if worker is not None else None
-    return proc.pid if proc is not None and proc.poll() is None else None
+    # A live "container" of the session function (the runtime may keep several).
+    return next((w.pid for w in stack.runtime.workers(fn.name) if w.pid is not None), None)
 
 
 def session_log(stack: LocalStack) -> str:

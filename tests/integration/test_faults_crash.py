@@ -227,8 +227,8 @@ def _run_with_kills(ctx: AwsContext, stack: LocalStack, crops: dict[str, list[Cr
     # window are sightings of ONE alert, each track listed on its record exactly once.
     encounters_of: dict[str, set[str]] = defaultdict(set)
     for record in Admin(ctx).alerts_of(listed[0].deployment_id if listed else ""):
-        for track in record.tracks:
-            encounters_of[track].add(record.alert_id)
+        for sighting in record.tracks:  # "camera/track"
+            encounters_of[sighting.split("/", 1)[1]].add(record.alert_id)
     lost = [m.track_id for m in listed if not encounters_of.get(m.track_id)]
     twice = [m.track_id for m in listed if len(encounters_of.get(m.track_id, ())) > 1]
     pushes: dict[tuple[str, int], int] = defaultdict(int)

@@ -231,6 +231,7 @@ def test_a_fault_the_audit_log_cannot_record_is_marked_again_next_batch(world: W
 
 def test_a_transient_error_reading_entries_is_not_cached_for_the_container(world: World) -> None:
     from functions.exceptions import TransientStorageError
+    from functions.models.records import ENCOUNTER_WINDOW_S
     from lfr_core.layout import watchlist_entries_key
 
     key = watchlist_entries_key(DEP)
@@ -243,6 +244,8 @@ def test_a_transient_error_reading_entries_is_not_cached_for_the_container(world
     one = crop_message(DEP, crop_jpeg(lfw_image(*LISTED_PROBE)), track_id="trk-a")
     assert world.run(sqs_event([("a", one)])) == []
     assert world.alerts.list_for_deployment(DEP)[0].watchlist_reference is None  # this alert: without them
+    # After the encounter window, so the same person's next track is a new alert, not a sighting of the first.
+    world.clock.advance(ENCOUNTER_WINDOW_S + 1)
     two = crop_message(DEP, crop_jpeg(lfw_image("Colin_Powell", 3)), track_id="trk-b")
     assert world.run(sqs_event([("b", two)])) == []
     refs = {a.track_id: a.watchlist_reference for a in world.alerts.list_for_deployment(DEP)}

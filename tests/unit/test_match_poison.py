@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from lfr_core.contracts import Alert
 from lfr_core.layout import alert_crop_key, watchlist_index_key
 from tests.unit import poison
 from tests.unit import test_match_logic as match_world
@@ -76,12 +77,17 @@ def test_poison_of_every_kind_never_costs_a_listed_alert(world: World, captured_
 
     # No batch item failure: nothing is retried, nothing reaches the DLQ.
     assert failures == [[] for _ in batches]
-    # Every listed track alerted, exactly once; no stranger, no poison.
+    # Every listed track alerted, exactly once: as the first or a later sighting of its person's one
+    # encounter (functions/logic/encounters.py); no stranger, no poison.
     alerts = world.alerts.list_for_deployment(DEP)
-    assert sorted(a.track_id for a in alerts) == sorted(listed)
-    assert len(world.publisher.published) == len(listed)
+    assert sorted(t.split("/", 1)[1] for a in alerts for t in a.tracks) == sorted(listed)  # camera/track
     for a in alerts:
-        assert a.watchlist_label == a.track_id.split("-")[1]
+        assert {t.split("/", 1)[1].split("-")[1] for t in a.tracks} == {a.watchlist_label}
+    people = {n for n, _ in LISTED_PROBES}
+    assert sorted(a.watchlist_label for a in alerts) == sorted(people)  # one encounter per person
+    # One sounding push per person (revision 1); later sightings only update it.
+    pushed = [Alert.model_validate_json(body) for body, _ in world.publisher.published]
+    assert sorted(p.watchlist_label for p in pushed if p.revision == 1) == sorted(people)
     # Each poison record consumed with its reason.
     rejected = Counter({dict(d)["reason"]: int(v) for (n, d), v in world.metrics.counts.items()
                         if n == "CropsRejected"})

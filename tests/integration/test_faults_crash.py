@@ -49,7 +49,7 @@ STRANGER_TRACKS = 20
 def _timeout_scale() -> float:
     """How oversubscribed this machine is (1 on a quiet one), bounded so a stretched match timeout
     stays under the queue's visibility timeout, as the template's 6x keeps it on AWS."""
-    from lfr_cli.local.runtime import machine_cap
+    from aws_emulation.runtime import machine_cap
 
     per_core = os.getloadavg()[0] / machine_cap()
     return round(max(1.0, min(per_core, (VISIBILITY_S - 1) / C.MATCH_TIMEOUT_S)), 1)
@@ -59,7 +59,7 @@ def _timeout_scale() -> float:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """This module's own stack, its function timeouts stretched by the machine's load (see
     lfr_cli/local/runtime.py ENV_TIMEOUT_SCALE): the kills, not the neighbours, are under test."""
-    from lfr_cli.local.runtime import ENV_TIMEOUT_SCALE
+    from aws_emulation.runtime import ENV_TIMEOUT_SCALE
 
     before = os.environ.get(ENV_TIMEOUT_SCALE)
     os.environ[ENV_TIMEOUT_SCALE] = str(_timeout_scale())

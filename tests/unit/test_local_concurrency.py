@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lfr_cli.local.runtime import DEFAULT_MAX_WORKERS, FunctionConfig, _reserved
 
-from lfr_cli.local import runtime
+from aws_emulation import runtime
+from aws_emulation.runtime import DEFAULT_MAX_WORKERS, FunctionConfig, _reserved
 
 
 def _fn(reserved: int | None) -> FunctionConfig:

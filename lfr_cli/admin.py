@@ -35,9 +35,8 @@ from lfr_core.calibration import shipped_table
 from lfr_core.contracts import MAX_TRACK_CROPS, AuditAction, AuditValue, DeploymentState, utcnow
 from lfr_core.errors import CalibrationError
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix, watchlist_index_key
+from lfr_core.lifecycle import STARTABLE, TERMINAL, sources_of
 from lfr_core.thresholds import DEFAULT_THRESHOLD
-
-ENDED = {DeploymentState.CLOSED, DeploymentState.FAILED}
 
 
 class AdminError(Exception):
@@ -181,7 +180,7 @@ class Admin:
             rec = self.deployments.update(
                 deployment_id,
                 {"state": str(DeploymentState.AUTHORISED), "authorisation": auth.model_dump(mode="json")},
-                expect_states=(DeploymentState.PENDING,),
+                expect_states=sources_of(DeploymentState.AUTHORISED),
             )
         except StateConflictError as exc:
             raise self.refused(deployment_id, "authorise", str(exc)) from exc
@@ -211,18 +210,16 @@ class Admin:
         first step refuses it and the fail path purges the uploaded watchlist.
         """
         before = self.get(deployment_id)
-        stoppable = (DeploymentState.PENDING, DeploymentState.AUTHORISED, DeploymentState.BUILDING,
-                     DeploymentState.ACTIVE)
         try:
             rec = self.deployments.update(
                 deployment_id,
                 {"state": str(DeploymentState.STOPPED), "stopped_at": utcnow().isoformat()},
-                expect_states=stoppable,
+                expect_states=sources_of(DeploymentState.STOPPED),
             )
         except StateConflictError as exc:
             raise self.refused(deployment_id, "stop", str(exc)) from exc
         self.record(AuditAction.STOP, deployment_id, previous_state=str(before.state), reason=reason[:400])
-        if before.state in (DeploymentState.PENDING, DeploymentState.AUTHORISED):
+        if before.state in STARTABLE:
             self._sfn.start_execution(
                 stateMachineArn=self.ctx.outputs[C.OUTPUT_SESSION_STATE_MACHINE_ARN],
                 name=deployment_id,
@@ -318,7 +315,7 @@ class Admin:
             rec = self.get(deployment_id)
             if rec.state in states:
                 return rec
-            if rec.state in ENDED - set(states):
+            if rec.state in TERMINAL - set(states):
                 raise AdminError(
                     f"deployment {deployment_id} ended in {rec.state}: {rec.failure_reason or 'no reason'}"
                 )

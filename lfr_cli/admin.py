@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from edge_uploader.pipeline import SourceError, list_images
 from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
+from functions.dal.ports import DeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
 from functions.exceptions import StateConflictError
 from functions.logic.audit import AuditLog
@@ -60,7 +61,9 @@ class Admin:
         self.ctx = ctx
         out = ctx.outputs
         self.actor = actor or default_actor()
-        self.deployments = DynamoDeploymentRepository(out[C.OUTPUT_DEPLOYMENTS_TABLE], ctx.client("dynamodb"))
+        self.deployments: DeploymentRepository = DynamoDeploymentRepository(
+            out[C.OUTPUT_DEPLOYMENTS_TABLE], ctx.client("dynamodb")
+        )
         self.alerts = DynamoAlertRepository(out[C.OUTPUT_ALERTS_TABLE], ctx.client("dynamodb"))
         self.watchlist = S3WatchlistStore(out[C.OUTPUT_WATCHLIST_BUCKET], ctx.client("s3"))
         self.audit_store = S3AuditStore(out[C.OUTPUT_AUDIT_BUCKET], ctx.client("s3"))

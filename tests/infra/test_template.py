@@ -330,3 +330,16 @@ def test_session_and_match_functions_can_append_audit_and_purge_queues(template:
     for purge in ("Purge", "PurgeAfterFailure"):
         (retry,) = [r for r in states[purge]["Retry"] if "PurgeIncompleteError" in r["ErrorEquals"]]
         assert {"PurgeIncompleteError", "TransientStorageError", "AuditAppendError"} <= set(retry["ErrorEquals"])
+
+
+def test_every_session_task_names_a_session_action_and_every_action_has_a_task(template: Template) -> None:
+    from lfr_core.lifecycle import SessionAction
+
+    states = _definition(template)["States"]
+    payloads = {name: s["Parameters"]["Payload"] for name, s in states.items() if s["Type"] == "Task"}
+    actions = {name: p["action"] for name, p in payloads.items() if "action" in p}
+    assert set(payloads) - set(actions) == {"BuildWatchlist"}  # the build function takes no action
+    assert set(actions.values()) == {str(a) for a in SessionAction}
+    assert actions["CheckActive"] == actions["CheckAfterFault"] == SessionAction.CHECK
+    assert actions["MarkFailed"] == SessionAction.FAIL
+    assert actions["Purge"] == actions["PurgeAfterFailure"] == SessionAction.PURGE

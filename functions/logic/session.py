@@ -7,8 +7,7 @@ is destroyed) -> Fail. Every transition is written to the audit log.
 
 Every transition is a conditional update on the states the lifecycle table allows it from
 (`lfr_core/lifecycle.py`), so a Step Functions retry or a concurrent admin STOP cannot move a
-deployment backwards. Each action is
-idempotent: repeating it after success returns the same result.
+deployment backwards. Each action is idempotent: repeating it after success returns the same result.
 """
 
 from __future__ import annotations
@@ -366,13 +365,13 @@ def handle_with_metric(service: SessionService, request: SessionRequest, metrics
     try:
         return service.handle(request)
     except Exception as exc:
-        metrics.count(STEP_ERRORS_METRIC, 1, {"Action": request.action})
+        metrics.count(STEP_ERRORS_METRIC, 1, {"Action": str(request.action)})
         if request.action == SessionAction.PURGE:
             # Data may remain: the PurgeIncomplete alarm (infra/constructs/alarms.py) watches this one.
             metrics.count(METRIC_PURGE_INCOMPLETE, 1, {"error": type(exc).__name__})
         logger.warning(
             "session step failed",
-            extra={"deployment_id": request.deployment_id, "step": request.action, "error": type(exc).__name__,
+            extra={"deployment_id": request.deployment_id, "step": str(request.action), "error": type(exc).__name__,
                    "transient": is_transient(exc)},
         )
         raise

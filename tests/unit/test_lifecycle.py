@@ -216,7 +216,12 @@ def _paths(w: World) -> None:
     w.clock.advance(30)
     w.end(dep)
 
-    # Never authorised: Validate refuses it, the fail path purges.
+    # Never authorised: Activate refuses it even with an index (the table's unwritten PENDING -> ACTIVE),
+    # as Validate does; the fail path purges.
+    dep = w.new(S.PENDING, built=True, authorised=False)
+    with pytest.raises(AuthorisationError):
+        w.step(SessionAction.ACTIVATE, dep)
+    assert w.repo.get(dep).state == S.PENDING  # type: ignore[union-attr]
     dep = w.new(S.PENDING, authorised=False)
     with pytest.raises(AuthorisationError):
         w.step(SessionAction.VALIDATE, dep)

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from edge_uploader.pipeline import SourceError, list_images
 from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
+from functions.dal.ports import DeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
 from functions.exceptions import StateConflictError
 from functions.logic.audit import AuditLog
@@ -35,9 +36,8 @@ from lfr_core.calibration import shipped_table
 from lfr_core.contracts import MAX_TRACK_CROPS, AuditAction, AuditValue, DeploymentState, utcnow
 from lfr_core.errors import CalibrationError
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix, watchlist_index_key
+from lfr_core.lifecycle import STARTABLE, TERMINAL, sources_of
 from lfr_core.thresholds import DEFAULT_THRESHOLD
-
-ENDED = {DeploymentState.CLOSED, DeploymentState.FAILED}
 
 
 class AdminError(Exception):
@@ -61,7 +61,9 @@ class Admin:
         self.ctx = ctx
         out = ctx.outputs
         self.actor = actor or default_actor()
-        self.deployments = DynamoDeploymentRepository(out[C.OUTPUT_DEPLOYMENTS_TABLE], ctx.client("dynamodb"))
+        self.deployments: DeploymentRepository = DynamoDeploymentRepository(
+            out[C.OUTPUT_DEPLOYMENTS_TABLE], ctx.client("dynamodb")
+        )
         self.alerts = DynamoAlertRepository(out[C.OUTPUT_ALERTS_TABLE], ctx.client("dynamodb"))
         self.watchlist = S3WatchlistStore(out[C.OUTPUT_WATCHLIST_BUCKET], ctx.client("s3"))
         self.audit_store = S3AuditStore(out[C.OUTPUT_AUDIT_BUCKET], ctx.client("s3"))
@@ -181,7 +183,7 @@ class Admin:
             rec = self.deployments.update(
                 deployment_id,
                 {"state": str(DeploymentState.AUTHORISED), "authorisation": auth.model_dump(mode="json")},
-                expect_states=(DeploymentState.PENDING,),
+                expect_states=sources_of(DeploymentState.AUTHORISED),
             )
         except StateConflictError as exc:
             raise self.refused(deployment_id, "authorise", str(exc)) from exc
@@ -211,18 +213,16 @@ class Admin:
         first step refuses it and the fail path purges the uploaded watchlist.
         """
         before = self.get(deployment_id)
-        stoppable = (DeploymentState.PENDING, DeploymentState.AUTHORISED, DeploymentState.BUILDING,
-                     DeploymentState.ACTIVE)
         try:
             rec = self.deployments.update(
                 deployment_id,
                 {"state": str(DeploymentState.STOPPED), "stopped_at": utcnow().isoformat()},
-                expect_states=stoppable,
+                expect_states=sources_of(DeploymentState.STOPPED),
             )
         except StateConflictError as exc:
             raise self.refused(deployment_id, "stop", str(exc)) from exc
         self.record(AuditAction.STOP, deployment_id, previous_state=str(before.state), reason=reason[:400])
-        if before.state in (DeploymentState.PENDING, DeploymentState.AUTHORISED):
+        if before.state in STARTABLE:
             self._sfn.start_execution(
                 stateMachineArn=self.ctx.outputs[C.OUTPUT_SESSION_STATE_MACHINE_ARN],
                 name=deployment_id,
@@ -318,7 +318,7 @@ class Admin:
             rec = self.get(deployment_id)
             if rec.state in states:
                 return rec
-            if rec.state in ENDED - set(states):
+            if rec.state in TERMINAL - set(states):
                 raise AdminError(
                     f"deployment {deployment_id} ended in {rec.state}: {rec.failure_reason or 'no reason'}"
                 )

@@ -38,5 +38,5 @@ set_service = _service.set  # tests install a service over fakes
 @metrics.log_metrics
 @event_parser(model=SessionRequest)
 def handler(event: SessionRequest, context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(deployment_id=event.deployment_id, action=event.action)
+    logger.append_keys(deployment_id=event.deployment_id, action=str(event.action))
     return handle_with_metric(get_service(), event, PowertoolsMetricsSink())

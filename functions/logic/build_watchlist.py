@@ -35,9 +35,9 @@ from lfr_core.face.align import align_face, interocular_px
 from lfr_core.face.detect import Detection, pick_central
 from lfr_core.face.image import decode_image
 from lfr_core.layout import watchlist_entries_key, watchlist_images_prefix, watchlist_index_key
+from lfr_core.lifecycle import can_move, sources_of
 
 S = DeploymentState
-BUILDABLE = (S.PENDING, S.AUTHORISED, S.BUILDING)
 MANIFEST_NAME = "manifest.json"
 # Below ~16 px between the eyes SFace embeddings stop separating identities (as the edge gate).
 MIN_INTEROCULAR_PX = 16.0
@@ -106,9 +106,9 @@ class BuildService:
         rec = self.deployments.get(deployment_id)
         if rec is None:
             raise DeploymentNotFoundError(deployment_id)
-        if rec.state not in BUILDABLE:
+        if not can_move(rec.state, S.BUILDING):
             raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot build")
-        self.deployments.update(deployment_id, {"state": str(S.BUILDING)}, expect_states=BUILDABLE)
+        self.deployments.update(deployment_id, {"state": str(S.BUILDING)}, expect_states=sources_of(S.BUILDING))
 
         prefix = watchlist_images_prefix(deployment_id)
         keys = self.watchlists.list_keys(prefix)
@@ -170,7 +170,7 @@ class BuildService:
                 "watchlist_size": len(entry_ids), "enrol_rejects": reject_docs, "index_etag": etag,
                 "confusable": confusable_docs, "confusable_count": len(confusable),
             },
-            expect_states=(S.BUILDING,),
+            expect_states=(S.BUILDING,),  # not a transition: only while still BUILDING (a stop wins)
         )
         logger.info(
             "watchlist built",

@@ -5,9 +5,9 @@ authorised, a session longer than the maximum or outside the authorised window r
 `AuthorisationError`, which the machine routes to fail -> purge (the uploaded watchlist
 is destroyed) -> Fail. Every transition is written to the audit log.
 
-Every transition is a conditional update on the expected state(s), so a Step Functions
-retry or a concurrent admin STOP cannot move a deployment backwards. Each action is
-idempotent: repeating it after success returns the same result.
+Every transition is a conditional update on the states the lifecycle table allows it from
+(`lfr_core/lifecycle.py`), so a Step Functions retry or a concurrent admin STOP cannot move a
+deployment backwards. Each action is idempotent: repeating it after success returns the same result.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions.dal.ports import AlertRepository, CropQueues, DeploymentRepository, QueuePurge, WatchlistStore
 from functions.exceptions import (
@@ -38,27 +38,21 @@ from functions.models.records import MAX_SESSION_DURATION_S, DeploymentRecord, P
 from functions.observability import METRIC_PURGE_INCOMPLETE, METRIC_SESSION_STEP_ERRORS, MetricsSink, logger
 from lfr_core.contracts import AuditAction, AuditValue, DeploymentId, DeploymentState, utcnow
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix
+from lfr_core.lifecycle import STARTABLE, TERMINAL, SessionAction, can_move, sources_of
 
 S = DeploymentState
-ACTIONS = ("validate", "activate", "check", "purge", "close", "fail")
 MAX_WAIT_S = 5
 MAX_REASON_CHARS = 400  # fits an audit detail (functions.logic.audit.MAX_DETAIL_CHARS)
 ACTOR = "session-state-machine"
 # Clock skew tolerated between the authorising officer's start time and the machine's clock.
 START_SKEW_S = 300
 
-ACTIVATABLE = (S.PENDING, S.AUTHORISED, S.BUILDING)
-# Purge is reachable from every non-terminal state: the fail path purges a deployment
-# that never went live, and a retry finds it already PURGING.
-PURGEABLE = (S.PENDING, S.AUTHORISED, S.BUILDING, S.ACTIVE, S.EXPIRED, S.STOPPED, S.PURGING, S.FAILED)
-FAILABLE = (S.PENDING, S.AUTHORISED, S.BUILDING, S.ACTIVE, S.EXPIRED, S.STOPPED, S.PURGING)
-
 
 class SessionRequest(BaseModel):
     # The state machine may pass more (e.g. Catch's error/cause); only these are used.
     model_config = ConfigDict(extra="ignore")
 
-    action: str
+    action: SessionAction
     deployment_id: DeploymentId
     reason: str | None = Field(default=None, description="for action fail: why")
     error: Any = None  # Step Functions Catch output {"Error", "Cause"}, for actions fail and purge
@@ -66,6 +60,15 @@ class SessionRequest(BaseModel):
     # error it caught before re-checking ({"Error", "Cause"}), if any: audited once it recovers.
     retry_count: int = 0
     fault: Any = None
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _known(cls, v: Any) -> Any:
+        # Not a ValueError: the machine's Catch sees UnknownActionError (terminal), as for any
+        # other bug in the request.
+        if isinstance(v, str) and v not in {a.value for a in SessionAction}:
+            raise UnknownActionError(f"unknown action {v!r}; expected one of {', '.join(SessionAction)}")
+        return v  # anything but a string: pydantic's own ValidationError
 
 
 class CheckResult(BaseModel):
@@ -101,22 +104,18 @@ class SessionService:
             self.audit.record(ACTOR, action, deployment_id, **details)
 
     def handle(self, request: SessionRequest) -> dict[str, Any]:
-        actions: dict[str, Callable[[SessionRequest], dict[str, Any]]] = {
-            "validate": lambda r: self.validate(r.deployment_id),
-            "activate": lambda r: self.activate(r.deployment_id).model_dump(mode="json"),
-            "check": lambda r: self.check(
+        A = SessionAction
+        actions: dict[SessionAction, Callable[[SessionRequest], dict[str, Any]]] = {
+            A.VALIDATE: lambda r: self.validate(r.deployment_id),
+            A.ACTIVATE: lambda r: self.activate(r.deployment_id).model_dump(mode="json"),
+            A.CHECK: lambda r: self.check(
                 r.deployment_id, retries=r.retry_count, fault=_error_text(r.fault)
             ).model_dump(mode="json"),
-            "purge": lambda r: self.purge(r.deployment_id, failure=_error_text(r.error)).model_dump(mode="json"),
-            "close": lambda r: self.close(r.deployment_id).model_dump(mode="json"),
-            "fail": lambda r: self.fail(r.deployment_id, _failure_reason(r)).model_dump(mode="json"),
+            A.PURGE: lambda r: self.purge(r.deployment_id, failure=_error_text(r.error)).model_dump(mode="json"),
+            A.CLOSE: lambda r: self.close(r.deployment_id).model_dump(mode="json"),
+            A.FAIL: lambda r: self.fail(r.deployment_id, _failure_reason(r)).model_dump(mode="json"),
         }
-        action = actions.get(request.action)
-        if action is None:
-            raise UnknownActionError(
-                f"unknown action {request.action!r}; expected one of {', '.join(ACTIONS)}"
-            )
-        return action(request)
+        return actions[request.action](request)
 
     def _get(self, deployment_id: str) -> DeploymentRecord:
         rec = self.deployments.get(deployment_id)
@@ -147,7 +146,7 @@ class SessionService:
     def validate(self, deployment_id: str) -> dict[str, Any]:
         """The machine's first step: refuse (AuthorisationError) anything not authorised as it stands."""
         rec = self._get(deployment_id)
-        if rec.state not in (S.PENDING, S.AUTHORISED):
+        if rec.state not in STARTABLE:
             raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot start")
         images = len(self.watchlists.list_keys(watchlist_images_prefix(deployment_id)))
         problem = self._authorised_problem(rec, images)
@@ -164,7 +163,7 @@ class SessionService:
         rec = self._get(deployment_id)
         if rec.state == S.ACTIVE:
             return rec  # a Step Functions retry after a lost response
-        if rec.state not in ACTIVATABLE:
+        if not can_move(rec.state, S.ACTIVE):
             raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot activate")
         if rec.watchlist_size <= 0 or not rec.index_etag:
             raise WatchlistNotBuiltError(f"deployment {deployment_id} has no built watchlist")
@@ -183,7 +182,7 @@ class SessionService:
         rec = self.deployments.update(
             deployment_id,
             {"state": str(S.ACTIVE), "started_at": now.isoformat(), "expires_at": expires.isoformat()},
-            expect_states=ACTIVATABLE,
+            expect_states=sources_of(S.ACTIVE),
         )
         logger.info(
             "deployment active", extra={"deployment_id": deployment_id, "expires_at": str(rec.expires_at)}
@@ -201,8 +200,8 @@ class SessionService:
             )
             try:
                 self._audit(
-                    AuditAction.FAULT, deployment_id, step="check", retries=retries, error=fault, recovered=True,
-                    state=str(rec.state),
+                    AuditAction.FAULT, deployment_id, step=str(SessionAction.CHECK), retries=retries, error=fault,
+                    recovered=True, state=str(rec.state),
                 )
             except (TransientStorageError, AuditAppendError):
                 # Not a transition: an audit store still down must not keep a live check failing
@@ -216,7 +215,7 @@ class SessionService:
             self._audit(AuditAction.EXPIRE, deployment_id, faces_seen=rec.faces_seen)
             try:
                 rec = self.deployments.update(
-                    deployment_id, {"state": str(S.EXPIRED)}, expect_states=(S.ACTIVE,)
+                    deployment_id, {"state": str(S.EXPIRED)}, expect_states=sources_of(S.EXPIRED)
                 )
                 logger.info("deployment expired", extra={"deployment_id": deployment_id})
             except StateConflictError:
@@ -236,10 +235,10 @@ class SessionService:
         rec = self._get(deployment_id)
         if rec.state == S.CLOSED and rec.purge is not None:
             return rec.purge
-        if rec.state not in PURGEABLE:
-            raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot purge")
         if rec.state != S.FAILED:
             # A FAILED deployment keeps its state (and reason) while being purged.
+            if not can_move(rec.state, S.PURGING):
+                raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot purge")
             rec = self._to_purging(rec, failure)
         prefix = deployment_prefix(deployment_id)
         deleted = self.watchlists.delete_prefix(prefix)
@@ -298,9 +297,9 @@ class SessionService:
         ):
             # Reached from the live fault loop past the window: CheckActive never saw the expiry.
             self._audit(AuditAction.EXPIRE, rec.deployment_id, faces_seen=rec.faces_seen, after_fault=True)
-        elif rec.state in (S.PENDING, S.AUTHORISED, S.BUILDING, S.ACTIVE) and not rec.failure_reason:
+        elif can_move(rec.state, S.STOPPED) and not rec.failure_reason:  # not yet ended: it could be stopped
             fields["failure_reason"] = "purged before its end: no failure reason was passed"
-        return self.deployments.update(rec.deployment_id, fields, expect_states=PURGEABLE)
+        return self.deployments.update(rec.deployment_id, fields, expect_states=sources_of(S.PURGING))
 
     def close(self, deployment_id: str) -> DeploymentRecord:
         rec = self._get(deployment_id)
@@ -313,21 +312,21 @@ class SessionService:
         rec = self.deployments.update(
             deployment_id,
             {"state": str(S.CLOSED), "closed_at": self.clock().isoformat()},
-            expect_states=(S.PURGING,),
+            expect_states=sources_of(S.CLOSED),
         )
         logger.info("deployment closed", extra={"deployment_id": deployment_id})
         return rec
 
     def fail(self, deployment_id: str, reason: str) -> DeploymentRecord:
         rec = self._get(deployment_id)
-        if rec.state in (S.FAILED, S.CLOSED):
+        if rec.state in TERMINAL:
             return rec
         # Audited before the transition (a retry after a failed audit finds it still to do).
         self._audit(AuditAction.FAIL, deployment_id, reason=reason[:MAX_REASON_CHARS])
         rec = self.deployments.update(
             deployment_id,
             {"state": str(S.FAILED), "failure_reason": reason[:MAX_REASON_CHARS]},
-            expect_states=FAILABLE,
+            expect_states=sources_of(S.FAILED),
         )
         logger.warning("deployment failed", extra={"deployment_id": deployment_id, "reason": reason})
         return rec
@@ -366,13 +365,13 @@ def handle_with_metric(service: SessionService, request: SessionRequest, metrics
     try:
         return service.handle(request)
     except Exception as exc:
-        metrics.count(STEP_ERRORS_METRIC, 1, {"Action": request.action})
-        if request.action == "purge":
+        metrics.count(STEP_ERRORS_METRIC, 1, {"Action": str(request.action)})
+        if request.action == SessionAction.PURGE:
             # Data may remain: the PurgeIncomplete alarm (infra/constructs/alarms.py) watches this one.
             metrics.count(METRIC_PURGE_INCOMPLETE, 1, {"error": type(exc).__name__})
         logger.warning(
             "session step failed",
-            extra={"deployment_id": request.deployment_id, "step": request.action, "error": type(exc).__name__,
+            extra={"deployment_id": request.deployment_id, "step": str(request.action), "error": type(exc).__name__,
                    "transient": is_transient(exc)},
         )
         raise

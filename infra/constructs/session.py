@@ -21,6 +21,7 @@ from functions.exceptions import terminal_error_names, transient_error_names
 from functions.observability import METRIC_SESSION_STEP_ERRORS
 from infra.constants import METRICS_NAMESPACE, SERVICE_NAME
 from infra.constructs.nag import acknowledge
+from lfr_core.lifecycle import SessionAction
 
 # Retry and Catch come from the one classification of errors (functions/exceptions.py):
 # transient errors are retried with exponential back-off, capped; terminal ones end the session.
@@ -45,10 +46,10 @@ SESSION_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 STEP_ERRORS_METRIC = METRIC_SESSION_STEP_ERRORS
 
 
-def _payload(action: str | None, **paths: str) -> sfn.TaskInput:
+def _payload(action: SessionAction | None, **paths: str) -> sfn.TaskInput:
     body: dict[str, Any] = {"deployment_id": sfn.JsonPath.string_at("$.deployment_id")}
     if action is not None:
-        body = {"action": action, **body}
+        body = {"action": str(action), **body}
     for key, path in paths.items():
         # A caught {"Error", "Cause"} (the reason recorded and audited) or a context value.
         body[key] = sfn.JsonPath.object_at(path) if path.startswith("$.") else sfn.JsonPath.number_at(path)
@@ -70,7 +71,7 @@ class SessionStateMachine(Construct):
         def invoke(
             state_id: str,
             fn: lambda_.IFunction,
-            action: str | None,
+            action: SessionAction | None,
             result_path: str,
             selector: dict[str, str] | None = None,
             retry: dict[str, Any] | None = None,
@@ -105,24 +106,24 @@ class SessionStateMachine(Construct):
         )
 
         def purge(state_id: str, paths: dict[str, str] | None = None) -> tasks.LambdaInvoke:
-            task = invoke(state_id, session_fn, "purge", "$.purge", retry=CLEANUP_RETRY, paths=paths)
+            task = invoke(state_id, session_fn, SessionAction.PURGE, "$.purge", retry=CLEANUP_RETRY, paths=paths)
             task.add_catch(purge_failed, errors=[sfn.Errors.ALL], result_path="$.purge_error")
             return task
 
         # First step: authorisation, watchlist size and duration are checked by the machine itself,
         # so no client can start an unauthorised session; a refusal fails and purges (below).
-        validate = invoke("Validate", session_fn, "validate", "$.validate", retry=PRE_LIVE_RETRY)
+        validate = invoke("Validate", session_fn, SessionAction.VALIDATE, "$.validate", retry=PRE_LIVE_RETRY)
         build = invoke("BuildWatchlist", build_fn, None, "$.build", retry=PRE_LIVE_RETRY)
-        activate = invoke("Activate", session_fn, "activate", "$.activate", retry=PRE_LIVE_RETRY)
+        activate = invoke("Activate", session_fn, SessionAction.ACTIVATE, "$.activate", retry=PRE_LIVE_RETRY)
         check_selector = {"active.$": "$.Payload.active", "wait_s.$": "$.Payload.wait_s"}
         check = invoke(
-            "CheckActive", session_fn, "check", "$.check", check_selector, retry=LIVE_RETRY,
+            "CheckActive", session_fn, SessionAction.CHECK, "$.check", check_selector, retry=LIVE_RETRY,
             paths={"retry_count": "$$.State.RetryCount"},
         )
         # After CheckActive's quick retries: re-check every LIVE_FAULT_WAIT_S while inside the window.
         # No Retry here, so a success knows the error it recovered from ($.check_error) and audits it.
         check_after_fault = invoke(
-            "CheckAfterFault", session_fn, "check", "$.check", check_selector,
+            "CheckAfterFault", session_fn, SessionAction.CHECK, "$.check", check_selector,
             paths={"fault": "$.check_error", "retry_count": "$$.State.RetryCount"},
         )
         live_fault = sfn.Pass(
@@ -134,13 +135,13 @@ class SessionStateMachine(Construct):
         )
         wait = sfn.Wait(self, "WaitABit", time=sfn.WaitTime.seconds_path("$.check.wait_s"))
         is_active = sfn.Choice(self, "IsActive")
-        close = invoke("Close", session_fn, "close", "$.close", retry=CLEANUP_RETRY)
+        close = invoke("Close", session_fn, SessionAction.CLOSE, "$.close", retry=CLEANUP_RETRY)
         normal_purge = purge("Purge")
 
         # Any terminal failure still purges: no watchlist outlives its session. MarkFailed records
         # the reason; if even that cannot be written, the failure purge writes it with PURGING.
         mark_failed = invoke(
-            "MarkFailed", session_fn, "fail", "$.fail", retry=PRE_LIVE_RETRY, paths={"error": "$.error"}
+            "MarkFailed", session_fn, SessionAction.FAIL, "$.fail", retry=PRE_LIVE_RETRY, paths={"error": "$.error"}
         )
         failure_purge = purge("PurgeAfterFailure", paths={"error": "$.error"})
         mark_failed.add_catch(failure_purge, errors=[sfn.Errors.ALL], result_path="$.fail_error")
@@ -205,11 +206,11 @@ class SessionStateMachine(Construct):
             alarm_description="A session failed: check PurgeFailed (data may remain) or SessionFailed",
         )
 
-        def step_errors_alarm(construct_id: str, action: str, description: str) -> cloudwatch.Alarm:
+        def step_errors_alarm(construct_id: str, action: SessionAction, description: str) -> cloudwatch.Alarm:
             metric = cloudwatch.Metric(
                 namespace=METRICS_NAMESPACE,
                 metric_name=STEP_ERRORS_METRIC,
-                dimensions_map={"Action": action, "service": SERVICE_NAME},  # Powertools adds `service`
+                dimensions_map={"Action": str(action), "service": SERVICE_NAME},  # Powertools adds `service`
                 period=Duration.minutes(1),
                 statistic="Sum",
             )
@@ -227,7 +228,7 @@ class SessionStateMachine(Construct):
         # Visible while the machine is still retrying, not only once it has given up. (A retried
         # purge is the Alarms construct's PurgeIncomplete, from the same failed step.)
         self.check_failing_alarm = step_errors_alarm(
-            "LiveCheckFailing", "check",
+            "LiveCheckFailing", SessionAction.CHECK,
             "CheckActive failed and is being retried: a live session cannot currently see a stop or expiry",
         )
         # A killed or timed-out session function reports no metric of its own: Lambda's does.

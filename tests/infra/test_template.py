@@ -352,3 +352,16 @@ def test_match_timeout_fits_a_batch_and_the_function_may_ack_its_own_records(tem
             ):
                 actions |= set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
     assert {"sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"} <= actions
+
+
+def test_every_session_task_names_a_session_action_and_every_action_has_a_task(template: Template) -> None:
+    from lfr_core.lifecycle import SessionAction
+
+    states = _definition(template)["States"]
+    payloads = {name: s["Parameters"]["Payload"] for name, s in states.items() if s["Type"] == "Task"}
+    actions = {name: p["action"] for name, p in payloads.items() if "action" in p}
+    assert set(payloads) - set(actions) == {"BuildWatchlist"}  # the build function takes no action
+    assert set(actions.values()) == {str(a) for a in SessionAction}
+    assert actions["CheckActive"] == actions["CheckAfterFault"] == SessionAction.CHECK
+    assert actions["MarkFailed"] == SessionAction.FAIL
+    assert actions["Purge"] == actions["PurgeAfterFailure"] == SessionAction.PURGE

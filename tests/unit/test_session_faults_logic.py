@@ -30,6 +30,7 @@ from functions.logic.session import STEP_ERRORS_METRIC, SessionRequest, SessionS
 from functions.observability import METRIC_PURGE_INCOMPLETE
 from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import watchlist_images_prefix, watchlist_index_key
+from lfr_core.lifecycle import SessionAction
 from tests.unit.functions_support import Clock, RecordingMetrics, deployment
 from tests.unit.test_session_logic import authorisation
 
@@ -97,7 +98,7 @@ def test_failure_purge_writes_the_reason_with_purging_when_mark_failed_could_not
     svc, repo, *_ = env
     svc.activate(DEP)
     error = {"Error": "AuthorisationError", "Cause": '{"errorMessage": "refused: no authorisation"}'}
-    svc.handle(SessionRequest(action="purge", deployment_id=DEP, error=error))
+    svc.handle(SessionRequest(action=SessionAction.PURGE, deployment_id=DEP, error=error))
     rec = repo.get(DEP)
     assert rec is not None and rec.state == S.PURGING
     assert rec.failure_reason == "AuthorisationError: refused: no authorisation"
@@ -156,14 +157,14 @@ def test_a_recovered_check_audits_the_fault_but_an_audit_outage_does_not_block_i
     svc, _repo, _store, _clock, audit, _ = env
     svc.activate(DEP)
     fault = {"Error": "TransientStorageError", "Cause": '{"errorMessage": "deployments.get: ServiceUnavailable"}'}
-    out = svc.handle(SessionRequest(action="check", deployment_id=DEP, retry_count=0, fault=fault))
+    out = svc.handle(SessionRequest(action=SessionAction.CHECK, deployment_id=DEP, retry_count=0, fault=fault))
     assert out["active"] is True
     event = read_events(audit)[-1].event
     assert event["action"] == "fault"
     assert event["details"] == {"step": "check", "retries": 0, "recovered": True, "state": "ACTIVE",
                                 "error": "TransientStorageError: deployments.get: ServiceUnavailable"}
     audit.down = True
-    assert svc.handle(SessionRequest(action="check", deployment_id=DEP, retry_count=2))["active"] is True
+    assert svc.handle(SessionRequest(action=SessionAction.CHECK, deployment_id=DEP, retry_count=2))["active"] is True
 
 
 def test_failed_steps_are_counted_per_action_and_re_raised(env) -> None:
@@ -171,12 +172,12 @@ def test_failed_steps_are_counted_per_action_and_re_raised(env) -> None:
     metrics = RecordingMetrics()
     repo.down = True
     with pytest.raises(TransientStorageError):
-        handle_with_metric(svc, SessionRequest(action="activate", deployment_id=DEP), metrics)
+        handle_with_metric(svc, SessionRequest(action=SessionAction.ACTIVATE, deployment_id=DEP), metrics)
     repo.down = False
-    handle_with_metric(svc, SessionRequest(action="activate", deployment_id=DEP), metrics)
+    handle_with_metric(svc, SessionRequest(action=SessionAction.ACTIVATE, deployment_id=DEP), metrics)
     repo.update(DEP, {"state": "CLOSED"})
     with pytest.raises(DeploymentNotActiveError):
-        handle_with_metric(svc, SessionRequest(action="purge", deployment_id=DEP), metrics)
+        handle_with_metric(svc, SessionRequest(action=SessionAction.PURGE, deployment_id=DEP), metrics)
     assert metrics.counts == {(STEP_ERRORS_METRIC, (("Action", "activate"),)): 1.0,
                               (STEP_ERRORS_METRIC, (("Action", "purge"),)): 1.0,
                               (METRIC_PURGE_INCOMPLETE, (("error", "DeploymentNotActiveError"),)): 1.0}

@@ -27,6 +27,7 @@ from functions.logic.session import SessionRequest, SessionService
 from functions.models.records import Authorisation
 from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix, watchlist_index_key
+from lfr_core.lifecycle import SessionAction
 from tests.unit.functions_support import Clock, deployment, lambda_context
 
 DEP = "dep-session"
@@ -153,7 +154,9 @@ def test_fail_records_reason_and_purge_keeps_failed(env) -> None:
     svc, repo, store, _ = env
     _built(repo, store)
     out = svc.handle(
-        SessionRequest(action="fail", deployment_id=DEP, error={"Error": "NoUsableFacesError", "Cause": "..."})
+        SessionRequest(
+            action=SessionAction.FAIL, deployment_id=DEP, error={"Error": "NoUsableFacesError", "Cause": "..."}
+        )
     )
     assert out["state"] == "FAILED" and out["failure_reason"] == "NoUsableFacesError"
     svc.purge(DEP)
@@ -163,9 +166,9 @@ def test_fail_records_reason_and_purge_keeps_failed(env) -> None:
 def test_unknown_action_and_deployment(env) -> None:
     svc, _, _, _ = env
     with pytest.raises(UnknownActionError, match="expected one of validate, activate, check, purge, close, fail"):
-        svc.handle(SessionRequest(action="explode", deployment_id=DEP))
+        svc.handle(SessionRequest.model_validate({"action": "explode", "deployment_id": DEP}))
     with pytest.raises(DeploymentNotFoundError):
-        svc.handle(SessionRequest(action="check", deployment_id="nope-dep"))
+        svc.handle(SessionRequest(action=SessionAction.CHECK, deployment_id="nope-dep"))
 
 
 def test_handler_parses_payload(env) -> None:
@@ -179,6 +182,9 @@ def test_handler_parses_payload(env) -> None:
         assert out["active"] is True and 1 <= out["wait_s"] <= 5
         with pytest.raises(ValidationError):
             session_handler.handler({"action": "check"}, lambda_context())
+        # An unknown action is the terminal UnknownActionError the machine's Catch names, not a parse error.
+        with pytest.raises(UnknownActionError, match="unknown action 'explode'"):
+            session_handler.handler({"action": "explode", "deployment_id": DEP}, lambda_context())
     finally:
         session_handler.set_service(None)
 
@@ -202,7 +208,7 @@ def test_validate_refuses_without_authorisation(env) -> None:
     svc, repo, store, _ = env
     _pending(repo, store)
     with pytest.raises(AuthorisationError, match="no authorisation"):
-        svc.handle(SessionRequest(action="validate", deployment_id=DEP))
+        svc.handle(SessionRequest(action=SessionAction.VALIDATE, deployment_id=DEP))
     assert _actions()[-1][0] == "refused" and "no authorisation" in _actions()[-1][2]["reason"]
 
 
@@ -280,7 +286,9 @@ def test_fail_is_audited_with_the_error_message(env) -> None:
     cause = json.dumps({"errorMessage": "deployment dep-session refused: no authorisation recorded",
                         "errorType": "AuthorisationError"})
     rec = svc.handle(
-        SessionRequest(action="fail", deployment_id=DEP, error={"Error": "AuthorisationError", "Cause": cause})
+        SessionRequest(
+            action=SessionAction.FAIL, deployment_id=DEP, error={"Error": "AuthorisationError", "Cause": cause}
+        )
     )
     assert rec["failure_reason"] == "AuthorisationError: deployment dep-session refused: no authorisation recorded"
     assert _actions()[-1] == ("fail", DEP, {"reason": rec["failure_reason"]})

@@ -19,8 +19,8 @@ from functions.dal.sns import SnsAlertPublisher
 from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.match import MatchService, Prepared
-from functions.logic.officer import PageLinks
 from functions.logic.protocols import Embedder
+from functions.logic.tokens import PageLinks
 from functions.models.env import MatchEnv
 from functions.observability import PowertoolsMetricsSink, logger, metrics
 from lfr_core.layout import MODEL_SFACE

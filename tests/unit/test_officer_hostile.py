@@ -22,29 +22,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from functions.dal.memory import InMemoryAlertRepository, InMemoryAuditStore, InMemoryDeploymentRepository
-from functions.dal.officers import InMemoryEvidenceLinks, InMemoryOfficerRepository
 from functions.exceptions import TokenError
 from functions.handlers import officer_api
 from functions.logic.audit import AuditLog, read_events
-from functions.logic.officer import (
+from functions.logic.officer_access import FAILED_ACCESS_AUDIT_WINDOW_S, FAILED_ACCESS_METRIC
+from functions.logic.officer_api import (
     COGNITO_ALERT_RESOURCE,
-    FAILED_ACCESS_AUDIT_WINDOW_S,
-    FAILED_ACCESS_METRIC,
     FORBIDDEN,
     TOKEN_ALERT_RESOURCE,
     TOKEN_DECISION_RESOURCE,
-    TOKEN_PREFIX,
     OfficerApi,
-    _b64,
-    _mac,
-    issue_token,
-    page_link,
-    verify_token,
 )
+from functions.logic.tokens import TOKEN_PREFIX, _b64, _mac, issue_token, page_link, verify_token
 from functions.models.officers import AccessRefusal, OfficerRecord
 from functions.models.records import AlertRecord
 from lfr_core.contracts import AuditAction
+from tests.fakes import (
+    InMemoryAlertRepository,
+    InMemoryAuditStore,
+    InMemoryDeploymentRepository,
+    InMemoryEvidenceLinks,
+    InMemoryOfficerRepository,
+)
 from tests.unit.functions_support import NOW, Clock, RecordingMetrics, deployment
 
 KEY = b"k" * 64

@@ -1,4 +1,5 @@
-"""In-memory adapters for unit tests, with fault injection to exercise retry paths."""
+"""In-memory adapters of the ports in functions/dal (the match path's and the officers'), with fault
+injection to exercise retry paths. Test code: nothing under functions/ imports it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
+from functions.dal.officers import EvidenceLinks, OfficerRepository
 from functions.dal.ports import (
     AlertCropStore,
     AlertPublisher,
@@ -21,6 +24,7 @@ from functions.dal.ports import (
     WatchlistStore,
 )
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
+from functions.models.officers import OfficerRecord
 from functions.models.records import (
     CAMERA_KEY_PREFIX,
     ENCOUNTER_KEY_PREFIX,
@@ -393,3 +397,26 @@ class InMemoryCropQueues(_Faults, CropQueues):
         # Like SQS: whose messages are in flight cannot be known until they are visible again.
         detail = f"{len(self.in_flight)} message(s) in flight" if self.in_flight else ""
         return QueuePurge(counts[0], counts[1], verified=not self.in_flight, detail=detail)
+
+
+# -- the officers' side (functions/dal/officers.py)
+
+
+class InMemoryOfficerRepository(OfficerRepository):
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def get(self, deployment_id: str, officer_id: str) -> OfficerRecord | None:
+        item = self.items.get((deployment_id, officer_id))
+        return None if item is None else OfficerRecord.model_validate(copy.deepcopy(item))
+
+    def put(self, record: OfficerRecord) -> None:
+        self.items[(record.deployment_id, record.officer_id)] = record.to_item()
+
+    def list_for_deployment(self, deployment_id: str) -> list[OfficerRecord]:
+        return [OfficerRecord.model_validate(v) for (d, _), v in sorted(self.items.items()) if d == deployment_id]
+
+
+class InMemoryEvidenceLinks(EvidenceLinks):
+    def presign(self, bucket: str, key: str, expires_s: int) -> str:
+        return f"https://{bucket}.example/{quote(key)}?expires={int(expires_s)}"

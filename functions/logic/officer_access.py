@@ -158,7 +158,7 @@ class OfficerAccess:
         refusals = None
         if reason.identified and officer_id and self.audit is not None:
             refusals = self.failed_access.admit((officer_id, dep or "", reason.value), now)
-        self.metrics.count(FAILED_ACCESS_METRIC)
+        # One call: the sink counts the total series and the per-reason one (functions/observability.py).
         self.metrics.count(FAILED_ACCESS_METRIC, dimensions={"reason": reason.value})
         source_ip = as_str(as_dict(as_dict(event.get("requestContext")).get("identity")).get("sourceIp"))[:64]
         logger.warning(

@@ -101,6 +101,8 @@ def proxy_event(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class OfficerApi:
+    """The API's routes over its ports; `handle(event, context)` answers one proxy event (the handler's one call)."""
+
     def __init__(
         self,
         deployments: DeploymentRepository,

@@ -100,6 +100,25 @@ class TokenError(LfrFunctionError):
         self.officer_id = officer_id
 
 
+class AccessRefusedError(LfrFunctionError):
+    """An officers' API request refused after its credential was read (foreign deployment, revoked
+    officer, ended deployment, bad link): `reason` is an `AccessRefusal` value, `officer_id` whom
+    the credential named. Answered 403 like a `TokenError`."""
+
+    def __init__(self, reason: str, officer_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.officer_id = officer_id
+
+
+class RequestNotFoundError(LfrFunctionError):
+    """An officers' API request names no route or no alert: answered 404, the same body for both."""
+
+
+class InvalidRequestBodyError(LfrFunctionError):
+    """An officers' API request body that is not the model its route takes: answered 400."""
+
+
 # -- Which errors a retry can cure: the ONE classification. The session state machine's Retry
 # and Catch lists (infra/constructs/session.py) are built from these names, and the session
 # handler's error metric uses `is_transient`.

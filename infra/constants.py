@@ -119,7 +119,7 @@ BUILD_RESERVED_CONCURRENCY = 5
 # 10 covers several deployments ending together while others are checked.
 SESSION_RESERVED_CONCURRENCY = 10
 # officers' API: OFFICER_API_THROTTLE_RPS requests/s of ~0.1 s is ~5 in flight; 10 leaves headroom.
-# It also bounds the containers that each keep a failed-access audit window (functions/logic/officer.py).
+# It also bounds the containers that each keep a failed-access audit window (functions/logic/officer_access.py).
 OFFICER_API_RESERVED_CONCURRENCY = 10
 # Failed access to the officers' API (metric FailedAccess, namespace METRICS_NAMESPACE): an officer
 # with a stale link fails a few times; this many in 5 minutes is someone probing.

@@ -32,12 +32,12 @@ from infra.constants import (
 )
 from infra.constructs.alarms import Alarms, AlarmSources
 from infra.constructs.alerts import AlertTopic
-from infra.constructs.audit import AuditLog, grant_queue_purge
+from infra.constructs.audit import AuditStorage
 from infra.constructs.functions import CDK_ROLE_DEPENDS_ON, CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
 from infra.constructs.nag import skip_static_checks
 from infra.constructs.officers import Officers
 from infra.constructs.queues import Queues
-from infra.constructs.session import SessionStateMachine
+from infra.constructs.session import SessionStateMachine, grant_queue_purge
 from infra.constructs.storage import Storage
 from infra.constructs.tables import Tables
 
@@ -111,7 +111,7 @@ class LfrStack(Stack):
             code_dir=code_dir,
         )
         # Audit: session transitions (session fn) and alerts (match fn) are appended to the chain.
-        self.audit = AuditLog(self, "Audit", access_logs=self.storage.access_logs)
+        self.audit = AuditStorage(self, "Audit", access_logs=self.storage.access_logs)
         for fn in (self.functions.session, self.functions.match):
             self.audit.grant_append(fn)
         grant_queue_purge(self.functions.session, self.data_key, self.queues.crops, self.queues.dlq)

@@ -404,7 +404,7 @@ def run_deployment(args: Any, admin: Admin, parse_duration: Any) -> int:
         rec = admin.stop(args.deployment_id, args.reason)
         print(f"{rec.deployment_id} STOPPED; the session purges its watchlist and closes")
     elif args.sub == "status":
-        from functions.logic.officer import latency_summary, outcome_counts
+        from lfr_cli.reporting import latency_summary, outcome_counts
 
         rec = admin.get(args.deployment_id)
         doc = rec.model_dump(mode="json")

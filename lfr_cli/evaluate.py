@@ -30,7 +30,6 @@ import numpy as np
 
 from edge_uploader.pipeline import DEFAULT_MIN_QUALITY, IMAGE_SUFFIXES, FaceCropper
 from edge_uploader.quality import MIN_INTEROCULAR_PX
-from functions.dal.memory import InMemoryDeploymentRepository, InMemoryObjectStore
 from functions.logic.build_watchlist import BuildService
 from lfr_core.calibration import (
     DEFAULT_SIZES,
@@ -47,6 +46,7 @@ from lfr_core.evaluation import REPORT_FPIRS, OpenSetResult, Rate, fpir_key, sum
 from lfr_core.face.embed import EMBEDDING_DIM, FaceEmbedder
 from lfr_core.face.image import decode_jpeg
 from lfr_core.matching import PRODUCTION_FUSION, FusionMode, WatchlistIndex, fuse_scores
+from tests.fakes import InMemoryDeploymentRepository, InMemoryObjectStore
 
 DEFAULT_OUT = REPO_ROOT / "build" / "eval"
 OPERATING_FPIR = 2e-4  # the bar; NPL measured the Met at about 1 in 6,000

@@ -24,10 +24,10 @@ from functions.dal.audit import S3AuditStore
 from functions.dal.dynamodb import DynamoDeploymentRepository
 from functions.dal.officers import DynamoOfficerRepository, SecretSigningKey, SnsOfficerChannels
 from functions.logic.audit import AuditLog
-from functions.logic.officer import OfficerAdmin, OfficerAdminError
 from functions.models.officers import ChannelKind
 from infra import constants as C
 from lfr_cli.aws import AwsContext
+from lfr_cli.officer_admin import OfficerAdmin, OfficerAdminError
 
 
 def officer_admin(ctx: AwsContext) -> OfficerAdmin:

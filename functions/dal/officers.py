@@ -2,19 +2,18 @@
 applications, platform endpoints, filtered subscriptions), presigned evidence links and the
 token-signing key in Secrets Manager.
 
-Kept in one module of their own (ports, boto3 adapters and in-memory fakes) so the officer
-API and `lfr officers` share them without touching the match path's ports.
+Kept in one module of their own (ports and boto3 adapters; the in-memory fakes are in
+tests/fakes.py) so the officer API and `lfr officers` share them without touching the match
+path's ports.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
@@ -184,26 +183,3 @@ class SnsOfficerChannels(OfficerChannels):
     def delete_endpoint(self, endpoint_arn: str) -> None:
         with transient("sns.delete_endpoint"):
             self._sns.client.delete_endpoint(EndpointArn=endpoint_arn)
-
-
-# ------------------------------------------------------------------------- in-memory fakes
-
-
-class InMemoryOfficerRepository(OfficerRepository):
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def get(self, deployment_id: str, officer_id: str) -> OfficerRecord | None:
-        item = self.items.get((deployment_id, officer_id))
-        return None if item is None else OfficerRecord.model_validate(copy.deepcopy(item))
-
-    def put(self, record: OfficerRecord) -> None:
-        self.items[(record.deployment_id, record.officer_id)] = record.to_item()
-
-    def list_for_deployment(self, deployment_id: str) -> list[OfficerRecord]:
-        return [OfficerRecord.model_validate(v) for (d, _), v in sorted(self.items.items()) if d == deployment_id]
-
-
-class InMemoryEvidenceLinks(EvidenceLinks):
-    def presign(self, bucket: str, key: str, expires_s: int) -> str:
-        return f"https://{bucket}.example/{quote(key)}?expires={int(expires_s)}"

@@ -163,7 +163,7 @@ def message(alert: Alert) -> str:
 
 def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
     attrs = {
-        # Officers' subscriptions filter on this (see functions/logic/officer.py).
+        # Officers' subscriptions filter on this (see lfr_cli/officer_admin.py).
         "deployment_id": {"DataType": "String", "StringValue": alert.deployment_id},
         # An update of the same encounter replaces the notification on the phone.
         "AWS.SNS.MOBILE.APNS.COLLAPSE_ID": {"DataType": "String", "StringValue": alert.alert_id[:64]},

@@ -22,9 +22,9 @@ from functions.dal.sqs_records import SqsRecordAcks
 from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.match import MatchService, Prepared
-from functions.logic.officer import PageLinks
 from functions.logic.protocols import Embedder
 from functions.logic.sqs_batch import Record, run_batch
+from functions.logic.tokens import PageLinks
 from functions.models.env import MatchEnv
 from functions.observability import PowertoolsMetricsSink, logger, metrics
 from lfr_core.layout import MODEL_SFACE

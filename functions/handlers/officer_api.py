@@ -1,4 +1,5 @@
-"""Officer API function (API Gateway REST proxy): the alert page, its data and decisions.
+"""Officer API function (API Gateway REST proxy): the alert page, its data and decisions, and the
+van's console. Routes and error mapping: functions/logic/officer_api.py (Powertools' resolver).
 
 Handler string `functions.handlers.officer_api.handler`.
 """
@@ -16,7 +17,7 @@ from functions.dal.queue_stats import SqsQueueStats
 from functions.handlers._service import Lazy
 from functions.logic.audit import AuditLog
 from functions.logic.console import Console
-from functions.logic.officer import OfficerApi
+from functions.logic.officer_api import OfficerApi
 from functions.models.env import OfficerApiEnv
 from functions.observability import logger, metrics
 from lfr_core.contracts import utcnow
@@ -52,4 +53,4 @@ set_service = _service.set  # tests install a service over fakes
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return get_service().handle(event)
+    return get_service().handle(event, context)

@@ -1,5 +1,5 @@
 """The van's console: one page per deployment for its operators (served by the officers' API,
-functions/logic/officer.py routes `/console/{deployment_id}` and `/t/console/{deployment_id}`).
+functions/logic/officer_api.py routes `/console/{deployment_id}` and `/t/console/{deployment_id}`).
 
 Authorisation is the officers' own: an lfr-signed token bound to an officer of THIS deployment
 that expires with it, re-checked on every poll (deployment live, officer not revoked). The

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sqs as sqs
 from cdk_nag import RegexAppliesTo
 from constructs import Construct
 
@@ -21,15 +19,15 @@ from infra.constants import (
     AUDIT_LOCK_MODE,
     AUDIT_RETENTION_DAYS,
     ENV_AUDIT_BUCKET,
-    ENV_CROP_DLQ_URL,
-    ENV_CROP_QUEUE_URL,
 )
 from infra.constructs.nag import acknowledge
 
 AUDIT_OBJECTS = "chain/*"
 
 
-class AuditLog(Construct):
+class AuditStorage(Construct):
+    """Where the audit chain is stored (the chain itself: functions/logic/audit.py `AuditLog`)."""
+
     def __init__(self, scope: Construct, construct_id: str, *, access_logs: s3.IBucket) -> None:
         super().__init__(scope, construct_id)
         retention = Duration.days(AUDIT_RETENTION_DAYS)
@@ -92,19 +90,3 @@ class AuditLog(Construct):
             "Audit entries are chain/<sequence number>.json, created at run time; create-only by bucket policy.",
             applies_to=[RegexAppliesTo(regex=r"/^Resource::<AuditBucket[0-9A-F]+\.Arn>\/chain\/\*$/g")],
         )
-
-
-def grant_queue_purge(fn: lambda_.Function, key: kms.IKey, crop: sqs.IQueue, dlq: sqs.IQueue) -> None:
-    """The session function's purge removes its deployment's crops from the crop queue and the DLQ."""
-    fn.add_environment(ENV_CROP_QUEUE_URL, crop.queue_url)
-    fn.add_environment(ENV_CROP_DLQ_URL, dlq.queue_url)
-    fn.add_to_role_policy(
-        iam.PolicyStatement(
-            # GetQueueAttributes: purge verifies a queue drained by its own counts.
-            actions=[
-                "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
-            ],
-            resources=[crop.queue_arn, dlq.queue_arn],
-        )
-    )
-    fn.add_to_role_policy(iam.PolicyStatement(actions=["kms:Decrypt"], resources=[key.key_arn]))

@@ -1,4 +1,4 @@
-"""Officers (issue 6): the alert page API (API Gateway REST + Lambda), officer identities
+"""Officers: the alert page API (API Gateway REST + Lambda), officer identities
 (Cognito user pool + app client, and the HMAC key of lfr-signed tokens in Secrets Manager)
 and the officers table (who is assigned to which deployment, and their SNS subscriptions).
 
@@ -60,7 +60,7 @@ from infra.constructs.tables import customer_managed_table
 HANDLER_OFFICER_API = "functions.handlers.officer_api.handler"
 LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 SIGNING_KEY_CHARS = 64
-FAILED_ACCESS_METRIC = "FailedAccess"  # = functions.logic.officer.FAILED_ACCESS_METRIC (total, no reason)
+FAILED_ACCESS_METRIC = "FailedAccess"  # = functions.logic.officer_access.FAILED_ACCESS_METRIC (total, no reason)
 
 
 class Officers(Construct):
@@ -80,9 +80,29 @@ class Officers(Construct):
         crop_queue: sqs.IQueue | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.table = self._officers_table(key)
+        self.signing_secret = self._signing_key(key)
+        self.user_pool, self.app_client = self._identities()
+        self.function = self._function(
+            layer, code_dir, key,
+            env={
+                ENV_DEPLOYMENTS_TABLE: deployments.table_name,
+                ENV_ALERTS_TABLE: alerts_table.table_name,
+                ENV_OFFICERS_TABLE: self.table.table_name,
+                ENV_WATCHLIST_BUCKET: watchlist.bucket_name,
+                ENV_ALERTS_BUCKET: alerts_bucket.bucket_name,
+                ENV_SIGNING_SECRET_ARN: self.signing_secret.secret_arn,
+            },
+        )
+        self._grant_function(self.function, deployments, alerts_table, watchlist, alerts_bucket, key, crop_queue)
+        self.api = self._rest_api(key)
+        self._routes()
+        self.failed_access_alarm = self._failed_access_alarm()
+        self._link_match_function(match_fn)
 
+    def _officers_table(self, key: kms.IKey) -> ddb.Table:
         # Officers' names and masked channel hints (no member of the public): PITR on.
-        self.table = customer_managed_table(
+        return customer_managed_table(
             self,
             "Table",
             key,
@@ -91,8 +111,9 @@ class Officers(Construct):
             sort_key=ddb.Attribute(name="officer_id", type=ddb.AttributeType.STRING),
         )
 
+    def _signing_key(self, key: kms.IKey) -> secretsmanager.Secret:
         # HMAC key of officer tokens and alert page links; never in the repo or the template.
-        self.signing_secret = secretsmanager.Secret(
+        secret = secretsmanager.Secret(
             self,
             "SigningKey",
             description="lfr: HMAC-SHA256 key of officer tokens and alert page links",
@@ -102,14 +123,16 @@ class Officers(Construct):
             encryption_key=key,
         )
         acknowledge(
-            self.signing_secret,
+            secret,
             "AwsSolutions-SMG4",
             "Rotation would invalidate the tokens of live deployments (<= 12 h); the key is rotated between"
             " deployments by the release process (`aws secretsmanager put-secret-value`).",
         )
+        return secret
 
+    def _identities(self) -> tuple[cognito.UserPool, cognito.UserPoolClient]:
         # Officers' identities in AWS: admin-created only, MFA, custom claims bind them to a deployment.
-        self.user_pool = cognito.UserPool(
+        user_pool = cognito.UserPool(
             self,
             "UserPool",
             self_sign_up_enabled=False,
@@ -127,12 +150,12 @@ class Officers(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
-            self.user_pool,
+            user_pool,
             "AwsSolutions-COG8",
             "Accounts are created by admins only (no self sign-up), MFA is required and each account is bound"
             " to one deployment for hours; threat protection (Plus plan) is a per-force purchasing decision.",
         )
-        self.app_client = self.user_pool.add_client(
+        app_client = user_pool.add_client(
             "PhoneApp",
             generate_secret=False,  # a phone app cannot keep a client secret
             auth_flows=cognito.AuthFlow(user_srp=True),
@@ -141,11 +164,16 @@ class Officers(Construct):
             refresh_token_validity=Duration.hours(12),
             prevent_user_existence_errors=True,
         )
+        return user_pool, app_client
 
+    def _function(
+        self, layer: lambda_.ILayerVersion, code_dir: Path, key: kms.IKey, env: dict[str, str]
+    ) -> lambda_.Function:
+        """The officer API function; `env` is its own environment (Powertools' settings are added here)."""
         log_group = logs.LogGroup(
             self, "FnLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY, encryption_key=key
         )
-        self.function = lambda_.Function(
+        fn = lambda_.Function(
             self,
             "Api",
             runtime=lambda_.Runtime.PYTHON_3_12,
@@ -156,12 +184,7 @@ class Officers(Construct):
             memory_size=OFFICER_API_MEMORY_MB,
             timeout=Duration.seconds(OFFICER_API_TIMEOUT_S),
             environment={
-                ENV_DEPLOYMENTS_TABLE: deployments.table_name,
-                ENV_ALERTS_TABLE: alerts_table.table_name,
-                ENV_OFFICERS_TABLE: self.table.table_name,
-                ENV_WATCHLIST_BUCKET: watchlist.bucket_name,
-                ENV_ALERTS_BUCKET: alerts_bucket.bucket_name,
-                ENV_SIGNING_SECRET_ARN: self.signing_secret.secret_arn,
+                **env,
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 "LOG_LEVEL": "INFO",
@@ -170,20 +193,24 @@ class Officers(Construct):
             reserved_concurrent_executions=OFFICER_API_RESERVED_CONCURRENCY,
             description="Officers' alert page, alert data and decisions",
         )
-        skip_static_checks(self.function, LAMBDA_CHECK_SKIPS)
+        skip_static_checks(fn, LAMBDA_CHECK_SKIPS)
         acknowledge(
-            self.function,
+            fn,
             "AwsSolutions-L1",
             "Pinned to python3.12: the layer's native wheels (cp312 manylinux x86_64) are built for it.",
         )
         acknowledge(
-            self.function,
+            fn,
             "AwsSolutions-IAM4",
             "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
             applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
         )
+        return fn
 
-        fn = self.function
+    def _grant_function(
+        self, fn: lambda_.Function, deployments: ddb.ITable, alerts_table: ddb.ITable, watchlist: s3.IBucket,
+        alerts_bucket: s3.IBucket, key: kms.IKey, crop_queue: sqs.IQueue | None,
+    ) -> None:
         if crop_queue is not None:
             # The console shows the crop queue's depth: its attributes only, never a message.
             fn.add_environment(ENV_CROP_QUEUE_URL, crop_queue.queue_url)
@@ -226,10 +253,11 @@ class Officers(Construct):
             ],
         )
 
+    def _rest_api(self, key: kms.IKey) -> apigw.RestApi:
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.RETAIN, encryption_key=key
         )
-        self.api = apigw.RestApi(
+        api = apigw.RestApi(
             self,
             "RestApi",
             description="lfr officers: alert page and decisions",
@@ -252,7 +280,7 @@ class Officers(Construct):
             ),
         )
         acknowledge(
-            self.api,
+            api,
             "AwsSolutions-IAM4",
             "API Gateway's account-level CloudWatch role (AmazonAPIGatewayPushToCloudWatchLogs) only writes logs.",
             applies_to=[
@@ -260,16 +288,19 @@ class Officers(Construct):
             ],
         )
         skip_static_checks(
-            self.api.deployment_stage,
+            api.deployment_stage,
             {"CKV_AWS_120": "No caching: every response is for one officer and holds short-lived presigned URLs"
              " (Cache-Control: no-store); a cache would serve one officer's alert to another."},
         )
         acknowledge(
-            self.api,
+            api,
             "AwsSolutions-APIG3",
             "Regional API with stage throttling; WAF is attached per force (shared web ACLs), not per app.",
         )
-        integration = apigw.LambdaIntegration(fn, proxy=True)
+        return api
+
+    def _routes(self) -> None:
+        integration = apigw.LambdaIntegration(self.function, proxy=True)
         # Path parameters are required at the gateway; the body (one enum field) is validated in the function.
         validator = self.api.add_request_validator(
             "Validate", validate_request_parameters=True, validate_request_body=True
@@ -334,8 +365,9 @@ class Officers(Construct):
                  " static, its state route verifies the HMAC-signed, deployment-bound token in the function."},
             )
 
-        # Refused requests (functions/logic/officer.py): each is counted, only identified ones audited.
-        self.failed_access_alarm = cloudwatch.Alarm(
+    def _failed_access_alarm(self) -> cloudwatch.Alarm:
+        # Refused requests (functions/logic/officer_access.py): each is counted, only identified ones audited.
+        return cloudwatch.Alarm(
             self,
             "FailedAccessAlarm",
             metric=cloudwatch.Metric(
@@ -353,6 +385,7 @@ class Officers(Construct):
             " FailedAccess metric by reason and the API access log)",
         )
 
+    def _link_match_function(self, match_fn: lambda_.Function) -> None:
         # The match function puts a signed link to the page in every notification.
         match_fn.add_environment(ENV_OFFICER_PAGE_URL, self.api.url)
         match_fn.add_environment(ENV_SIGNING_SECRET_ARN, self.signing_secret.secret_arn)

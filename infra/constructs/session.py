@@ -9,9 +9,11 @@ from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from cdk_nag import RegexAppliesTo
@@ -19,7 +21,7 @@ from constructs import Construct
 
 from functions.exceptions import terminal_error_names, transient_error_names
 from functions.observability import METRIC_SESSION_STEP_ERRORS
-from infra.constants import METRICS_NAMESPACE, SERVICE_NAME
+from infra.constants import ENV_CROP_DLQ_URL, ENV_CROP_QUEUE_URL, METRICS_NAMESPACE, SERVICE_NAME
 from infra.constructs.nag import acknowledge
 from lfr_core.lifecycle import SessionAction
 
@@ -242,3 +244,19 @@ class SessionStateMachine(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description="A session step failed (crash, timeout or error); the machine retries it",
         )
+
+
+def grant_queue_purge(fn: lambda_.Function, key: kms.IKey, crop: sqs.IQueue, dlq: sqs.IQueue) -> None:
+    """The session function's purge removes its deployment's crops from the crop queue and the DLQ."""
+    fn.add_environment(ENV_CROP_QUEUE_URL, crop.queue_url)
+    fn.add_environment(ENV_CROP_DLQ_URL, dlq.queue_url)
+    fn.add_to_role_policy(
+        iam.PolicyStatement(
+            # GetQueueAttributes: purge verifies a queue drained by its own counts.
+            actions=[
+                "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
+            ],
+            resources=[crop.queue_arn, dlq.queue_arn],
+        )
+    )
+    fn.add_to_role_policy(iam.PolicyStatement(actions=["kms:Decrypt"], resources=[key.key_arn]))

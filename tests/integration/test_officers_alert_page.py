@@ -24,7 +24,8 @@ import pytest
 from edge_uploader.pipeline import FaceCropper, GateCounts, image_folder_messages
 from edge_uploader.sender import SqsSender
 from functions.dal.officers import SecretSigningKey
-from functions.logic.officer import FAILED_ACCESS_METRIC, _b64, _mac, filter_policy, issue_token
+from functions.logic.officer_access import FAILED_ACCESS_METRIC
+from functions.logic.tokens import _b64, _mac, issue_token
 from functions.models.officers import ChannelKind
 from infra import constants as C
 from lfr_cli.admin import Admin
@@ -33,6 +34,7 @@ from lfr_cli.demo import _wait_queue_drained
 from lfr_cli.local.server import ACCOUNT_ID, REGION
 from lfr_cli.local.stack import LocalStack
 from lfr_cli.main import main as lfr
+from lfr_cli.officer_admin import filter_policy
 from lfr_cli.officers import officer_admin
 from lfr_core.contracts import Alert, CropMessage, DeploymentState, utcnow
 from lfr_core.datasets import LfwImage, read_lfw_manifest

@@ -11,12 +11,6 @@ from typing import Any
 
 import pytest
 
-from functions.dal.memory import (
-    InMemoryAuditStore,
-    InMemoryCropQueues,
-    InMemoryDeploymentRepository,
-    InMemoryObjectStore,
-)
 from functions.exceptions import PurgeIncompleteError
 from functions.handlers import session as session_handler
 from functions.logic.audit import AuditLog
@@ -32,6 +26,12 @@ from functions.observability import (
 )
 from lfr_core.contracts import DeploymentState
 from lfr_core.layout import watchlist_index_key
+from tests.fakes import (
+    InMemoryAuditStore,
+    InMemoryCropQueues,
+    InMemoryDeploymentRepository,
+    InMemoryObjectStore,
+)
 from tests.unit.functions_support import Clock, deployment, lambda_context
 
 

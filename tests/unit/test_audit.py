@@ -13,11 +13,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from functions.dal.audit import S3AuditStore, entry_key
-from functions.dal.memory import InMemoryAuditStore
 from functions.exceptions import AuditRejectedError
 from functions.logic.audit import GENESIS_HASH, AuditEntry, AuditLog, chain_hash, read_events, verify_chain
 from lfr_cli.local.server import MotoServer
 from lfr_core.contracts import AuditAction
+from tests.fakes import InMemoryAuditStore
 from tests.unit.functions_support import Clock
 
 

@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from functions.dal.memory import InMemoryDeploymentRepository, InMemoryObjectStore
 from functions.exceptions import DeploymentNotActiveError, NoUsableFacesError
 from functions.handlers import build_watchlist as build_handler
 from functions.logic import watchlist
 from functions.logic.build_watchlist import BuildService, label_for
 from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import watchlist_images_prefix, watchlist_index_key
+from tests.fakes import InMemoryDeploymentRepository, InMemoryObjectStore
 from tests.unit.functions_support import deployment, lambda_context, lfw_image, real_embedder, require_models
 
 DEP = "dep-build"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from functions.dal.memory import InMemoryAuditStore, InMemoryDeploymentRepository
 from functions.logic.audit import AuditLog, read_events
 from functions.logic.encounters import encounter_alert_id
-from functions.logic.officer import OfficerApi
+from functions.logic.officer_api import DecisionRequest, OfficerApi
 from functions.models.records import ENCOUNTER_WINDOW_S, Decision
 from lfr_core.contracts import AuditAction, CropMessage
+from tests.fakes import InMemoryAuditStore, InMemoryDeploymentRepository
 from tests.unit import test_match_logic as match_tests
 from tests.unit.functions_support import crop_jpeg, crop_message, lfw_image, single_image_people, sqs_event
 from tests.unit.test_match_logic import DEP, World
@@ -125,8 +125,8 @@ def test_a_decision_applies_to_the_whole_encounter(world: World) -> None:
     from functions.models.officers import Claims
 
     claims = Claims(officer_id="pc-1", deployment_id=DEP, expires_at=world.clock(), via="token")
-    resp = api._decide({"body": json.dumps({"decision": "confirmed_engaged"})}, claims, DEP, rec.alert_id)
-    assert resp["statusCode"] == 200
+    resp = api.decide(claims, DEP, rec.alert_id, DecisionRequest.model_validate({"decision": "confirmed_engaged"}))
+    assert resp.status_code == 200
     published = len(world.publisher.published)
     # Seen again within the window, by a third camera with a better crop: still the decided encounter.
     world.clock.advance(30)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from functions.dal.dynamodb import DynamoAlertRepository
-from functions.dal.memory import InMemoryAlertPublisher, InMemoryObjectStore
 from functions.logic.encounters import ALERTED, DUPLICATE, Encounters, encounter_alert_id, record_camera_activity
 from functions.logic.match import PendingAlert
 from lfr_cli.local.server import MotoServer
+from tests.fakes import InMemoryAlertPublisher, InMemoryObjectStore
 from tests.unit.functions_support import NOW, Clock, RecordingMetrics, crop_message
 
 DEP = "dep-enc"
@@ -166,10 +166,10 @@ def test_camera_activity_is_one_counter_update_per_camera(repo: DynamoAlertRepos
 
 
 def test_purge_of_the_deployment_deletes_its_encounter_state_not_its_alerts(repo: DynamoAlertRepository) -> None:
-    from functions.dal.memory import InMemoryAuditStore, InMemoryDeploymentRepository
     from functions.logic.audit import AuditLog, read_events
     from functions.logic.session import SessionService
     from lfr_core.contracts import AuditAction, DeploymentState
+    from tests.fakes import InMemoryAuditStore, InMemoryDeploymentRepository
     from tests.unit.functions_support import deployment
 
     enc, _ = service(repo, Clock(NOW))

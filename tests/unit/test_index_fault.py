@@ -16,13 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from functions.dal.memory import (
-    InMemoryAlertPublisher,
-    InMemoryAlertRepository,
-    InMemoryAuditStore,
-    InMemoryDeploymentRepository,
-    InMemoryObjectStore,
-)
 from functions.exceptions import AuditAppendError
 from functions.handlers import match as match_handler
 from functions.logic import watchlist
@@ -31,6 +24,13 @@ from functions.logic.match import MatchService
 from functions.observability import METRIC_INDEX_MISSING
 from lfr_core.contracts import AuditAction, DeploymentState
 from lfr_core.layout import watchlist_index_key
+from tests.fakes import (
+    InMemoryAlertPublisher,
+    InMemoryAlertRepository,
+    InMemoryAuditStore,
+    InMemoryDeploymentRepository,
+    InMemoryObjectStore,
+)
 from tests.unit.functions_support import (
     NOW,
     Clock,

@@ -16,12 +16,6 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from functions.dal.memory import (
-    InMemoryAuditStore,
-    InMemoryCropQueues,
-    InMemoryDeploymentRepository,
-    InMemoryObjectStore,
-)
 from functions.exceptions import AuthorisationError, DeploymentNotActiveError, NoUsableFacesError
 from functions.logic.audit import AuditLog
 from functions.logic.build_watchlist import BuildService
@@ -41,6 +35,12 @@ from lfr_core.lifecycle import (
     can_move,
     mermaid,
     sources_of,
+)
+from tests.fakes import (
+    InMemoryAuditStore,
+    InMemoryCropQueues,
+    InMemoryDeploymentRepository,
+    InMemoryObjectStore,
 )
 from tests.unit.functions_support import Clock, deployment, lfw_image, real_embedder, require_models
 from tests.unit.test_session_logic import authorisation

@@ -15,12 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from functions.dal.memory import (
-    InMemoryAlertPublisher,
-    InMemoryAlertRepository,
-    InMemoryDeploymentRepository,
-    InMemoryObjectStore,
-)
 from functions.exceptions import TransientStorageError
 from functions.handlers import match as match_handler
 from functions.logic import watchlist
@@ -28,6 +22,12 @@ from functions.logic.encounters import encounter_alert_id
 from functions.logic.match import MatchService
 from lfr_core.contracts import DeploymentState
 from lfr_core.layout import alert_crop_key, watchlist_index_key
+from tests.fakes import (
+    InMemoryAlertPublisher,
+    InMemoryAlertRepository,
+    InMemoryDeploymentRepository,
+    InMemoryObjectStore,
+)
 from tests.unit.functions_support import (
     NOW,
     Clock,

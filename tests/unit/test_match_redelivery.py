@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from functions.dal.memory import InMemoryRecordAcks
 from functions.handlers import match as match_handler
+from tests.fakes import InMemoryRecordAcks
 from tests.unit import test_match_logic as base
 from tests.unit.functions_support import crop_jpeg, crop_message, lfw_image, single_image_people, sqs_event
 from tests.unit.test_match_logic import DEP, MATED_PROBE, World

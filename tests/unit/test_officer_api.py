@@ -8,24 +8,21 @@ from typing import Any
 
 import pytest
 
-from functions.dal.memory import InMemoryAlertRepository, InMemoryAuditStore, InMemoryDeploymentRepository
-from functions.dal.officers import InMemoryEvidenceLinks, InMemoryOfficerRepository
 from functions.exceptions import TokenError
 from functions.logic.audit import AuditLog, read_events, verify_chain
-from functions.logic.officer import (
-    FORBIDDEN,
-    TOKEN_ALERT_RESOURCE,
-    TOKEN_DECISION_RESOURCE,
-    OfficerApi,
-    issue_token,
-    latency_summary,
-    outcome_counts,
-    page_link,
-    verify_token,
-)
+from functions.logic.officer_api import FORBIDDEN, TOKEN_ALERT_RESOURCE, TOKEN_DECISION_RESOURCE, OfficerApi
+from functions.logic.tokens import issue_token, page_link, verify_token
 from functions.models.officers import OfficerRecord
 from functions.models.records import AlertRecord, Decision
+from lfr_cli.reporting import latency_summary, outcome_counts
 from lfr_core.contracts import AuditAction
+from tests.fakes import (
+    InMemoryAlertRepository,
+    InMemoryAuditStore,
+    InMemoryDeploymentRepository,
+    InMemoryEvidenceLinks,
+    InMemoryOfficerRepository,
+)
 from tests.unit.functions_support import NOW, Clock, deployment
 
 KEY = b"k" * 64

@@ -22,29 +22,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from functions.dal.memory import InMemoryAlertRepository, InMemoryAuditStore, InMemoryDeploymentRepository
-from functions.dal.officers import InMemoryEvidenceLinks, InMemoryOfficerRepository
 from functions.exceptions import TokenError
 from functions.handlers import officer_api
 from functions.logic.audit import AuditLog, read_events
-from functions.logic.officer import (
+from functions.logic.officer_access import FAILED_ACCESS_AUDIT_WINDOW_S, FAILED_ACCESS_METRIC
+from functions.logic.officer_api import (
     COGNITO_ALERT_RESOURCE,
-    FAILED_ACCESS_AUDIT_WINDOW_S,
-    FAILED_ACCESS_METRIC,
     FORBIDDEN,
     TOKEN_ALERT_RESOURCE,
     TOKEN_DECISION_RESOURCE,
-    TOKEN_PREFIX,
     OfficerApi,
-    _b64,
-    _mac,
-    issue_token,
-    page_link,
-    verify_token,
 )
+from functions.logic.tokens import TOKEN_PREFIX, _b64, _mac, issue_token, page_link, verify_token
 from functions.models.officers import AccessRefusal, OfficerRecord
 from functions.models.records import AlertRecord
+from functions.observability import PowertoolsMetricsSink
 from lfr_core.contracts import AuditAction
+from tests.fakes import (
+    InMemoryAlertRepository,
+    InMemoryAuditStore,
+    InMemoryDeploymentRepository,
+    InMemoryEvidenceLinks,
+    InMemoryOfficerRepository,
+)
 from tests.unit.functions_support import NOW, Clock, RecordingMetrics, deployment
 
 KEY = b"k" * 64
@@ -103,8 +103,8 @@ class Env:
         return [e.parsed_event() for e in read_events(self.store)]
 
     def refusals(self, reason: str | None = None) -> float:
-        if reason is None:
-            return self.metrics.counts.get((FAILED_ACCESS_METRIC, ()), 0.0)
+        if reason is None:  # the total series: every count call adds to it, as PowertoolsMetricsSink emits
+            return self.metrics.total(FAILED_ACCESS_METRIC)
         return self.metrics.counts.get((FAILED_ACCESS_METRIC, (("reason", reason),)), 0.0)
 
 
@@ -287,6 +287,19 @@ def test_malformed_decision_bodies_are_400(env: Env, body: str, b64: bool) -> No
     resp = env.call(event)
     assert resp["statusCode"] == 400
     assert env.alerts.get(DEP, ALERT_ID).decision is None  # type: ignore[union-attr]
+
+
+def test_each_refusal_is_one_in_the_emitted_total(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through Powertools' metrics (the EMF the alarm reads): the total series counts a refusal once."""
+    env.service.access.metrics = PowertoolsMetricsSink()
+    capsys.readouterr()
+    for _ in range(3):
+        assert env.call(_get(None))["statusCode"] == 403
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("{") and FAILED_ACCESS_METRIC in line and '"_aws"' in line]
+    totals = [v for d in docs if "reason" not in d for v in d[FAILED_ACCESS_METRIC]]
+    by_reason = [v for d in docs if d.get("reason") == "token_missing" for v in d[FAILED_ACCESS_METRIC]]
+    assert sum(totals) == 3 and sum(by_reason) == 3
 
 
 # -- strangers cannot grow the audit log --------------------------------------------------------

@@ -12,12 +12,6 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions.dal.memory import (
-    InMemoryAuditStore,
-    InMemoryCropQueues,
-    InMemoryDeploymentRepository,
-    InMemoryObjectStore,
-)
 from functions.dal.sqs import SqsCropQueues
 from functions.exceptions import (
     DeploymentNotActiveError,
@@ -31,6 +25,12 @@ from functions.observability import METRIC_PURGE_INCOMPLETE
 from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import watchlist_images_prefix, watchlist_index_key
 from lfr_core.lifecycle import SessionAction
+from tests.fakes import (
+    InMemoryAuditStore,
+    InMemoryCropQueues,
+    InMemoryDeploymentRepository,
+    InMemoryObjectStore,
+)
 from tests.unit.functions_support import Clock, RecordingMetrics, deployment
 from tests.unit.test_session_logic import authorisation
 

@@ -8,12 +8,6 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from functions.dal.memory import (
-    InMemoryAuditStore,
-    InMemoryCropQueues,
-    InMemoryDeploymentRepository,
-    InMemoryObjectStore,
-)
 from functions.exceptions import (
     AuthorisationError,
     DeploymentNotFoundError,
@@ -28,6 +22,12 @@ from functions.models.records import Authorisation
 from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix, watchlist_index_key
 from lfr_core.lifecycle import SessionAction
+from tests.fakes import (
+    InMemoryAuditStore,
+    InMemoryCropQueues,
+    InMemoryDeploymentRepository,
+    InMemoryObjectStore,
+)
 from tests.unit.functions_support import Clock, deployment, lambda_context
 
 DEP = "dep-session"

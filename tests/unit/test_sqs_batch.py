@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from functions.dal.memory import InMemoryRecordAcks
 from functions.dal.ports import RecordAcks
 from functions.exceptions import TransientStorageError
 from functions.logic.sqs_batch import DEADLINE_RESERVE_MS, plan_groups, receive_count, run_batch
 from infra.constants import CROP_MAX_RECEIVE_COUNT, MATCH_BATCH_SIZE
+from tests.fakes import InMemoryRecordAcks
 
 
 class Crash(BaseException):

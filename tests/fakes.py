@@ -1,4 +1,5 @@
-"""In-memory adapters for unit tests, with fault injection to exercise retry paths."""
+"""In-memory adapters of the ports in functions/dal (the match path's and the officers'), with fault
+injection to exercise retry paths. Test code: nothing under functions/ imports it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
+from functions.dal.officers import EvidenceLinks, OfficerRepository
 from functions.dal.ports import (
     AlertCropStore,
     AlertPublisher,
@@ -22,6 +25,7 @@ from functions.dal.ports import (
     WatchlistStore,
 )
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
+from functions.models.officers import OfficerRecord
 from functions.models.records import (
     CAMERA_KEY_PREFIX,
     ENCOUNTER_KEY_PREFIX,
@@ -411,3 +415,26 @@ class InMemoryRecordAcks(_Faults, RecordAcks):
     def release(self, records: Sequence[Mapping[str, Any]]) -> None:
         self._enter("release")
         self.released.extend(str(r["messageId"]) for r in records)
+
+
+# -- the officers' side (functions/dal/officers.py)
+
+
+class InMemoryOfficerRepository(OfficerRepository):
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def get(self, deployment_id: str, officer_id: str) -> OfficerRecord | None:
+        item = self.items.get((deployment_id, officer_id))
+        return None if item is None else OfficerRecord.model_validate(copy.deepcopy(item))
+
+    def put(self, record: OfficerRecord) -> None:
+        self.items[(record.deployment_id, record.officer_id)] = record.to_item()
+
+    def list_for_deployment(self, deployment_id: str) -> list[OfficerRecord]:
+        return [OfficerRecord.model_validate(v) for (d, _), v in sorted(self.items.items()) if d == deployment_id]
+
+
+class InMemoryEvidenceLinks(EvidenceLinks):
+    def presign(self, bucket: str, key: str, expires_s: int) -> str:
+        return f"https://{bucket}.example/{quote(key)}?expires={int(expires_s)}"

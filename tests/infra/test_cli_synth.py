@@ -107,8 +107,8 @@ def test_cli_synth_applies_the_force_context(built_assets: None, tmp_path: Path)
     template.has_resource_properties("AWS::WAFv2::WebACLAssociation", {"WebACLArn": WAF_ARN})
     template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email",
                                                                 "Endpoint": "lfr-alarms@force.example"})
-    (alarm,) = template.find_resources("AWS::CloudWatch::Alarm").values()
-    assert alarm["Properties"]["AlarmActions"]  # the failed-session alarm e-mails the force
+    alarms = template.find_resources("AWS::CloudWatch::Alarm").values()
+    assert alarms and all(a["Properties"]["AlarmActions"] for a in alarms)  # every alarm reaches the ops topic
     template.has_resource_properties("AWS::S3::Bucket", {"LifecycleConfiguration": {"Rules": Match.array_with(
         [Match.object_like({"Id": "ExpireAlertCrops", "ExpirationInDays": 14})])}})
 

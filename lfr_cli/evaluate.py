@@ -181,7 +181,7 @@ class Embeddings:
 
     def __init__(
         self, degrade: str | None = None, seed: int = 0, threads: int | None = None,
-        log: Callable[[str], None] | None = None,
+        log: Callable[[str], None] | None = None, with_flip: bool = True,
     ) -> None:
         self.cropper = FaceCropper()
         self.embedder = FaceEmbedder(intra_op_threads=threads)
@@ -191,12 +191,27 @@ class Embeddings:
         self.probes: dict[Path, Probe] = {}
         self.enrolled: dict[Path, tuple[np.ndarray, np.ndarray] | str] = {}
         self.log = log or (lambda _m: None)
+        # Flip-TTA embeddings double the embedding cost: made only when some variant needs them.
+        self.with_flip = with_flip
+
+    def _embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.with_flip:
+            return self.embedder.embed_both(crops)
+        plain = self.embedder.embed(crops)
+        return plain, np.full_like(plain, np.nan)  # never used: `need_flip` refuses first
+
+    def need_flip(self, flip: bool) -> None:
+        if flip and not self.with_flip:
+            raise ValueError("flip-TTA scores asked of embeddings made without them")
 
     def enrol(self, paths: Iterable[Path]) -> None:
         """Build-path crops of watchlist images (clean: enrolment photos are not CCTV)."""
         todo = [p for p in dict.fromkeys(paths) if p not in self.enrolled]
         pending: list[tuple[Path, np.ndarray]] = []
-        for path in todo:
+        started = time.monotonic()
+        for i, path in enumerate(todo):
+            if i and i % 500 == 0:
+                self.log(f"  {i}/{len(todo)} enrolment images ({i / (time.monotonic() - started):.1f}/s)")
             key = "eval/enrol"
             self.store.put_object(key, path.read_bytes())
             crop = self.builder._crop(key)  # the production enrolment crop, not a copy of it
@@ -213,7 +228,7 @@ class Embeddings:
     def _embed_enrol(self, pending: list[tuple[Path, np.ndarray]]) -> None:
         if not pending:
             return
-        plain, flip = self.embedder.embed_both(np.stack([c for _, c in pending]))
+        plain, flip = self._embed(np.stack([c for _, c in pending]))
         for (path, _), a, b in zip(pending, plain, flip, strict=True):
             self.enrolled[path] = (a, b)
 
@@ -256,7 +271,7 @@ class Embeddings:
     def _embed_probes(self, pending: list[tuple[Path, np.ndarray]]) -> None:
         if not pending:
             return
-        plain, flip = self.embedder.embed_both(np.stack([c for _, c in pending]))
+        plain, flip = self._embed(np.stack([c for _, c in pending]))
         for (path, _), a, b in zip(pending, plain, flip, strict=True):
             self.probes[path].plain, self.probes[path].flip = a, b
 
@@ -385,6 +400,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def evaluate(proto: Protocol, emb: Embeddings, v: Variant) -> Outcome:
+    emb.need_flip(v.flip)
     # Enrol: one index entry per enrolled image (production labels several images of one person
     # with one label, so top-1 over entries = max over the person's templates), or their mean.
     ids: list[str] = []
@@ -649,7 +665,7 @@ def run_eval(
         fusion=fusion, fusion_mode=fusion_mode,
     )
     variants = [base, *ablation_variants(replace(base, flip=False, fusion=1))] if ablation else [base]
-    emb = Embeddings(degrade=degrade, seed=seed, threads=threads, log=log)
+    emb = Embeddings(degrade=degrade, seed=seed, threads=threads, log=log, with_flip=any(v.flip for v in variants))
     started = time.monotonic()
     every = protos + protos_labelled
     enrol_paths = [p for pr in every for p in pr.all_enrol_paths(variants)]
@@ -684,6 +700,9 @@ def run_eval(
         seconds=round(time.monotonic() - started, 1),
         command="lfr eval " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "lfr eval",
     )
+    shipped = _at_shipped_threshold(main)
+    if shipped:
+        summary["at_shipped_threshold"] = shipped
     if ablation:
         summary["ablation"] = [o.summary() for o in outcomes[1:]]
     if fix:
@@ -708,7 +727,7 @@ def run_eval(
                         f"{e['people']['labelled']} -> {e['people']['after']} people):")
     else:
         table(outcomes, "as labelled (no errata):")
-    for key, fair in summary["fairness"].items():
+    for key, fair in summary["fairness"].items() if has_gender else ():
         cells = "; ".join(
             f"{m.upper()} F {fair['F'][m]['k']}/{fair['F'][m]['n']} vs M {fair['M'][m]['k']}/{fair['M'][m]['n']} "
             f"(ratio {fair['ratio_F_over_M'][m]})"
@@ -721,6 +740,11 @@ def run_eval(
             pairs = "; ".join(f"{p['searched']} -> {p['matched']} x{p['count']}" for p in fa["top"][:12])
             print(f"false alerts at threshold {fa['threshold']}: {fa['false_alerts']} in {fa['distinct_pairs']} "
                   f"pairs (searched -> matched); most: {pairs}")
+    if shipped:
+        tp, fp = shipped["tpir"], shipped["fpir"]
+        print(f"at the shipped table's threshold for FPIR {fpir_key(OPERATING_FPIR)} and {main.watchlist_size} "
+              f"people ({shipped['threshold']}): TPIR {tp['rate']} ({tp['k']}/{tp['n']}), "
+              f"FPIR {fp['rate']} ({fp['k']}/{fp['n']})")
     print(f"wrote {out / f'eval-{tag}.json'}, {det_path}" + (f" and {det_gender}" if has_gender else ""))
     if calibrate_out is not None:
         # The same in-memory embeddings also rebuild the table: one pass over the images, not two.
@@ -739,6 +763,18 @@ def run_eval(
                                      for k in ("mated", "non_mated", "rank1", "tpir_at_fpir")}
         print(json.dumps(digest, separators=(",", ":")))
     return 0
+
+
+def _at_shipped_threshold(o: Outcome) -> dict[str, Any] | None:
+    """The rates a deployment of this list's size would get from the shipped calibration table
+    (read before this run may rewrite it): the table's threshold, measured on this run's searches."""
+    if o.variant.fusion != 1 or o.variant.flip or o.variant.gate != DEFAULT_MIN_QUALITY:
+        return None  # the table is for the production pipeline's single crops
+    try:
+        t = CalibrationTable.load().threshold(OPERATING_FPIR, max(o.watchlist_size, 1))
+    except CalibrationError:
+        return None
+    return o.result.at_threshold(t, OPERATING_FPIR).to_dict()
 
 
 def _digest(o: Outcome) -> dict[str, Any]:
@@ -795,6 +831,7 @@ def calibrate_table(
     by: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         by[s.identity].append(s)
+    emb.need_flip(flip)
     candidates = sorted(pool if pool is not None else by)
     # People with one image are enrolled from that image's edge-path crop (the same detector and
     # aligner, plus the wire JPEG), so each image is embedded once; the others on the build path.
@@ -873,8 +910,8 @@ def run_calibrate(
     labelled = load_folder(root)
     fix = resolve_errata(errata, dataset)
     samples = fix.apply(labelled) if fix else labelled
-    _calibrate_with(root, samples, Embeddings(threads=threads, log=_stderr_log), sizes, lists, seed, fusion_mode,
-                    out, errata=fix)
+    emb = Embeddings(threads=threads, log=_stderr_log, with_flip=False)
+    _calibrate_with(root, samples, emb, sizes, lists, seed, fusion_mode, out, errata=fix)
     return 0
 
 

@@ -295,6 +295,9 @@ def pooled_searches(
     if size > len(candidates):
         raise CalibrationError(f"cannot draw a list of {size} from {len(candidates)} enrollable people")
     rng = random.Random(f"{seed}/{size}")
+    # Mated tracks are drawn from their own stream: measuring TPIR must not change which lists and
+    # non-mated tracks the thresholds are set on.
+    mated_rng = random.Random(f"{seed}/{size}/mated")
     out: list[np.ndarray] = []
     m_scores: list[np.ndarray] = []
     m_correct: list[np.ndarray] = []
@@ -321,7 +324,8 @@ def pooled_searches(
             if tracks:
                 scores = np.stack(tracks) @ entries.T  # (T, n, entries)
                 out.append(fuse_scores(scores, mode).max(axis=1))
-            mated_t = [(i, t) for i, p in enumerate(names) for t in tracks_of(gallery.mated.get(p, _EMPTY), n, rng)]
+            mated_t = [(i, t) for i, p in enumerate(names)
+                       for t in tracks_of(gallery.mated.get(p, _EMPTY), n, mated_rng)]
             if mated_t:
                 fused = fuse_scores(np.stack([t for _, t in mated_t]) @ entries.T, mode)
                 m_scores.append(fused.max(axis=1))

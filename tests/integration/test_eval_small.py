@@ -68,8 +68,12 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
     png = Path(summary["det_png"])
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "eval-s3.json").read_text())["mated"] == summary["mated"]
-    # Nothing of a face is written: only the PNG and the JSON of counts and rates.
-    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png"]
+    # The DET per gender group, with each operating point's one threshold marked on both curves.
+    by_gender = Path(summary["det_by_gender_png"])
+    assert by_gender.is_file() and by_gender.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(summary["fairness"]) == {"0.01", "0.001", "0.0002"}
+    # Nothing of a face is written: only the PNGs and the JSON of counts and rates.
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png", ".png"]
 
 
 def test_lfr_eval_pools_seeded_lists_and_rebuilds_the_table_from_the_same_pass(

@@ -80,19 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--calibrate-out", type=Path, help="also rebuild the calibration table from the same pass")
     ev.add_argument("--lists", type=int, default=1,
                     help="repeat on this many seeded watchlists (seed, seed+1, ...) and pool the searches")
+    ev.add_argument("--errata", metavar="FILE|none",
+                    help="label errata to apply (docs/accuracy/ERRATA.md); default: the project's for lfw-dev")
     bench = sub.add_parser("bench", help="measure model, search scaling, cold start and cost per camera-hour here")
     bench.add_argument("--quick", action="store_true", help="small sizes (what the tests run)")
     bench.add_argument("--out", type=Path, default=None, help="output folder (default build/bench)")
     bench.add_argument("--json", action="store_true", help="print the report as one JSON object")
     cal = sub.add_parser("calibrate", help="rebuild the threshold table (target FPIR x watchlist size)")
     cal.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
-    cal.add_argument("--sizes", default="1,5,10,20,50,100,200,500,1000")
+    cal.add_argument("--sizes", default="1,5,10,20,50,100,200,500,1000,2000")
     cal.add_argument("--lists", type=int, default=20, help="random watchlists per size")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--fusion-mode", choices=["mean", "max"], default=PRODUCTION_FUSION,
                      help="how a track's crops are fused (thresholds for tracks of 2..3 crops)")
     cal.add_argument("--out", type=Path, help="table path (default: the shipped lfr_core/calibration.json)")
     cal.add_argument("--threads", type=int, help="onnxruntime threads")
+    cal.add_argument("--errata", metavar="FILE|none",
+                     help="label errata to apply first; default: the project's for lfw-dev")
     return p
 
 
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_eval(
                 args.dataset, args.non_mated, args.watchlist_size, args.seed, args.fusion, args.fusion_mode,
                 args.degrade, args.flip_tta, args.gate, args.enrol_images, args.template, args.ablation,
-                args.out or DEFAULT_OUT, args.json, args.threads, args.calibrate_out, args.lists,
+                args.out or DEFAULT_OUT, args.json, args.threads, args.calibrate_out, args.lists, args.errata,
             )
         if args.command == "eval-video":
             from lfr_cli.video_eval import DEFAULT_OUT, run_eval_video
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
             return run_calibrate(
                 args.dataset, sizes, args.lists, args.seed, args.fusion_mode,
-                args.out or TABLE_PATH, args.threads,
+                args.out or TABLE_PATH, args.threads, args.errata,
             )
         if args.command == "deployment":
             return run_deployment(args, _admin(args), parse_duration)

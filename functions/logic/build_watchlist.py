@@ -194,22 +194,30 @@ class BuildService:
             raise WatchlistIndexError(f"{MANIFEST_NAME} is invalid: {type(exc).__name__}") from exc
 
     def _crop(self, key: str) -> np.ndarray | str:
-        """The aligned 112x112 crop of the image's central face, or a reject reason."""
-        data = self.watchlists.get_object(key)
-        if len(data) > MAX_IMAGE_BYTES:
-            return "too_large"
-        try:
-            # The same strict decoder as crops (JPEG or PNG here): any image-library error is this file's reject.
-            image = decode_image(data)
-        except InvalidImageError:
-            return "undecodable"
-        faces = self.detector.detect(image)
-        face = pick_central(faces, image.shape)
-        if face is None:
-            return "no_face"
-        if interocular_px(face.landmarks) < MIN_INTEROCULAR_PX:
-            return "face_too_small"
-        try:
-            return align_face(image, face.landmarks)
-        except ValueError:
-            return "alignment_failed"
+        """The aligned 112x112 crop of the stored image's central face, or a reject reason."""
+        return enrolment_crop(self.watchlists.get_object(key), self.detector)
+
+
+def enrolment_crop(data: bytes, detector: Detector) -> np.ndarray | str:
+    """The aligned 112x112 crop of a watchlist photo's central face, or the reason it has none.
+
+    The one enrolment rule: the build uses it for every uploaded image, and `lfr eval` for every
+    enrolment photo, so accuracy is measured on exactly what production enrols.
+    """
+    if len(data) > MAX_IMAGE_BYTES:
+        return "too_large"
+    try:
+        # The same strict decoder as crops (JPEG or PNG here): any image-library error is this file's reject.
+        image = decode_image(data)
+    except InvalidImageError:
+        return "undecodable"
+    faces = detector.detect(image)
+    face = pick_central(faces, image.shape)
+    if face is None:
+        return "no_face"
+    if interocular_px(face.landmarks) < MIN_INTEROCULAR_PX:
+        return "face_too_small"
+    try:
+        return align_face(image, face.landmarks)
+    except ValueError:
+        return "alignment_failed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,15 @@ from lfr_core.evaluation import Rate
 pytestmark = pytest.mark.integration
 
 
-def _subset(dest: Path, n_multi: int, n_single: int, seed: int, max_per_person: int = 5) -> Path:
+def _subset(
+    dest: Path, n_multi: int, n_single: int, seed: int, max_per_person: int = 5, also: Sequence[str] = ()
+) -> Path:
     by: dict[str, list[LfwImage]] = defaultdict(list)
     for im in read_lfw_manifest():
         by[im.identity].append(im)
     rng = random.Random(seed)
-    multi = rng.sample(sorted(p for p, v in by.items() if len(v) >= 4), n_multi)
-    single = rng.sample(sorted(p for p, v in by.items() if len(v) == 1), n_single)
+    multi = rng.sample(sorted(p for p, v in by.items() if len(v) >= 4 and p not in also), n_multi)
+    single = rng.sample(sorted(p for p, v in by.items() if len(v) == 1 and p not in also), n_single) + list(also)
     rows = ["identity,file,n_images_of_identity,gender"]
     for p in multi + single:
         (dest / "images" / p).mkdir(parents=True)
@@ -65,8 +68,12 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
     png = Path(summary["det_png"])
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "eval-s3.json").read_text())["mated"] == summary["mated"]
-    # Nothing of a face is written: only the PNG and the JSON of counts and rates.
-    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png"]
+    # The DET per gender group, with each operating point's one threshold marked on both curves.
+    by_gender = Path(summary["det_by_gender_png"])
+    assert by_gender.is_file() and by_gender.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(summary["fairness"]) == {"0.01", "0.001", "0.0002"}
+    # Nothing of a face is written: only the PNGs and the JSON of counts and rates.
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png", ".png"]
 
 
 def test_lfr_eval_pools_seeded_lists_and_rebuilds_the_table_from_the_same_pass(
@@ -90,6 +97,35 @@ def test_lfr_eval_pools_seeded_lists_and_rebuilds_the_table_from_the_same_pass(
     assert table.fusion_mode == "max" and sorted(table.fused) == [2, 3]
     for size in table.single.sizes:  # max fusion: a track of more crops needs at least the same score
         assert table.threshold(1e-2, size, 3) >= table.threshold(1e-2, size, 2) - 0.02
+
+
+def test_lfr_eval_reports_the_labels_as_published_and_with_the_errata_applied(
+    built_models: Path, lfw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Carlos_Ruckauf_0001 shows Eduardo Duhalde (LFW's errata; checked by eye): with Duhalde listed
+    # it is a non-mated search scoring as a match; the errata drop it, and nothing else changes.
+    data = _subset(tmp_path / "data", n_multi=11, n_single=40, seed=5, also=["Carlos_Ruckauf"])
+    (data / "images" / "Eduardo_Duhalde").mkdir()
+    for im in [im for im in read_lfw_manifest() if im.identity == "Eduardo_Duhalde"][:3]:
+        (data / "images" / "Eduardo_Duhalde" / im.file).symlink_to(im.path)
+    errata = tmp_path / "errata.toml"
+    errata.write_text('format_version = 1\n[[entry]]\nkind = "wrong_image"\n'
+                      'images = ["Carlos_Ruckauf/Carlos_Ruckauf_0001.jpg"]\nsource = "LFW errata"\n'
+                      'evidence = "the face of Eduardo_Duhalde_0001..0003"\n')
+    args = ["eval", "--dataset", str(data), "--watchlist-size", "12", "--out", str(tmp_path / "out"), "--json"]
+    assert main([*args, "--errata", str(errata)]) == 0
+    printed = capsys.readouterr().out
+    both = json.loads(printed.strip().splitlines()[-1])
+    assert "as labelled:" in printed and "errata applied" in printed
+    assert both["errata"]["entries"] == {"wrong_image": 1, "same_person": 0, "two_people_one_name": 0}
+    assert both["errata"]["images"]["labelled"] - both["errata"]["images"]["after"] == 1
+    labelled = both["as_labelled"]
+    # Every one of the 12 people with 2+ images is listed either way: the same lists, one search fewer.
+    assert labelled["mated"] == both["mated"] and labelled["non_mated"] == both["non_mated"] + 1
+    assert main([*args, "--errata", "none"]) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plain["errata"] is None and plain["non_mated"] == labelled["non_mated"]
+    assert plain["tpir_at_fpir"] == labelled["tpir_at_fpir"]
 
 
 def test_calibrated_threshold_gives_its_target_fpir_on_held_apart_people(

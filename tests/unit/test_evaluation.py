@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -229,3 +231,211 @@ def test_false_alerts_at_the_operating_point_are_named_by_pair() -> None:
     assert fa["top"] == [{"searched": "Venus", "matched": "Serena", "count": 2}]
     wider = o.false_alert_pairs(3e-4)
     assert [(p["searched"], p["count"]) for p in wider["top"]] == [("Venus", 2), ("Joseph", 1)]
+
+
+# -- label errata ---------------------------------------------------------------------------------
+
+
+def _lfw_layout(root: Path, people: dict[str, int], genders: dict[str, str] | None = None) -> Path:
+    """A small LFW-layout folder of generated JPEGs (noise: errata act on labels, not on faces)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["identity,file,n_images_of_identity,gender"]
+    for person, n in people.items():
+        (root / "images" / person).mkdir(parents=True)
+        for i in range(1, n + 1):
+            name = f"{person}_{i:04d}.jpg"
+            Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / "images" / person / name)
+            rows.append(f"{person},{name},{n},{(genders or {}).get(person, 'M')}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+_ERRATA = """
+format_version = 1
+[[entry]]
+kind = "wrong_image"
+images = ["Ann/Ann_0002.jpg"]
+shows = "Bea"
+source = "test"
+evidence = "seen"
+[[entry]]
+kind = "same_person"
+people = ["Cy_Dee", "Dee_Cy"]
+source = "test"
+evidence = "seen"
+[[entry]]
+kind = "two_people_one_name"
+person = "Jo"
+groups = [["Jo_0001.jpg"], ["Jo_0002.jpg", "Jo_0003.jpg"]]
+drop = ["Jo_0004.jpg"]
+source = "test"
+evidence = "seen"
+"""
+_PEOPLE = {"Ann": 3, "Bea": 2, "Cy_Dee": 2, "Dee_Cy": 1, "Jo": 4, "Solo": 1}
+
+
+def test_errata_drop_merge_and_split_exactly_as_written(tmp_path: Path) -> None:
+    from lfr_cli.errata import load_errata
+    from lfr_cli.evaluate import load_folder
+
+    data = _lfw_layout(tmp_path / "d", _PEOPLE)
+    (tmp_path / "e.toml").write_text(_ERRATA)
+    errata = load_errata(tmp_path / "e.toml")
+    assert errata.counts() == {"wrong_image": 1, "same_person": 1, "two_people_one_name": 1}
+    before = load_folder(data)
+    after = errata.apply(before)
+    got: dict[str, list[str]] = {}
+    for s in after:
+        got.setdefault(s.identity, []).append(s.path.name)
+    assert got == {
+        "Ann": ["Ann_0001.jpg", "Ann_0003.jpg"],  # the wrong image is gone, not moved to Bea
+        "Bea": ["Bea_0001.jpg", "Bea_0002.jpg"],
+        # One person, two names: one identity, the kept name's images first (its first enrols).
+        "Cy_Dee": ["Cy_Dee_0001.jpg", "Cy_Dee_0002.jpg", "Dee_Cy_0001.jpg"],
+        "Jo": ["Jo_0001.jpg"],  # two people under one name: split; Jo_0004 dropped
+        "Jo#2": ["Jo_0002.jpg", "Jo_0003.jpg"],
+        "Solo": ["Solo_0001.jpg"],
+    }
+    assert len(before) == 13 and len(after) == 11
+    assert all(s.gender == "M" for s in after)  # relabelled samples keep their other fields
+
+
+def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
+    from lfr_cli.errata import load_errata
+    from lfr_cli.evaluate import Protocol, Variant, load_folder
+
+    data = _lfw_layout(tmp_path / "d", _PEOPLE)
+    (tmp_path / "e.toml").write_text(_ERRATA)
+    before = load_folder(data)
+    after = load_errata(tmp_path / "e.toml").apply(before)
+
+    def counts(samples: list[Any], size: int) -> tuple[int, int, list[str]]:
+        p = Protocol(samples, size, seed=0)
+        mated = sum(len(p.mated_of(x, Variant())) for x in p.listed)
+        return mated, sum(len(p.by_person[x]) for x in p.non_mated_people()), p.listed
+
+    # As labelled: Ann, Bea, Cy_Dee, Jo have 2+ images; listing all four leaves Dee_Cy and Solo.
+    assert counts(before, 4) == (2 + 1 + 1 + 3, 1 + 1, ["Ann", "Bea", "Cy_Dee", "Jo"])
+    # With errata: Ann loses her wrong image, Cy_Dee gains Dee_Cy's (no longer a stranger to
+    # himself), Jo is one image and Jo#2 two; non-mated: Jo (1 image) and Solo.
+    assert counts(after, 4) == (1 + 1 + 2 + 1, 1 + 1, ["Ann", "Bea", "Cy_Dee", "Jo#2"])
+    with pytest.raises(ValueError, match=r"1\.\.4"):
+        Protocol(after, 5, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.replace("Ann/Ann_0002.jpg", "Ann/Ann_0009.jpg"), "no image 'Ann/Ann_0009.jpg'"),
+        (lambda t: t.replace('"Dee_Cy"', '"Nobody"'), "no person 'Nobody'"),
+        (lambda t: t.replace('drop = ["Jo_0004.jpg"]', ""), "in no group"),
+        (lambda t: t.replace('"Jo_0002.jpg", "Jo_0003.jpg"', '"Jo_0002.jpg", "Jo_0003.jpg", "Jo_0001.jpg"'),
+         "two groups"),
+        (lambda t: t.replace('evidence = "seen"\n[[entry]]\nkind = "same_person"', '[[entry]]\nkind = "same_person"'),
+         "evidence"),
+        (lambda t: t.replace('kind = "same_person"', 'kind = "look_alike"'), "kind must be one of"),
+        (lambda t: t.replace("format_version = 1", "format_version = 2"), "format_version"),
+        (lambda t: t + '[[entry]]\nkind = "wrong_image"\nimages = ["Jo/Jo_0004.jpg"]\nsource = "x"\nevidence = "y"\n',
+         "both name"),
+        (lambda t: t + "[[entry]\n", "errata file"),
+    ],
+)
+def test_errata_that_do_not_fit_the_dataset_are_refused(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    from lfr_cli.errata import ErrataError, load_errata
+    from lfr_cli.evaluate import load_folder
+
+    data = _lfw_layout(tmp_path / "d", _PEOPLE)
+    (tmp_path / "e.toml").write_text(change(_ERRATA))
+    with pytest.raises(ErrataError, match=re.escape(message)):
+        load_errata(tmp_path / "e.toml").apply(load_folder(data))
+
+
+def test_lfr_eval_refuses_a_missing_errata_file_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lfr_cli.main import main
+
+    data = _lfw_layout(tmp_path / "d", _PEOPLE)
+    rc = main(["eval", "--dataset", str(data), "--errata", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "nope.toml not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing measured, nothing written
+
+
+def test_shipped_lfw_dev_errata_parse_and_name_only_what_lfw_dev_holds(lfw_dir: Path) -> None:
+    from lfr_cli.evaluate import LFW_DEV_ERRATA, load_folder, resolve_errata
+
+    errata = resolve_errata(None, None)  # the default for lfw-dev
+    assert errata is not None and errata.path == LFW_DEV_ERRATA
+    assert resolve_errata("none", None) is None and resolve_errata(None, tmp := lfw_dir) is None and tmp
+    labelled = load_folder(lfw_dir)
+    fixed = errata.apply(labelled)  # refuses any entry naming an image or person not in lfw-dev
+    dropped = sum(len(e.images) for e in errata.entries if e.kind == "wrong_image")
+    dropped += sum(len(e.drop) for e in errata.entries)
+    assert len(fixed) == len(labelled) - dropped
+    names = {s.identity for s in fixed}
+    for e in errata.entries:
+        assert e.source and e.evidence
+        if e.kind == "same_person":
+            assert e.people[0] in names and not set(e.people[1:]) & names
+    # Siblings are different people: they stay two identities.
+    assert {"Isabela_Moraes", "Carolina_Moraes"} <= names
+    # The photo filed as Carlos Ruckauf shows Eduardo Duhalde: it is out of every search.
+    assert "Carlos_Ruckauf" not in names and "Eduardo_Duhalde" in names
+
+
+def _gallery(people: int, per_person: int, seed: int = 0) -> Any:
+    from lfr_core.calibration import Gallery
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(people, 16))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def noisy(c: np.ndarray, k: int) -> np.ndarray:
+        x = c + rng.normal(scale=0.1, size=(k, 16))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    names = [f"p{i:03d}" for i in range(people)]
+    shots = {n: noisy(centres[i], per_person) for i, n in enumerate(names)}
+    return Gallery({n: s[0] for n, s in shots.items()}, shots, {n: s[1:] for n, s in shots.items()})
+
+
+def test_pooled_searches_draw_lists_until_each_cell_rests_on_enough_non_mated_searches() -> None:
+    from lfr_core.calibration import build_curve, pooled_searches
+
+    g = _gallery(60, 4)
+    few = pooled_searches(g, 50, lists=2, seed=0)
+    assert few.lists == 2 and few.non_mated.size == 2 * 10 * 4  # 10 unlisted people x 4 images per list
+    many = pooled_searches(g, 50, lists=2, seed=0, min_searches=1000)
+    assert many.lists == 25 and many.non_mated.size == 1000
+    assert np.array_equal(many.non_mated[:80], few.non_mated)  # the same first lists, then more
+    # Mated searches: every listed person's probes other than the enrolment image, top-1 over the list.
+    assert many.mated_scores.size == 25 * 50 * 3 and many.mated_correct.mean() > 0.9
+    tracks = pooled_searches(g, 50, lists=1, seed=0, fusion=(3, "max"), min_searches=500)
+    assert tracks.non_mated.size >= 500 and tracks.mated_scores.size == tracks.lists * 50  # 1 track of 3 each
+    curve = build_curve(g, [10, 50], [1e-2], lists=2, seed=0, min_searches=1000)
+    assert curve.searches == (1000, 1000) and curve.lists == (5, 25)
+    back = Curve.from_dict(curve.to_dict())  # the lists per size are kept in the table
+    assert back.lists == curve.lists and back.searches == curve.searches
+
+
+def test_production_gain_compares_old_and_new_thresholds_on_the_same_mated_searches() -> None:
+    from lfr_cli.evaluate import production_gain
+    from lfr_core.calibration import CalibrationTable, Pooled
+
+    got = Pooled(np.array([0.1] * 99 + [0.9]), np.array([0.45, 0.55, 0.65, 0.75]), np.array([True] * 4), lists=1)
+    old = _table()  # size 10 at 1e-2: threshold 0.40; size 100: 0.50
+    new = CalibrationTable("m.onnx", {}, Curve((10, 100), (1e-3, 1e-2), {"0.001": (0.5, 0.6), "0.01": (0.3, 0.7)},
+                                               (1, 1)), old.fused, "max", {})
+    rows = production_gain(new, old, {1: {10: got, 100: got}}, sizes=(10, 100, 1000), targets=(1e-2,))
+    by = {r["size"]: r for r in rows}
+    assert set(by) == {10, 100}  # no pooled searches for 1000: no row
+    assert by[10]["before"]["tpir"]["k"] == 4 and by[10]["after"]["tpir"]["k"] == 4
+    assert by[100]["before"]["threshold"] == pytest.approx(0.5) and by[100]["before"]["tpir"]["k"] == 3
+    assert by[100]["after"]["threshold"] == pytest.approx(0.7) and by[100]["after"]["tpir"]["k"] == 1
+    assert by[100]["after"]["fpir"]["k"] == 1 and by[100]["after"]["fpir"]["n"] == 100
+    outside = production_gain(new, None, {1: {1000: got}}, sizes=(1000,), targets=(1e-2,))
+    assert outside[0]["after"]["threshold"] is None and "above the largest" in outside[0]["after"]["why"]

@@ -242,12 +242,14 @@ class SessionService:
             # A FAILED deployment keeps its state (and reason) while being purged.
             rec = self._to_purging(rec, failure)
         prefix = deployment_prefix(deployment_id)
+        # Who was in an open encounter (functions/logic/encounters.py) need not outlive the session.
+        # Before any deletion: an outage of its table then fails the attempt before it has deleted
+        # anything, rather than after, when the deletions would never reach the audit log below.
+        state_deleted = self.alerts.purge_state(deployment_id) if self.alerts else 0
         deleted = self.watchlists.delete_prefix(prefix)
         # Pending crops and DLQ copies of this deployment go too: a crop must not outlive its session.
         # The queues are drained until their own counts show nothing of it visible or in flight.
         drained = self.queues.purge_deployment(deployment_id) if self.queues else QueuePurge(0, 0, True)
-        # Who was in an open encounter (functions/logic/encounters.py) need not outlive the session.
-        state_deleted = self.alerts.purge_state(deployment_id) if self.alerts else 0
         remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
         before = rec.purge
         total_deleted = deleted + (before.deleted if before else 0)

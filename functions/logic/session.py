@@ -249,8 +249,19 @@ class SessionService:
         deleted = self.watchlists.delete_prefix(prefix)
         # Pending crops and DLQ copies of this deployment go too: a crop must not outlive its session.
         # The queues are drained until their own counts show nothing of it visible or in flight.
-        drained = self.queues.purge_deployment(deployment_id) if self.queues else QueuePurge(0, 0, True)
-        remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
+        try:
+            drained = self.queues.purge_deployment(deployment_id) if self.queues else QueuePurge(0, 0, True)
+            remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
+        except Exception:
+            # This attempt has deleted: audit it before failing, or the retry (finding nothing left)
+            # would leave the audit log short of what was deleted.
+            self._audit(
+                AuditAction.PURGE, deployment_id, prefix=prefix, objects_deleted=deleted, queue_messages_deleted=0,
+                dlq_messages_deleted=0, queues_verified=False,
+                **({"encounter_state_deleted": state_deleted} if self.alerts is not None else {}),
+                verified=False,
+            )
+            raise
         before = rec.purge
         total_deleted = deleted + (before.deleted if before else 0)
         verified = remaining == 0 and drained.verified

@@ -278,3 +278,17 @@ def test_an_outage_of_the_encounter_table_during_the_purge_loses_no_deletion_fro
     assert sum(p["dlq_messages_deleted"] for p in purges) == 3
     assert sum(p["objects_deleted"] for p in purges) == 2
     assert not store.objects and not queues.dlq
+
+
+def test_a_queue_outage_after_the_watchlist_was_deleted_still_audits_the_deletion(env) -> None:
+    svc, _repo, store, clock, audit, queues = env
+    svc.activate(DEP)
+    clock.advance(30)
+    queues.fail("purge_deployment", TransientStorageError("sqs: ServiceUnavailable"))
+    with pytest.raises(TransientStorageError):
+        svc.purge(DEP)
+    assert not store.objects  # deleted by the failed attempt
+    svc.purge(DEP)
+    purges = [e.event["details"] for e in read_events(audit) if e.event["action"] == "purge"]
+    assert sum(p["objects_deleted"] for p in purges) == 2
+    assert [p["verified"] for p in purges] == [False, True]

@@ -2,8 +2,9 @@
 
 `scan(...)` reads every object version in every bucket, every item of every table, every
 message still in every queue (waiting up to `in_flight_wait_s` for messages in flight elsewhere,
-and reporting those that never show as `unscanned`), and every file under the given directories
-(function logs, execution histories), and reports where it finds:
+and reporting those that never show as `unscanned`), every Step Functions execution's input, output
+and history (through the Step Functions API: the executions live in the service, not in files), and
+every file under the given directories (function logs), and reports where it finds:
 - any of the `needles` (the exact JPEG bytes of crops that must not be kept, their base64, or a
   64-character slice of it);
 - a serialised numpy array (`\\x93NUMPY`: an embedding or an index);
@@ -58,6 +59,35 @@ def _check(location: str, blob: bytes, needles: dict[bytes, str]) -> list[Findin
     if FLOAT_RUN.search(blob):
         found.append(Finding(location, "float-array"))
     return found
+
+
+def _scan_executions(sfn: Any, needles: dict[bytes, str]) -> list[Finding]:
+    """Every execution of every state machine: its input, output, error and every history event."""
+    findings: list[Finding] = []
+    for page in sfn.get_paginator("list_state_machines").paginate():
+        for machine in page.get("stateMachines", []):
+            for ex_page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine["stateMachineArn"]):
+                for ex in ex_page.get("executions", []):
+                    arn = ex["executionArn"]
+                    desc = sfn.describe_execution(executionArn=arn)
+                    texts = list(_strings({k: desc.get(k) for k in ("input", "output", "error", "cause")}))
+                    for h_page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn):
+                        texts += _strings(h_page.get("events", []))
+                    # Each input/output is JSON text as the service holds it: scanned as stored, not re-escaped.
+                    location = f"states://{machine['name']}/{arn.rsplit(':', 1)[-1]}"
+                    findings += _check(location, "\n".join(texts).encode(), needles)
+    return findings
+
+
+def _strings(node: Any) -> Iterable[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
 
 
 def scan(
@@ -117,6 +147,7 @@ def scan(
             for i in range(0, len(held), 10):
                 sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
                     {"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0} for j, h in enumerate(held[i:i + 10])])
+    findings += _scan_executions(session_client("stepfunctions"), needles)
     for d in dirs:
         for path in sorted(Path(d).rglob("*")):
             if path.is_file():

@@ -241,13 +241,26 @@ class SessionService:
                 raise DeploymentNotActiveError(f"deployment {deployment_id} is {rec.state}; cannot purge")
             rec = self._to_purging(rec, failure)
         prefix = deployment_prefix(deployment_id)
+        # Who was in an open encounter (functions/logic/encounters.py) need not outlive the session.
+        # Before any deletion: an outage of its table then fails the attempt before it has deleted
+        # anything, rather than after, when the deletions would never reach the audit log below.
+        state_deleted = self.alerts.purge_state(deployment_id) if self.alerts else 0
         deleted = self.watchlists.delete_prefix(prefix)
         # Pending crops and DLQ copies of this deployment go too: a crop must not outlive its session.
         # The queues are drained until their own counts show nothing of it visible or in flight.
-        drained = self.queues.purge_deployment(deployment_id) if self.queues else QueuePurge(0, 0, True)
-        # Who was in an open encounter (functions/logic/encounters.py) need not outlive the session.
-        state_deleted = self.alerts.purge_state(deployment_id) if self.alerts else 0
-        remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
+        try:
+            drained = self.queues.purge_deployment(deployment_id) if self.queues else QueuePurge(0, 0, True)
+            remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
+        except Exception:
+            # This attempt has deleted: audit it before failing, or the retry (finding nothing left)
+            # would leave the audit log short of what was deleted.
+            self._audit(
+                AuditAction.PURGE, deployment_id, prefix=prefix, objects_deleted=deleted, queue_messages_deleted=0,
+                dlq_messages_deleted=0, queues_verified=False,
+                **({"encounter_state_deleted": state_deleted} if self.alerts is not None else {}),
+                verified=False,
+            )
+            raise
         before = rec.purge
         total_deleted = deleted + (before.deleted if before else 0)
         verified = remaining == 0 and drained.verified

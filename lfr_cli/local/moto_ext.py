@@ -20,6 +20,14 @@ moto's server routes each service's requests through the `url_paths` of `moto.<s
    moto's Step Functions engine calls Lambda tasks through this API, and so does any client.
    Without a route (or for a function the runtime does not know) moto's own invoke answers.
 
+3. Choice timestamps (`Timestamp*` comparisons) are read as RFC 3339, as Step Functions reads them.
+   moto 5.2's engine parses only `YYYY-MM-DDTHH:MM:SSZ` and takes anything else as "not a
+   timestamp" (every comparison false), including its own `$$.State.EnteredTime` (isoformat,
+   microseconds, `+00:00`): the session machine's WithinWindow (EnteredTime < expires_at) was
+   always false locally, so a live check that failed past its quick retries ended the session
+   instead of re-checking within the authorised window. `install()` replaces that one parser
+   (`IsTimestamp.string_to_timestamp`); `tests/unit/test_moto_ext.py` asserts moto still has the fault.
+
 Not a patch: moto's Step Functions engine is switched on with its documented config
 (`/moto-api/config`, `stepfunctions.execute_state_machine`), see `server.enable_state_machine_execution`.
 """
@@ -30,6 +38,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -47,6 +56,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 Invoker = Callable[[str, Any], "InvokeResult"]
 _route: dict[str, Invoker] = {}
 _route_lock = threading.Lock()
+_upstream: dict[str, Callable[..., Any]] = {}
 
 
 def path_style_template_url(template_url: str) -> str:
@@ -140,10 +150,29 @@ def route_lambda_invocations(invoke: Invoker | None) -> None:
             _route["invoke"] = invoke
 
 
+def rfc3339_timestamp(value: str) -> datetime | None:
+    """An RFC 3339 date-time (uppercase T, Z or a numeric offset, optional fraction) in UTC; else None."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+
+
 def install() -> None:
     """Register the subclasses in moto's URL maps; idempotent, before the server handles a request."""
     from moto.awslambda import urls as lambda_urls
     from moto.cloudformation import urls as cfn_urls
+    from moto.stepfunctions.parser.asl.component.state.choice.comparison.operator.implementations import (
+        is_operator,
+    )
+
+    current = is_operator.IsTimestamp.__dict__["string_to_timestamp"].__func__
+    if current is not rfc3339_timestamp:
+        _upstream["string_to_timestamp"] = current  # kept for the upstream-fault test
+    is_operator.IsTimestamp.string_to_timestamp = staticmethod(rfc3339_timestamp)  # type: ignore[method-assign,assignment]
 
     cfn_urls.url_paths["{0}/$"] = LocalCloudFormationResponse.dispatch
     for path in list(lambda_urls.url_paths):

@@ -222,5 +222,5 @@ def test_deleted_index_then_stop_leaves_nothing_of_the_held_faces(
     wait_until("crop queue and DLQ empty", queues_empty, timeout_s=4 * RETRY_S + 60)
     assert admin.alerts_of(dep) == [] and admin.objects_remaining(dep) == 0
     needles = needles_for(m.image.to_bytes() for m in unmatched_sent)  # type: ignore[union-attr]
-    found = scan(ctx.client, needles, [stack.log_dir, stack.run_dir / "executions"], ["s3://cdk-hnb659fds-assets-"])
+    found = scan(ctx.client, needles, [stack.log_dir], ["s3://cdk-hnb659fds-assets-"])
     assert found == []

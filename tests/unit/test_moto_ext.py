@@ -136,3 +136,31 @@ def test_local_server_deploys_a_change_set_from_a_loopback_template_url() -> Non
         events = [e["ResourceStatus"] for e in cfn.describe_stack_events(StackName="s")["StackEvents"]
                   if e["LogicalResourceId"] == "s"]
         assert "REVIEW_IN_PROGRESS" in events and "CREATE_COMPLETE" in events
+
+
+def test_upstream_choice_timestamps_accept_only_whole_seconds_in_z() -> None:
+    from moto.stepfunctions.parser.asl.component.state.choice.comparison.operator.implementations import (
+        is_operator,
+    )
+
+    from lfr_cli.local import moto_ext
+
+    # moto's own parser, or the one install() replaced if it already ran in this process.
+    parse = moto_ext._upstream.get("string_to_timestamp") or is_operator.IsTimestamp.__dict__[
+        "string_to_timestamp"].__func__
+    assert parse is not moto_ext.rfc3339_timestamp
+    # moto's own $$.State.EnteredTime (isoformat) and the session function's expires_at are not timestamps to it.
+    assert parse("2026-12-03T09:05:16Z") is not None
+    assert parse("2026-12-03T09:05:16.744330+00:00") is None
+    assert parse("2026-12-03T09:05:16.744Z") is None
+
+
+def test_choice_timestamps_are_rfc3339_in_utc() -> None:
+    from lfr_cli.local.moto_ext import rfc3339_timestamp
+
+    a = rfc3339_timestamp("2026-12-03T09:05:16.744330+00:00")
+    b = rfc3339_timestamp("2026-12-03T10:05:16Z")
+    c = rfc3339_timestamp("2026-12-03T11:05:16.5+01:00")
+    assert a is not None and b is not None and a < b and c == b.replace(microsecond=500000)
+    for not_one in ("2026-12-03", "2026-12-03T09:05:16", "soon", "2026-12-03t09:05:16Z"):
+        assert rfc3339_timestamp(not_one) is None, not_one

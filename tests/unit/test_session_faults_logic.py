@@ -259,3 +259,37 @@ def test_leak_scan_waits_for_messages_in_flight_and_reports_those_it_never_sees(
     client.receive_message(QueueUrl=url, VisibilityTimeout=60)  # now held for longer than the scan waits
     found = scan(clients, needles_for([crop]), in_flight_wait_s=1)
     assert [f.kind for f in found] == ["unscanned:1 message(s) in flight or delayed"]
+
+
+def test_an_outage_of_the_encounter_table_during_the_purge_loses_no_deletion_from_the_audit(env) -> None:
+    from functions.dal.memory import InMemoryAlertRepository
+
+    svc, _repo, store, clock, audit, queues = env
+    alerts = InMemoryAlertRepository()
+    svc.alerts = alerts
+    svc.activate(DEP)
+    queues.dlq += [(DEP, f"crop{i}") for i in range(3)]
+    clock.advance(30)
+    alerts.fail("purge_state", TransientStorageError("alerts.purge_state: ServiceUnavailable"))
+    with pytest.raises(TransientStorageError):
+        svc.purge(DEP)
+    svc.purge(DEP)  # the machine's retry
+    purges = [e.event["details"] for e in read_events(audit) if e.event["action"] == "purge"]
+    # The audit log adds up to everything deleted, whichever attempt deleted it.
+    assert sum(p["dlq_messages_deleted"] for p in purges) == 3
+    assert sum(p["objects_deleted"] for p in purges) == 2
+    assert not store.objects and not queues.dlq
+
+
+def test_a_queue_outage_after_the_watchlist_was_deleted_still_audits_the_deletion(env) -> None:
+    svc, _repo, store, clock, audit, queues = env
+    svc.activate(DEP)
+    clock.advance(30)
+    queues.fail("purge_deployment", TransientStorageError("sqs: ServiceUnavailable"))
+    with pytest.raises(TransientStorageError):
+        svc.purge(DEP)
+    assert not store.objects  # deleted by the failed attempt
+    svc.purge(DEP)
+    purges = [e.event["details"] for e in read_events(audit) if e.event["action"] == "purge"]
+    assert sum(p["objects_deleted"] for p in purges) == 2
+    assert [p["verified"] for p in purges] == [False, True]

@@ -146,6 +146,7 @@ class LfrStack(Stack):
                 match_fn=self.functions.match,
                 existing=(
                 self.session.failed_alarm, self.session.check_failing_alarm, self.session.function_errors_alarm,
+                self.officers.failed_access_alarm,
             ),
             ),
             alarm_email=force.alarm_email,

@@ -18,6 +18,7 @@ def test_powertools_emf_becomes_the_data_points_cloudwatch_would_extract(
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "svc")  # as in Lambda (the template sets it)
     m = Metrics(namespace="lfr-test", service="svc")
+    m.clear_metrics()  # Powertools' metric set is shared by every Metrics instance: drop other tests' leftovers
     PowertoolsMetricsSink(m).count(METRIC_INDEX_MISSING, 3, {"reason": "missing"})
     m.add_metric(name="EmbedBatchMs", unit=MetricUnit.Milliseconds, value=12.5)
     m.flush_metrics()

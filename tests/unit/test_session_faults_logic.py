@@ -262,7 +262,7 @@ def test_leak_scan_waits_for_messages_in_flight_and_reports_those_it_never_sees(
 
 
 def test_an_outage_of_the_encounter_table_during_the_purge_loses_no_deletion_from_the_audit(env) -> None:
-    from functions.dal.memory import InMemoryAlertRepository
+    from tests.fakes import InMemoryAlertRepository
 
     svc, _repo, store, clock, audit, queues = env
     alerts = InMemoryAlertRepository()

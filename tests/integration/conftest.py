@@ -9,12 +9,15 @@ module produced.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn
 from lfr_cli.local.stack import LocalStack
+from lfr_core.datasets import LfwImage
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +37,17 @@ def phone(ctx: AwsContext) -> Iterator[PhoneStandIn]:
     p = PhoneStandIn(ctx, on_alert=lambda a: None)
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(ctx: AwsContext) -> Admin:
+    return Admin(ctx, actor="cli:test-admin")
+
+
+@pytest.fixture(scope="module")
+def watchlist_dir(people: dict[str, list[LfwImage]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's `people` watchlist as a folder of links (the dataset is never copied)."""
+    wl = tmp_path_factory.mktemp("watchlist")
+    for img in people["watchlist"]:
+        (wl / img.file).symlink_to(img.path)
+    return wl

@@ -36,26 +36,10 @@ S = DeploymentState
 EXPIRY_S = 20
 
 
-
-
-@pytest.fixture(scope="module")
-def admin(ctx: AwsContext) -> Admin:
-    return Admin(ctx, actor="cli:test-admin")
-
-
-
 @pytest.fixture(scope="module")
 def people() -> dict[str, list[LfwImage]]:
     plan = plan_demo(seed=23, watchlist_size=4, shown=2, passers_by=4)
     return {"watchlist": plan.watchlist, "shown": plan.watchlisted_probes, "strangers": plan.passers_by}
-
-
-@pytest.fixture(scope="module")
-def watchlist_dir(people: dict[str, list[LfwImage]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wl = tmp_path_factory.mktemp("watchlist")
-    for img in people["watchlist"]:
-        (wl / img.file).symlink_to(img.path)  # links: the dataset is never copied
-    return wl
 
 
 @pytest.fixture(scope="module")

@@ -76,14 +76,6 @@ def people() -> dict[str, list[LfwImage]]:
 
 
 @pytest.fixture(scope="module")
-def watchlist_dir(people: dict[str, list[LfwImage]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wl = tmp_path_factory.mktemp("watchlist")
-    for img in people["watchlist"]:
-        (wl / img.file).symlink_to(img.path)  # links: the dataset is never copied
-    return wl
-
-
-@pytest.fixture(scope="module")
 def crops_sent() -> list[CropMessage]:
     return []  # every (unmatched) crop these tests put anywhere: the leak scan's needles
 

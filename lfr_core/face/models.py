@@ -10,6 +10,9 @@ import onnxruntime as ort
 from lfr_core.errors import ModelNotBuiltError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Lambda gives a function one vCPU's worth of time per 1,769 MB of memory (AWS Lambda docs,
+# "Memory and computing power"), while the process sees every core of the host (2 at 2,048 MB).
+LAMBDA_MB_PER_VCPU = 1769
 DEFAULT_MODEL_DIR = REPO_ROOT / "build" / "models"
 
 
@@ -38,10 +41,28 @@ def model_path(name: str) -> Path:
     return path
 
 
+def lambda_cpu_share() -> int | None:
+    """Whole vCPUs this Lambda function's memory buys (at least 1), or None outside Lambda."""
+    memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    if not memory:
+        return None
+    return max(1, min(os.cpu_count() or 1, int(memory) // LAMBDA_MB_PER_VCPU))
+
+
 def cpu_session(path: Path, intra_op_threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session as every model here is run: quiet logs, optional thread cap."""
+    """An onnxruntime CPU session as every model here is run: quiet logs, threads for the CPU share.
+
+    onnxruntime's default is one spinning thread per visible core. Under Lambda's CPU share that
+    oversubscribes the function (at 2,048 MB two spinning threads on ~1.2 vCPUs made SFace 1.9x
+    slower per crop, README "Performance and cost"), so inside Lambda the thread count is the
+    share and idle threads sleep instead of spinning on billed time.
+    """
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # warnings only clutter Lambda logs
-    if intra_op_threads is not None:
-        opts.intra_op_num_threads = intra_op_threads
+    share = lambda_cpu_share()
+    threads = intra_op_threads if intra_op_threads is not None else share
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    if share is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -152,3 +152,33 @@ def test_jpeg_round_trip_and_errors() -> None:
     with pytest.raises(InvalidImageError) as ei:
         decode_jpeg(encode_jpeg(np.zeros((100, 112, 3), np.uint8)), expect_size=(112, 112))
     assert ei.value.reason == "wrong_size"
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "threads"), [(None, None), ("1024", 1), ("2048", 1), ("3538", 2), ("10240", 5)]
+)
+def test_sessions_take_lambda_cpu_share(
+    built_models: Path, monkeypatch: pytest.MonkeyPatch, memory_mb: str | None, threads: int | None
+) -> None:
+    """Inside Lambda (its memory variable set) the model gets one thread per whole vCPU its memory
+    buys, capped by the cores the host shows, and idle threads do not spin; outside, onnxruntime's
+    defaults stand."""
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    if memory_mb is None:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
+    for session in (FaceEmbedder()._session, FaceDetector()._session):
+        opts = session.get_session_options()
+        if threads is None:
+            assert opts.intra_op_num_threads == 0  # onnxruntime's "one per core"
+            with pytest.raises(RuntimeError, match="does not have configuration"):
+                opts.get_session_config_entry("session.intra_op.allow_spinning")  # default: spins
+        else:
+            assert opts.intra_op_num_threads == threads
+            assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_explicit_thread_count_wins_inside_lambda(built_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
+    assert FaceEmbedder(intra_op_threads=2)._session.get_session_options().intra_op_num_threads == 2

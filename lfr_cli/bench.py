@@ -24,6 +24,7 @@ import numpy as np
 
 from infra.constants import MATCH_BATCH_SIZE, MATCH_BATCHING_WINDOW_S, MATCH_MEMORY_MB
 from lfr_core.ann import ANN_MIN_ENTRIES
+from lfr_core.calibration import threshold_for
 from lfr_core.matching import WatchlistIndex
 
 DEFAULT_OUT = Path("build") / "bench"
@@ -211,6 +212,47 @@ def measure_search(faces: RealFaces, size: int, with_graph: bool, queries_cap: i
 
 
 @dataclass
+class StoragePoint:
+    """What storing the gallery at a lower precision does to decisions: every real photo against
+    every other (the query stays float32, the gallery row is rounded)."""
+
+    dtype: str
+    bytes_per_entry: int
+    pairs: int
+    max_score_error: float
+    decisions_changed: dict[str, int]  # threshold -> pairs whose side of it changed
+
+
+STORAGE_TARGETS = (1e-3, 2e-4)
+STORAGE_LIST_SIZES = (20, 200, 1000)
+
+
+def _int8_round_trip(emb: np.ndarray) -> np.ndarray:
+    # Symmetric per-value scale: unit vectors have every component within [-1, 1].
+    return np.clip(np.rint(emb * 127), -127, 127).astype(np.int8).astype(np.float32) / 127
+
+
+def measure_storage(faces: RealFaces) -> list[StoragePoint]:
+    emb = faces.embeddings.astype(np.float32)
+    exact = emb @ emb.T
+    off_diagonal = ~np.eye(len(emb), dtype=bool)
+    thresholds = sorted({threshold_for(t, n) for t in STORAGE_TARGETS for n in STORAGE_LIST_SIZES})
+    points = []
+    for dtype, rounded, size in (
+        ("float32", emb, 4),
+        ("float16", emb.astype(np.float16).astype(np.float32), 2),
+        ("int8", _int8_round_trip(emb), 1),
+    ):
+        scores = emb @ rounded.T
+        changed = {
+            f"{t:.4f}": int(((scores >= t) != (exact >= t))[off_diagonal].sum()) for t in thresholds
+        }
+        points.append(StoragePoint(dtype, size * emb.shape[1], int(off_diagonal.sum()),
+                                   float(np.abs(scores - exact).max()), changed))
+    return points
+
+
+@dataclass
 class ModelTiming:
     ms_per_crop_batch_1: float
     ms_per_crop_batch_10: float
@@ -350,6 +392,7 @@ def run_bench(quick: bool, out: Path, as_json: bool, graph_from: int | None = No
         for n in progress(list(sizes), "search at each size")
     ]
     cold = measure_cold_start(faces, sizes[-1], out)
+    storage = measure_storage(faces)
     # Per message: its crops through the model one at a time plus their share of the search.
     per_message_ms = CROPS_PER_TRACK * (model.ms_per_crop_batch_1 + points[0].exact_ms_per_crop_batch)
     # Per invocation fixed work (counter update, deployment read, metric flush): measured on the
@@ -361,6 +404,7 @@ def run_bench(quick: bool, out: Path, as_json: bool, graph_from: int | None = No
         "model": asdict(model),
         "search": [asdict(p) for p in points],
         "cold_start": cold,
+        "storage": [asdict(p) for p in storage],
         "cost_per_camera_hour": {
             "prices_as_of": PRICES_AS_OF,
             "ms_per_message": per_message_ms,
@@ -396,6 +440,10 @@ def summary(report: dict[str, Any]) -> str:
     c = report["cold_start"]
     lines.append(f"cold start at {c['entries']:,}: {c['total_s']:.2f} s (import {c['import_s']:.2f}, model "
                  f"{c['model_first_embed_s']:.2f}, index {c['index_load_first_search_s']:.2f})")
+    for st in report["storage"]:
+        lines.append(f"gallery as {st['dtype']}: {st['bytes_per_entry']} B/entry, score error <= "
+                     f"{st['max_score_error']:.1e}, decisions changed {sum(st['decisions_changed'].values())} "
+                     f"of {st['pairs'] * len(st['decisions_changed']):,}")
     for h in report["cost_per_camera_hour"]["rates"]:
         lines.append(f"{h['messages_per_s']:>4} msg/s: ${h['usd_total']:.4f} per camera-hour "
                      f"(Rekognition: ${h['rekognition_usd']:.2f})")

@@ -47,6 +47,14 @@ def test_quick_bench_reports_every_measurement(tmp_path: Path) -> None:
         cold["total_s"], cold["import_s"] + cold["model_first_embed_s"] + cold["index_load_first_search_s"]
     )
 
+    # Lower-precision galleries: float32 is the reference (nothing changes against itself); the
+    # rounding error is bounded by the format (float16 ~1e-4, int8 ~1e-2 on unit vectors).
+    storage = {st["dtype"]: st for st in report["storage"]}
+    assert set(storage) == {"float32", "float16", "int8"}
+    assert storage["float32"]["max_score_error"] == 0
+    assert set(storage["float32"]["decisions_changed"].values()) == {0}
+    assert 0 < storage["float16"]["max_score_error"] < 1e-3 < storage["int8"]["max_score_error"] < 5e-2
+
     cost = report["cost_per_camera_hour"]
     rates = cost["rates"]
     assert [r["messages_per_s"] for r in rates] == [1.0, 5.0, 10.0]

@@ -265,13 +265,13 @@ def run_demo_on(
 
 
 def run_demo(as_json: bool = False, session_s: int = 60) -> int:
-    from lfr_cli.local.stack import LocalStack
+    from lfr_cli.local.stack import EmbeddedStack
 
     def say(line: str) -> None:
         print(line, flush=True)
 
     say("starting the embedded AWS stack (moto) and deploying the CDK template ...")
-    with LocalStack() as stack:
+    with EmbeddedStack() as stack:
         ctx = AwsContext(region=stack.region, endpoint_url=stack.endpoint)
         summary = run_demo_on(ctx, plan_demo(), session_s=session_s, say=say)
     doc = asdict(summary)

@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy for the embedded AWS endpoint, for fault tests.
 
 Put it between a client and the moto server (e.g. as the Lambda workers' `AWS_ENDPOINT_URL`:
-`LocalStack(extra_env={"AWS_ENDPOINT_URL": proxy.url})`), then cut and restore it:
+`EmbeddedStack(extra_env={"AWS_ENDPOINT_URL": proxy.url})`), then cut and restore it:
 
     proxy.fail("dynamodb", mode="503")   # only DynamoDB: 503 ServiceUnavailable
     proxy.fail(None, mode="drop")        # the whole endpoint: connections closed, no response

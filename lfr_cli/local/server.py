@@ -132,5 +132,5 @@ def moto_config(endpoint: str, update: dict[str, Any] | None = None) -> dict[str
 
 
 def enable_state_machine_execution(endpoint: str, enabled: bool = True) -> None:
-    """Executions run on moto's own ASL engine (ported from LocalStack) instead of being recorded only."""
+    """Executions run on moto's own ASL engine (ported from EmbeddedStack) instead of being recorded only."""
     moto_config(endpoint, {"stepfunctions": {"execute_state_machine": enabled}})

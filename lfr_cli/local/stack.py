@@ -1,4 +1,5 @@
-"""`LocalStack`: the whole embedded AWS for lfr from the synthesised CDK app, and `lfr local up`."""
+"""`EmbeddedStack`: the whole AWS of lfr in this process, from the synthesised CDK app (moto server,
+emulated Lambda runtime, event-source pollers, API Gateway proxy), and `lfr local up`."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RUN_DIR = REPO_ROOT / "build" / "local"
 
 
-class LocalStack:
-    """Context manager: `with LocalStack() as stack:` -> server up, stack deployed, functions runnable."""
+class EmbeddedStack:
+    """Context manager: `with EmbeddedStack() as stack:` -> server up, stack deployed, functions runnable."""
 
     def __init__(
         self,
@@ -58,14 +59,14 @@ class LocalStack:
 
     # -- lifecycle
 
-    def up(self) -> LocalStack:
+    def up(self) -> EmbeddedStack:
         try:
             return self._up()
         except BaseException:
             self.down()
             raise
 
-    def _up(self) -> LocalStack:
+    def _up(self) -> EmbeddedStack:
         t0 = time.perf_counter()
         endpoint = self._server.start()
         log.info("moto server at %s", endpoint)
@@ -173,7 +174,7 @@ class LocalStack:
             _reset_moto(self._server.endpoint)  # moto's backends are per process: leave none behind
         self._server.stop()
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> EmbeddedStack:
         return self.up()
 
     def __exit__(
@@ -216,7 +217,7 @@ class LocalStack:
     @staticmethod
     def _require(value: Any) -> Any:
         if value is None:
-            raise RuntimeError("LocalStack is not up")
+            raise RuntimeError("EmbeddedStack is not up")
         return value
 
     def describe(self) -> dict[str, Any]:
@@ -248,7 +249,7 @@ def run_forever(
 ) -> None:
     """`lfr local up`: bring the stack up, publish where it is, print the outputs, wait for Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stack = LocalStack(stack_name=stack_name, run_dir=run_dir, synth_fn=synth_fn, port=port)
+    stack = EmbeddedStack(stack_name=stack_name, run_dir=run_dir, synth_fn=synth_fn, port=port)
     with stack:
         info = stack.describe()
         path = endpoint_file(run_dir)

@@ -1,6 +1,6 @@
 """The embedded stack, shared by the integration modules that run against it.
 
-Module-scoped: moto's state is per process, so one LocalStack runs at a time, each module
+Module-scoped: moto's state is per process, so one EmbeddedStack runs at a time, each module
 deploying its own (`cdk bootstrap` + `cdk deploy` of the app, synthesised once per session)
 into its own run directory (logs, the CLI's output), so a module's scans read only what that
 module produced.
@@ -16,18 +16,18 @@ import pytest
 from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.datasets import LfwImage
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(run_dir=tmp_path_factory.mktemp("local")) as s:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    with EmbeddedStack(run_dir=tmp_path_factory.mktemp("local")) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def ctx(stack: LocalStack) -> AwsContext:
+def ctx(stack: EmbeddedStack) -> AwsContext:
     return AwsContext(region=stack.region, endpoint_url=stack.endpoint)
 
 

@@ -33,7 +33,7 @@ from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn, _wait_queue_drained, plan_demo
 from lfr_cli.leakscan import needles_for, scan
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.contracts import CropMessage, DeploymentState
 from lfr_core.datasets import LfwImage
 
@@ -56,7 +56,7 @@ def _timeout_scale() -> float:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     """This module's own stack, its function timeouts stretched by the machine's load (see
     lfr_cli/local/runtime.py ENV_TIMEOUT_SCALE): the kills, not the neighbours, are under test."""
     from aws_emulation.runtime import ENV_TIMEOUT_SCALE
@@ -64,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     before = os.environ.get(ENV_TIMEOUT_SCALE)
     os.environ[ENV_TIMEOUT_SCALE] = str(_timeout_scale())
     try:
-        with LocalStack(run_dir=tmp_path_factory.mktemp("local")) as s:
+        with EmbeddedStack(run_dir=tmp_path_factory.mktemp("local")) as s:
             yield s
     finally:
         if before is None:
@@ -73,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             os.environ[ENV_TIMEOUT_SCALE] = before
 
 
-def _match_function(stack: LocalStack) -> str:
+def _match_function(stack: EmbeddedStack) -> str:
     for name, fn in stack.runtime.functions.items():
         if fn.handler == "functions.handlers.match.handler":
             return name
@@ -134,7 +134,7 @@ class Killer:
     loses records under any bounded maxReceiveCount: it measures the killer, not the design.)
     """
 
-    stack: LocalStack
+    stack: EmbeddedStack
     function: str
     target: int
     p: float = 0.25
@@ -175,7 +175,7 @@ class Killer:
 
 
 @pytest.fixture
-def killer(stack: LocalStack) -> Iterator[Killer]:
+def killer(stack: EmbeddedStack) -> Iterator[Killer]:
     k = Killer(stack, _match_function(stack), target=0)
     yield k
     k.stop.set()
@@ -183,7 +183,7 @@ def killer(stack: LocalStack) -> Iterator[Killer]:
         k.thread.join(timeout=5)
 
 
-def _run_with_kills(ctx: AwsContext, stack: LocalStack, crops: dict[str, list[CropMessage]], killer: Killer,
+def _run_with_kills(ctx: AwsContext, stack: EmbeddedStack, crops: dict[str, list[CropMessage]], killer: Killer,
                     kills: int, phone: PhoneStandIn) -> dict[str, object]:
     sender = SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL])
     rng = random.Random(11)
@@ -265,7 +265,7 @@ def _run_with_kills(ctx: AwsContext, stack: LocalStack, crops: dict[str, list[Cr
 
 
 def test_sigkills_mid_batch_lose_no_listed_track_and_alert_none_twice(
-    ctx: AwsContext, stack: LocalStack, crops: dict[str, list[CropMessage]], killer: Killer, phone: PhoneStandIn,
+    ctx: AwsContext, stack: EmbeddedStack, crops: dict[str, list[CropMessage]], killer: Killer, phone: PhoneStandIn,
     sent: list[CropMessage],
 ) -> None:
     result = _run_with_kills(ctx, stack, crops, killer, kills=20, phone=phone)
@@ -275,7 +275,7 @@ def test_sigkills_mid_batch_lose_no_listed_track_and_alert_none_twice(
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("LFR_FAULTS_SOAK"), reason="soak run (~400 invocations): LFR_FAULTS_SOAK=1")
 def test_a_hundred_sigkills(
-    ctx: AwsContext, stack: LocalStack, crops: dict[str, list[CropMessage]], killer: Killer, phone: PhoneStandIn,
+    ctx: AwsContext, stack: EmbeddedStack, crops: dict[str, list[CropMessage]], killer: Killer, phone: PhoneStandIn,
     sent: list[CropMessage],
 ) -> None:
     result = _run_with_kills(ctx, stack, crops, killer, kills=100, phone=phone)
@@ -288,7 +288,7 @@ def sent() -> list[CropMessage]:
 
 
 def test_nothing_of_a_stranger_remains_after_the_deployment_closes(
-    ctx: AwsContext, stack: LocalStack, deployment: str, crops: dict[str, list[CropMessage]], sent: list[CropMessage]
+    ctx: AwsContext, stack: EmbeddedStack, deployment: str, crops: dict[str, list[CropMessage]], sent: list[CropMessage]
 ) -> None:
     admin = Admin(ctx)
     admin.stop(deployment, reason="test: faults done")

@@ -35,7 +35,7 @@ from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn, plan_demo
 from lfr_cli.leakscan import needles_for, scan
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_cli.main import main
 from lfr_core.contracts import CropMessage, DeploymentState, utcnow
 from lfr_core.datasets import LfwImage
@@ -71,7 +71,7 @@ def crop_of(img: LfwImage, deployment_id: str, track: str) -> CropMessage:
     return msg.model_copy(update={"track_id": track})
 
 
-def cli(stack: LocalStack, *argv: str) -> tuple[int, str]:
+def cli(stack: EmbeddedStack, *argv: str) -> tuple[int, str]:
     out = StringIO()
     with redirect_stdout(out):
         code = main(["--endpoint-url", stack.endpoint, "--region", stack.region, *argv])
@@ -104,7 +104,7 @@ def active_without_index(ctx: AwsContext, admin: Admin, watchlist_dir: Path, nam
 
 
 def test_deleted_index_holds_crops_shows_the_fault_and_a_restored_index_alerts_once(
-    stack: LocalStack, ctx: AwsContext, admin: Admin, watchlist_dir: Path, people: dict[str, list[LfwImage]],
+    stack: EmbeddedStack, ctx: AwsContext, admin: Admin, watchlist_dir: Path, people: dict[str, list[LfwImage]],
     phone: PhoneStandIn, unmatched_sent: list[CropMessage],
 ) -> None:
     dep, index = active_without_index(ctx, admin, watchlist_dir, "index-restored")
@@ -182,7 +182,7 @@ def test_deleted_index_holds_crops_shows_the_fault_and_a_restored_index_alerts_o
 
 
 def test_deleted_index_then_stop_leaves_nothing_of_the_held_faces(
-    stack: LocalStack, ctx: AwsContext, admin: Admin, watchlist_dir: Path, people: dict[str, list[LfwImage]],
+    stack: EmbeddedStack, ctx: AwsContext, admin: Admin, watchlist_dir: Path, people: dict[str, list[LfwImage]],
     unmatched_sent: list[CropMessage],
 ) -> None:
     dep, _ = active_without_index(ctx, admin, watchlist_dir, "index-stopped")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lfr_cli.local.deploy import assets_bucket
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from tests.integration.local_fixture_stack import STACK_NAME, synth
 
 pytestmark = pytest.mark.integration
@@ -30,20 +30,20 @@ def _eventually(check: Callable[[], Any], timeout: float = 30.0, every: float = 
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     run_dir = tmp_path_factory.mktemp("local")
-    with LocalStack(STACK_NAME, run_dir=run_dir, synth_fn=synth) as s:
+    with EmbeddedStack(STACK_NAME, run_dir=run_dir, synth_fn=synth) as s:
         yield s
 
 
-def _records_logged(stack: LocalStack, function: str) -> list[dict[str, Any]]:
+def _records_logged(stack: EmbeddedStack, function: str) -> list[dict[str, Any]]:
     path = stack.runtime.log_path(function)
     if not path.exists():
         return []
     return [json.loads(line[len("RECORD ") :]) for line in path.read_text().splitlines() if line.startswith("RECORD ")]
 
 
-def test_deploy_reports_outputs_resources_and_timings(stack: LocalStack) -> None:
+def test_deploy_reports_outputs_resources_and_timings(stack: EmbeddedStack) -> None:
     deployed = stack.deployed
     assert deployed is not None
     assert {"QueueUrl", "DlqUrl", "FunctionName", "StateMachineArn"} <= set(stack.outputs)
@@ -59,7 +59,7 @@ def test_deploy_reports_outputs_resources_and_timings(stack: LocalStack) -> None
     assert stack.endpoint.startswith("http://127.0.0.1:")
 
 
-def test_function_config_comes_from_the_template(stack: LocalStack) -> None:
+def test_function_config_comes_from_the_template(stack: EmbeddedStack) -> None:
     (fn,) = stack.runtime.functions.values()
     assert fn.handler == "fixture_handler.handler"
     assert fn.timeout_s == 3
@@ -70,7 +70,7 @@ def test_function_config_comes_from_the_template(stack: LocalStack) -> None:
     assert env["AWS_ACCESS_KEY_ID"] == "testing"
 
 
-def test_invoke_warm_start_error_and_timeout(stack: LocalStack) -> None:
+def test_invoke_warm_start_error_and_timeout(stack: EmbeddedStack) -> None:
     name = stack.outputs["FunctionName"]
     first = stack.runtime.invoke(name, {"a": 1})
     second = stack.runtime.invoke(stack.runtime.resolve(name).arn, {"a": 2})
@@ -93,7 +93,7 @@ def test_invoke_warm_start_error_and_timeout(stack: LocalStack) -> None:
     assert "COLD_START" in log and "fixture invoked" in log  # the handler's stdout went to the log
 
 
-def test_sqs_event_shape_and_partial_batch_failure(stack: LocalStack) -> None:
+def test_sqs_event_shape_and_partial_batch_failure(stack: EmbeddedStack) -> None:
     sqs = stack.client("sqs")
     queue, dlq = stack.outputs["QueueUrl"], stack.outputs["DlqUrl"]
     name = stack.outputs["FunctionName"]
@@ -146,7 +146,7 @@ def test_sqs_event_shape_and_partial_batch_failure(stack: LocalStack) -> None:
     assert len(delivered_good) == 2  # deleted after the first delivery, never redelivered
 
 
-def _history(stack: LocalStack, execution_arn: str) -> list[dict[str, Any]]:
+def _history(stack: EmbeddedStack, execution_arn: str) -> list[dict[str, Any]]:
     sfn = stack.client("stepfunctions")
     events: list[dict[str, Any]] = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
     return events
@@ -156,7 +156,7 @@ def _entered(events: list[dict[str, Any]]) -> list[str]:
     return [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
 
 
-def _start(stack: LocalStack, payload: dict[str, Any]) -> str:
+def _start(stack: EmbeddedStack, payload: dict[str, Any]) -> str:
     # Named, as lfr's admin names each session's execution (moto's engine needs a name: unnamed
     # executions all get the ARN suffix "None").
     sfn = stack.client("stepfunctions")
@@ -166,7 +166,7 @@ def _start(stack: LocalStack, payload: dict[str, Any]) -> str:
     return arn
 
 
-def test_state_machine_runs_on_motos_engine_with_handler_output(stack: LocalStack) -> None:
+def test_state_machine_runs_on_motos_engine_with_handler_output(stack: EmbeddedStack) -> None:
     # The machine moto's engine runs is the one CloudFormation created (same ARN).
     assert stack.state_machine_arns == [stack.outputs["StateMachineArn"]]
     arn = _start(stack, {"deployment_id": "d1"})
@@ -181,7 +181,7 @@ def test_state_machine_runs_on_motos_engine_with_handler_output(stack: LocalStac
     assert _entered(_history(stack, arn)) == ["First", "IsCounted", "Done"]
 
 
-def test_retry_backs_off_capped_by_max_delay_then_succeeds(stack: LocalStack) -> None:
+def test_retry_backs_off_capped_by_max_delay_then_succeeds(stack: EmbeddedStack) -> None:
     arn = _start(stack, {"deployment_id": "d2", "flaky": 2, "key": "retry-1"})
     desc = stack.wait_execution(arn, timeout_s=60)
     assert desc["status"] == "SUCCEEDED", (desc.get("error"), desc.get("cause"))
@@ -197,7 +197,7 @@ def test_retry_backs_off_capped_by_max_delay_then_succeeds(stack: LocalStack) ->
     assert 1.9 <= gaps[1] < 2.9, gaps
 
 
-def test_retry_exhausted_fails_and_catch_takes_a_function_error(stack: LocalStack) -> None:
+def test_retry_exhausted_fails_and_catch_takes_a_function_error(stack: EmbeddedStack) -> None:
     exhausted = stack.wait_execution(_start(stack, {"deployment_id": "d3", "flaky": 5, "key": "retry-2"}), 60)
     assert exhausted["status"] == "FAILED"
     assert exhausted["error"] == "FlakyError" and "attempt 4 of retry-2" in exhausted["cause"]
@@ -212,7 +212,7 @@ def test_retry_exhausted_fails_and_catch_takes_a_function_error(stack: LocalStac
     assert _entered(_history(stack, caught_arn)) == ["First", "Recovered"]
 
 
-def test_one_function_is_served_by_several_workers_at_once(stack: LocalStack) -> None:
+def test_one_function_is_served_by_several_workers_at_once(stack: EmbeddedStack) -> None:
     """Like Lambda's concurrency: a second invocation while the first runs gets its own container."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -32,7 +32,7 @@ from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import _wait_queue_drained
 from lfr_cli.local.server import ACCOUNT_ID, REGION
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_cli.main import main as lfr
 from lfr_cli.officer_admin import filter_policy
 from lfr_cli.officers import officer_admin
@@ -162,7 +162,7 @@ def test_platform_channels_register_with_filter_policies(ctx: AwsContext, deploy
 
 
 def test_one_track_one_alert_delivered_only_to_assigned_officer(
-    stack: LocalStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], walk: list[CropMessage]
+    stack: EmbeddedStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], walk: list[CropMessage]
 ) -> None:
     got = phones["a"].drain()
     alerts = [Alert.model_validate_json(m["Message"]) for m in got]
@@ -263,7 +263,7 @@ def test_page_renders_both_images_and_records_not_a_match(
 
 @pytest.mark.parametrize("case", ["expired", "foreign"])
 def test_expired_or_foreign_token_gets_403_and_shows_nothing(
-    stack: LocalStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
+    stack: EmbeddedStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
     alert_link: str, case: str,
 ) -> None:
     key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
@@ -298,7 +298,7 @@ def _audit_objects(ctx: AwsContext) -> int:
     return sum(len(p.get("Versions", [])) + len(p.get("DeleteMarkers", [])) for p in pages)
 
 
-def _request(stack: LocalStack, method: str, path: str, authorization: bytes | None,
+def _request(stack: EmbeddedStack, method: str, path: str, authorization: bytes | None,
              body: bytes | None = None) -> int:
     """One raw HTTP request: header bytes go out as given (http.client would refuse non-latin-1 text)."""
     base = stack.api_url.split("://", 1)[1]
@@ -317,7 +317,7 @@ def _request(stack: LocalStack, method: str, path: str, authorization: bytes | N
         conn.close()
 
 
-def _officer_api_emf(stack: LocalStack) -> list[dict[str, Any]]:
+def _officer_api_emf(stack: EmbeddedStack) -> list[dict[str, Any]]:
     (fn,) = [f for f in stack.runtime.functions.values() if f.handler == "functions.handlers.officer_api.handler"]
     out: list[dict[str, Any]] = []
     log = stack.runtime.log_path(fn.name)
@@ -329,7 +329,7 @@ def _officer_api_emf(stack: LocalStack) -> list[dict[str, Any]]:
     return out
 
 
-def _refusal_counts(stack: LocalStack) -> tuple[float, dict[str, float]]:
+def _refusal_counts(stack: EmbeddedStack) -> tuple[float, dict[str, float]]:
     total, by_reason = 0.0, dict[str, float]()
     for doc in _officer_api_emf(stack):
         value = sum(doc[FAILED_ACCESS_METRIC])
@@ -341,7 +341,7 @@ def _refusal_counts(stack: LocalStack) -> tuple[float, dict[str, float]]:
 
 
 def test_anonymous_and_malformed_requests_are_403_counted_and_write_no_audit_objects(
-    stack: LocalStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], alert_link: str
+    stack: EmbeddedStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], alert_link: str
 ) -> None:
     key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
     token = issue_token(key, phones["a"].officer.officer_id, deployments[0], utcnow() + timedelta(hours=1), utcnow())
@@ -384,7 +384,7 @@ def test_anonymous_and_malformed_requests_are_403_counted_and_write_no_audit_obj
 
 
 def test_malformed_path_and_query_with_a_valid_token_are_4xx_not_502(
-    stack: LocalStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], alert_link: str
+    stack: EmbeddedStack, ctx: AwsContext, deployments: list[str], phones: dict[str, Phone], alert_link: str
 ) -> None:
     key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
     now = utcnow()
@@ -437,7 +437,7 @@ def operator_token(ctx: AwsContext, deployments: list[str], phones: dict[str, Ph
 
 
 def test_console_live_encounters_and_a_decision_in_the_audit_report(
-    stack: LocalStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
+    stack: EmbeddedStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
     people: list[list[LfwImage]], operator_token: str,
 ) -> None:
     dep = deployments[0]
@@ -511,7 +511,7 @@ def test_console_live_encounters_and_a_decision_in_the_audit_report(
 
 
 def test_console_refuses_a_foreign_token(
-    stack: LocalStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
+    stack: EmbeddedStack, ctx: AwsContext, browser: Any, deployments: list[str], phones: dict[str, Phone],
 ) -> None:
     key = SecretSigningKey(ctx.outputs[C.OUTPUT_SIGNING_SECRET_ARN], ctx.client("secretsmanager"))()
     now = utcnow()

@@ -19,7 +19,7 @@ from infra import constants as C
 from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn, _wait_queue_drained, plan_demo
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.contracts import Alert, CropMessage, DeploymentState, InlineJpeg
 from lfr_core.datasets import LfwImage
 
@@ -85,7 +85,7 @@ def test_watchlisted_face_yields_exactly_one_alert(ctx: AwsContext, deployment: 
 
 
 def test_stranger_yields_no_alert_and_leaves_nothing(ctx: AwsContext, deployment: str, phone: PhoneStandIn,
-                                                     people: dict[str, list[LfwImage]], stack: LocalStack) -> None:
+                                                     people: dict[str, list[LfwImage]], stack: EmbeddedStack) -> None:
     msgs = [crop_of(img, deployment) for img in people["strangers"]]
     SqsSender(ctx.client("sqs"), ctx.outputs[C.OUTPUT_CROP_QUEUE_URL]).send(msgs)
     _wait_queue_drained(ctx, timeout_s=120)
@@ -101,7 +101,7 @@ def test_stranger_yields_no_alert_and_leaves_nothing(ctx: AwsContext, deployment
 
 
 def test_bad_crops_fail_alone(ctx: AwsContext, deployment: str, phone: PhoneStandIn,
-                              people: dict[str, list[LfwImage]], stack: LocalStack) -> None:
+                              people: dict[str, list[LfwImage]], stack: EmbeddedStack) -> None:
     good = crop_of(people["shown"][1], deployment)
     corrupt = good.model_copy(update={"message_id": "corrupt-0001", "track_id": "t-corrupt",
                                       "image": InlineJpeg(jpeg_b64=base64.b64encode(b"\xff\xd8garbage").decode())})
@@ -124,7 +124,7 @@ def test_bad_crops_fail_alone(ctx: AwsContext, deployment: str, phone: PhoneStan
                for r in lines), "unknown deployment not reported as refused"
 
 
-def _match_function(stack: LocalStack) -> str:
+def _match_function(stack: EmbeddedStack) -> str:
     for name, fn in stack.runtime.discover().items():
         if fn.handler == "functions.handlers.match.handler":
             return name

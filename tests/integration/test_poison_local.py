@@ -18,7 +18,7 @@ from infra import constants as C
 from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn, _wait_queue_drained, plan_demo
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.contracts import CropMessage, DeploymentState
 from tests.integration.test_pipeline_e2e import alerts_for, crop_of
 from tests.unit import poison
@@ -39,7 +39,7 @@ def setup(ctx: AwsContext, tmp_path_factory: pytest.TempPathFactory) -> tuple[st
     return rec.deployment_id, [crop_of(img, rec.deployment_id) for img in plan.watchlisted_probes]
 
 
-def _log_lines(stack: LocalStack) -> list[dict[str, object]]:
+def _log_lines(stack: EmbeddedStack) -> list[dict[str, object]]:
     for name, fn in stack.runtime.discover().items():
         if fn.handler == "functions.handlers.match.handler":
             text = Path(stack.runtime.log_path(name)).read_text()
@@ -48,7 +48,7 @@ def _log_lines(stack: LocalStack) -> list[dict[str, object]]:
 
 
 def test_poison_never_costs_a_listed_alert_on_the_stack(
-    ctx: AwsContext, setup: tuple[str, list[CropMessage]], phone: PhoneStandIn, stack: LocalStack
+    ctx: AwsContext, setup: tuple[str, list[CropMessage]], phone: PhoneStandIn, stack: EmbeddedStack
 ) -> None:
     dep, listed = setup
     bodies: list[tuple[str, str]] = []

@@ -1,6 +1,6 @@
 """The project's own CDK template on the local stack: every function and the state machine are found.
 
-A module of its own: one LocalStack per process at a time (moto's backends are shared), and the
+A module of its own: one EmbeddedStack per process at a time (moto's backends are shared), and the
 fixture stack of test_local_runtime.py lives for that whole module.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def test_real_template_is_discovered(tmp_path: Path) -> None:
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     from infra.constants import DEFAULT_STACK_NAME, OUTPUT_SESSION_STATE_MACHINE_ARN
 
-    with LocalStack(DEFAULT_STACK_NAME, run_dir=tmp_path, start_pollers=False) as s:
+    with EmbeddedStack(DEFAULT_STACK_NAME, run_dir=tmp_path, start_pollers=False) as s:
         assert s.deployed is not None
         handlers = sorted(fn.handler for fn in s.runtime.functions.values())
         template = json.loads((s.deployed.assembly_dir / f"{DEFAULT_STACK_NAME}.template.json").read_text())

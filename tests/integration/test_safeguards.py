@@ -26,7 +26,7 @@ from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn, _wait_queue_drained, plan_demo
 from lfr_cli.leakscan import needles_for, scan
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_cli.main import main
 from lfr_core.contracts import CropMessage, DeploymentState
 from lfr_core.datasets import LfwImage
@@ -67,7 +67,7 @@ def events(admin: Admin, dep: str) -> list[dict]:
     return [e.event for e in read_events(admin.audit_store) if e.event["deployment_id"] == dep]
 
 
-def cli(stack: LocalStack, *argv: str) -> tuple[int, str]:
+def cli(stack: EmbeddedStack, *argv: str) -> tuple[int, str]:
     out = StringIO()
     with redirect_stdout(out):
         code = main(["--endpoint-url", stack.endpoint, "--region", stack.region, *argv])
@@ -187,7 +187,7 @@ def test_after_expiry_purged_within_target_and_audited(admin: Admin, watchlist_d
 
 
 def test_stated_target_fpir_sets_the_calibrated_threshold_and_is_audited(
-    admin: Admin, watchlist_dir: Path, stack: LocalStack
+    admin: Admin, watchlist_dir: Path, stack: EmbeddedStack
 ) -> None:
     from lfr_core.calibration import shipped_table, threshold_for
 
@@ -215,7 +215,7 @@ def test_stated_target_fpir_sets_the_calibrated_threshold_and_is_audited(
 
 
 def test_leak_scan_finds_nothing_of_unmatched_faces_and_finds_a_plant(
-    stack: LocalStack, ctx: AwsContext, strangers_sent: list[CropMessage]
+    stack: EmbeddedStack, ctx: AwsContext, strangers_sent: list[CropMessage]
 ) -> None:
     assert len(strangers_sent) >= 5
     needles = needles_for(m.image.to_bytes() for m in strangers_sent)  # type: ignore[union-attr]
@@ -250,7 +250,7 @@ def test_leak_scan_finds_nothing_of_unmatched_faces_and_finds_a_plant(
 # -- 5. auditors' command line; tampering detected (last: it breaks the chain) ----------------
 
 
-def test_auditor_cli_events_retention_report(stack: LocalStack, stopped: dict) -> None:
+def test_auditor_cli_events_retention_report(stack: EmbeddedStack, stopped: dict) -> None:
     code, out = cli(stack, "audit", "verify")
     assert code == 0, out
     assert "chain intact" in out
@@ -273,7 +273,7 @@ def test_auditor_cli_events_retention_report(stack: LocalStack, stopped: dict) -
     assert sum(1 for x in out.splitlines() if json.loads(x)["event"]["action"] == "export") >= 2
 
 
-def test_tampering_is_detected_by_audit_verify(stack: LocalStack, ctx: AwsContext) -> None:
+def test_tampering_is_detected_by_audit_verify(stack: EmbeddedStack, ctx: AwsContext) -> None:
     s3, bucket = ctx.client("s3"), ctx.outputs[C.OUTPUT_AUDIT_BUCKET]
     entry = AuditEntry.model_validate_json(s3.get_object(Bucket=bucket, Key=entry_key(3))["Body"].read())
     forged = entry.model_dump(mode="json")

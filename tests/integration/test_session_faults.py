@@ -31,7 +31,7 @@ from lfr_cli.aws import AwsContext
 from lfr_cli.demo import plan_demo
 from lfr_cli.leakscan import needles_for, scan
 from lfr_cli.local.faultproxy import FaultProxy
-from lfr_cli.local.stack import LocalStack
+from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.contracts import CropMessage, DeploymentState, utcnow
 from lfr_core.datasets import LfwImage
 
@@ -54,11 +54,11 @@ def proxy() -> Iterator[FaultProxy]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, proxy: FaultProxy) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, proxy: FaultProxy) -> Iterator[EmbeddedStack]:
     port = _free_port()
     proxy.target = f"http://127.0.0.1:{port}"
     # Only the functions go through the proxy; the executor, pollers and this test reach moto directly.
-    with LocalStack(
+    with EmbeddedStack(
         run_dir=tmp_path_factory.mktemp("faults"), port=port, extra_env={"AWS_ENDPOINT_URL": proxy.url}
     ) as s:
         yield s
@@ -135,13 +135,13 @@ def audit_events(admin: Admin, dep: str) -> list[dict]:
     return [e.event for e in read_events(admin.audit_store) if e.event["deployment_id"] == dep]
 
 
-def session_worker_pid(stack: LocalStack) -> int | None:
+def session_worker_pid(stack: EmbeddedStack) -> int | None:
     (fn,) = [f for f in stack.runtime.functions.values() if f.handler == SESSION_HANDLER]
     # A live "container" of the session function (the runtime may keep several).
     return next((w.pid for w in stack.runtime.workers(fn.name) if w.pid is not None), None)
 
 
-def session_log(stack: LocalStack) -> str:
+def session_log(stack: EmbeddedStack) -> str:
     (fn,) = [f for f in stack.runtime.functions.values() if f.handler == SESSION_HANDLER]
     path = stack.runtime.log_path(fn.name)
     return path.read_text(errors="replace") if path.exists() else ""
@@ -175,7 +175,7 @@ def assert_survives(admin: Admin, dep: str, objects: int, fault_s: float) -> Non
 
 
 @pytest.fixture(scope="module")
-def live(admin: Admin, watchlist_dir: Path, stack: LocalStack) -> Iterator[dict]:
+def live(admin: Admin, watchlist_dir: Path, stack: EmbeddedStack) -> Iterator[dict]:
     rec = admin.create_authorise_start("live-faults", watchlist_dir, duration_s=LIVE_S)
     dep = rec.deployment_id
     rec = admin.wait_for(dep, {S.ACTIVE}, timeout_s=300)
@@ -185,7 +185,7 @@ def live(admin: Admin, watchlist_dir: Path, stack: LocalStack) -> Iterator[dict]
 
 
 def test_a_session_worker_killed_during_check_active_is_retried(
-    live: dict, admin: Admin, stack: LocalStack, proxy: FaultProxy
+    live: dict, admin: Admin, stack: EmbeddedStack, proxy: FaultProxy
 ) -> None:
     dep = live["dep"]
     # Hold CheckActive's DynamoDB read so the worker is surely inside the check when it is killed.
@@ -204,7 +204,7 @@ def test_a_session_worker_killed_during_check_active_is_retried(
 
 @pytest.mark.parametrize(("service", "mode", "seconds"), [("dynamodb", "503", 30), (None, "drop", 20)])
 def test_b_c_dynamodb_or_endpoint_unavailable_during_check_active(
-    live: dict, admin: Admin, stack: LocalStack, proxy: FaultProxy, service: str | None, mode: str, seconds: int
+    live: dict, admin: Admin, stack: EmbeddedStack, proxy: FaultProxy, service: str | None, mode: str, seconds: int
 ) -> None:
     dep = live["dep"]
     before = len(fault_events(admin, dep, "check"))
@@ -340,7 +340,7 @@ def test_d_stop_with_crops_in_dlq_and_in_flight_leaves_none_after_closed(
 
 
 def test_b_dynamodb_unavailable_during_purge_is_retried_visible_and_never_reasonless(
-    stopped: dict, admin: Admin, stack: LocalStack
+    stopped: dict, admin: Admin, stack: EmbeddedStack
 ) -> None:
     dep, sampler = stopped["dep"], stopped["sampler"]
     assert stopped["dynamodb_hits"] > 0  # the purge did meet the outage
@@ -352,7 +352,7 @@ def test_b_dynamodb_unavailable_during_purge_is_retried_visible_and_never_reason
 
 
 def test_nothing_of_a_face_remains_after_closed(
-    stopped: dict, stack: LocalStack, ctx: AwsContext, crops_sent: list[CropMessage]
+    stopped: dict, stack: EmbeddedStack, ctx: AwsContext, crops_sent: list[CropMessage]
 ) -> None:
     assert len(crops_sent) >= 20
     needles = needles_for(m.image.to_bytes() for m in crops_sent)  # type: ignore[union-attr]

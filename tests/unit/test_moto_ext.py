@@ -1,8 +1,8 @@
-"""moto's faults that `lfr_cli.local.moto_ext` and `LocalStack` work around, and the workarounds.
+"""moto's faults that `lfr_cli.local.moto_ext` and `EmbeddedStack` work around, and the workarounds.
 
 The `test_upstream_*` tests assert moto (as installed) STILL has each fault, on moto's own code.
 When one fails, moto has fixed that fault: delete the matching part of `moto_ext` (or of
-`LocalStack._executable_state_machines`) and the test.
+`EmbeddedStack._executable_state_machines`) and the test.
 """
 
 from __future__ import annotations

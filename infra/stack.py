@@ -32,7 +32,7 @@ from infra.constants import (
 )
 from infra.constructs.alarms import Alarms, AlarmSources
 from infra.constructs.alerts import AlertTopic
-from infra.constructs.audit import AuditStorage
+from infra.constructs.audit_storage import AuditStorage
 from infra.constructs.functions import CDK_ROLE_DEPENDS_ON, CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
 from infra.constructs.nag import skip_static_checks
 from infra.constructs.officers import Officers

@@ -16,12 +16,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from edge_uploader.pipeline import SourceError, list_images
-from functions.dal.audit import S3AuditStore
+from functions.dal.audit_store import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.ports import DeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
 from functions.exceptions import StateConflictError
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.models.records import (
     ENCOUNTER_WINDOW_BOUNDS_S,
     ENCOUNTER_WINDOW_S,

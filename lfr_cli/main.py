@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lfr_cli.admin import Admin, AdminError, add_deployment_parsers, run_deployment
-from lfr_cli.audit import Auditor, add_audit_parsers, run_audit
+from lfr_cli.auditor import Auditor, add_audit_parsers, run_audit
 from lfr_cli.aws import AwsContext, StackNotFoundError
 from lfr_cli.durations import parse_duration
 from lfr_cli.officers import add_officer_parsers, run_officers

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from functions.dal.officers import OfficerChannels, OfficerRepository
 from functions.dal.ports import DeploymentRepository
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.tokens import issue_token
 from functions.models.officers import Channel, ChannelKind, OfficerRecord
 from functions.models.records import DeploymentRecord

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from functions.dal.audit import S3AuditStore
+from functions.dal.audit_store import S3AuditStore
 from functions.dal.dynamodb import DynamoDeploymentRepository
 from functions.dal.officers import DynamoOfficerRepository, SecretSigningKey, SnsOfficerChannels
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.models.officers import ChannelKind
 from infra import constants as C
 from lfr_cli.aws import AwsContext

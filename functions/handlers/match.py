@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.dal.audit import S3AuditStore
+from functions.dal.audit_store import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.officers import SecretSigningKey
 from functions.dal.ports import RecordAcks
@@ -20,7 +20,7 @@ from functions.dal.s3 import S3AlertCropStore, S3WatchlistStore
 from functions.dal.sns import SnsAlertPublisher
 from functions.dal.sqs_records import SqsRecordAcks
 from functions.handlers._service import Lazy
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.match import MatchService, Prepared
 from functions.logic.protocols import Embedder
 from functions.logic.sqs_batch import Record, run_batch

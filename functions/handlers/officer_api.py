@@ -10,12 +10,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.dal.audit import S3AuditStore
+from functions.dal.audit_store import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.officers import DynamoOfficerRepository, S3EvidenceLinks, SecretSigningKey
 from functions.dal.queue_stats import SqsQueueStats
 from functions.handlers._service import Lazy
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.console import Console
 from functions.logic.officer_api import OfficerApi
 from functions.models.env import OfficerApiEnv

@@ -7,12 +7,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.dal.audit import S3AuditStore
+from functions.dal.audit_store import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository
 from functions.dal.s3 import S3WatchlistStore
 from functions.dal.sqs import SqsCropQueues
 from functions.handlers._service import Lazy
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.session import SessionRequest, SessionService, handle_with_metric
 from functions.models.env import SessionEnv
 from functions.observability import PowertoolsMetricsSink, logger, metrics

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from functions.dal.ports import AlertCropStore, AlertPublisher, AlertRepository
 from functions.exceptions import TransientStorageError
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.models.records import ALERT_RETENTION_DAYS, AlertRecord
 from functions.observability import MetricsSink, logger
 from lfr_core.contracts import AuditAction

@@ -39,7 +39,7 @@ from functions.exceptions import (
     WatchlistIndexError,
 )
 from functions.logic import watchlist
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.encounters import Encounters, record_camera_activity
 from functions.logic.protocols import Embedder
 from functions.models.records import ALERT_RETENTION_DAYS, ENCOUNTER_WINDOW_S, DeploymentRecord, IndexFault

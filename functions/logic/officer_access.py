@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from functions.dal.officers import OfficerRepository
 from functions.dal.ports import DeploymentRepository
 from functions.exceptions import AccessRefusedError, TokenError
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.tokens import ALERT_ID, DEPLOYMENT_ID, epoch, link_valid, verify_token
 from functions.models.officers import AccessRefusal, Claims
 from functions.observability import MetricsSink, logger

@@ -35,7 +35,7 @@ from functions.exceptions import (
     RequestNotFoundError,
     TokenError,
 )
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.console import Console, content_security_policy
 from functions.logic.officer_access import OfficerAccess, as_dict, as_str, refusal_of
 from functions.logic.tokens import ALERT_ID

@@ -33,7 +33,7 @@ from functions.exceptions import (
     WatchlistNotBuiltError,
     is_transient,
 )
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.models.records import MAX_SESSION_DURATION_S, DeploymentRecord, PurgeResult
 from functions.observability import METRIC_PURGE_INCOMPLETE, METRIC_SESSION_STEP_ERRORS, MetricsSink, logger
 from lfr_core.contracts import AuditAction, AuditValue, DeploymentId, DeploymentState, utcnow
@@ -42,7 +42,7 @@ from lfr_core.lifecycle import STARTABLE, TERMINAL, SessionAction, can_move, sou
 
 S = DeploymentState
 MAX_WAIT_S = 5
-MAX_REASON_CHARS = 400  # fits an audit detail (functions.logic.audit.MAX_DETAIL_CHARS)
+MAX_REASON_CHARS = 400  # fits an audit detail (functions.logic.audit_log.MAX_DETAIL_CHARS)
 ACTOR = "session-state-machine"
 # Clock skew tolerated between the authorising officer's start time and the machine's clock.
 START_SKEW_S = 300

@@ -27,7 +27,7 @@ import pytest
 
 from edge_uploader.pipeline import photo_message
 from edge_uploader.sender import SqsSender
-from functions.logic.audit import read_events
+from functions.logic.audit_log import read_events
 from functions.observability import METRIC_INDEX_MISSING, METRICS_NAMESPACE, SERVICE_DIMENSION, SERVICE_NAME
 from infra import constants as C
 from infra.constructs.alarms import ALARM_DLQ_DEPTH, ALARM_INDEX_MISSING, alarm_name_prefix

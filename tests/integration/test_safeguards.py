@@ -19,8 +19,8 @@ import pytest
 
 from edge_uploader.pipeline import photo_message
 from edge_uploader.sender import SqsSender
-from functions.dal.audit import entry_key
-from functions.logic.audit import AuditEntry
+from functions.dal.audit_store import entry_key
+from functions.logic.audit_log import AuditEntry
 from infra import constants as C
 from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
@@ -62,7 +62,7 @@ def authorise(admin: Admin, dep: str, *, max_size: int, hours: float = 1.0) -> N
 
 
 def events(admin: Admin, dep: str) -> list[dict]:
-    from functions.logic.audit import read_events
+    from functions.logic.audit_log import read_events
 
     return [e.event for e in read_events(admin.audit_store) if e.event["deployment_id"] == dep]
 

@@ -130,7 +130,7 @@ class Sampler:
 
 
 def audit_events(admin: Admin, dep: str) -> list[dict]:
-    from functions.logic.audit import read_events
+    from functions.logic.audit_log import read_events
 
     return [e.event for e in read_events(admin.audit_store) if e.event["deployment_id"] == dep]
 

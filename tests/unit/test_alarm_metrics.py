@@ -13,7 +13,7 @@ import pytest
 
 from functions.exceptions import PurgeIncompleteError
 from functions.handlers import session as session_handler
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.session import SessionService
 from functions.observability import (
     METRIC_CROPS_REJECTED,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from functions.dal.audit import S3AuditStore, entry_key
+from functions.dal.audit_store import S3AuditStore, entry_key
 from functions.exceptions import AuditRejectedError
-from functions.logic.audit import GENESIS_HASH, AuditEntry, AuditLog, chain_hash, read_events, verify_chain
+from functions.logic.audit_log import GENESIS_HASH, AuditEntry, AuditLog, chain_hash, read_events, verify_chain
 from lfr_cli.local.server import MotoServer
 from lfr_core.contracts import AuditAction
 from tests.fakes import InMemoryAuditStore

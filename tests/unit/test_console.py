@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from functions.dal.queue_stats import QueueStats
-from functions.logic.audit import AuditLog, read_events
+from functions.logic.audit_log import AuditLog, read_events
 from functions.logic.console import Console
 from functions.logic.encounters import record_camera_activity
 from functions.logic.officer_api import CONSOLE_PAGE_RESOURCE, FORBIDDEN, TOKEN_CONSOLE_RESOURCE, OfficerApi

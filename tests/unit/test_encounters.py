@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from functions.logic.audit import AuditLog, read_events
+from functions.logic.audit_log import AuditLog, read_events
 from functions.logic.encounters import encounter_alert_id
 from functions.logic.officer_api import DecisionRequest, OfficerApi
 from functions.models.records import ENCOUNTER_WINDOW_S, Decision

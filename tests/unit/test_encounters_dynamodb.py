@@ -166,7 +166,7 @@ def test_camera_activity_is_one_counter_update_per_camera(repo: DynamoAlertRepos
 
 
 def test_purge_of_the_deployment_deletes_its_encounter_state_not_its_alerts(repo: DynamoAlertRepository) -> None:
-    from functions.logic.audit import AuditLog, read_events
+    from functions.logic.audit_log import AuditLog, read_events
     from functions.logic.session import SessionService
     from lfr_core.contracts import AuditAction, DeploymentState
     from tests.fakes import InMemoryAuditStore, InMemoryDeploymentRepository

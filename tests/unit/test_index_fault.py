@@ -19,7 +19,7 @@ import pytest
 from functions.exceptions import AuditAppendError
 from functions.handlers import match as match_handler
 from functions.logic import watchlist
-from functions.logic.audit import AuditLog, read_events
+from functions.logic.audit_log import AuditLog, read_events
 from functions.logic.match import MatchService
 from functions.observability import METRIC_INDEX_MISSING
 from lfr_core.contracts import AuditAction, DeploymentState

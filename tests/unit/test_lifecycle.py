@@ -17,7 +17,7 @@ import pytest
 from moto import mock_aws
 
 from functions.exceptions import AuthorisationError, DeploymentNotActiveError, NoUsableFacesError
-from functions.logic.audit import AuditLog
+from functions.logic.audit_log import AuditLog
 from functions.logic.build_watchlist import BuildService
 from functions.logic.session import SessionRequest, SessionService
 from functions.models.records import DeploymentRecord

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from functions.exceptions import TokenError
-from functions.logic.audit import AuditLog, read_events, verify_chain
+from functions.logic.audit_log import AuditLog, read_events, verify_chain
 from functions.logic.officer_api import FORBIDDEN, TOKEN_ALERT_RESOURCE, TOKEN_DECISION_RESOURCE, OfficerApi
 from functions.logic.tokens import issue_token, page_link, verify_token
 from functions.models.officers import OfficerRecord

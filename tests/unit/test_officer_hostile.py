@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from functions.exceptions import TokenError
 from functions.handlers import officer_api
-from functions.logic.audit import AuditLog, read_events
+from functions.logic.audit_log import AuditLog, read_events
 from functions.logic.officer_access import FAILED_ACCESS_AUDIT_WINDOW_S, FAILED_ACCESS_METRIC
 from functions.logic.officer_api import (
     COGNITO_ALERT_RESOURCE,

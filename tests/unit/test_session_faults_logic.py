@@ -19,7 +19,7 @@ from functions.exceptions import (
     TransientStorageError,
     is_transient,
 )
-from functions.logic.audit import AuditLog, read_events
+from functions.logic.audit_log import AuditLog, read_events
 from functions.logic.session import STEP_ERRORS_METRIC, SessionRequest, SessionService, handle_with_metric
 from functions.observability import METRIC_PURGE_INCOMPLETE
 from lfr_core.contracts import DeploymentState as S

@@ -16,7 +16,7 @@ from functions.exceptions import (
     WatchlistNotBuiltError,
 )
 from functions.handlers import session as session_handler
-from functions.logic.audit import AuditLog, read_events, verify_chain
+from functions.logic.audit_log import AuditLog, read_events, verify_chain
 from functions.logic.session import SessionRequest, SessionService
 from functions.models.records import Authorisation
 from lfr_core.contracts import DeploymentState as S

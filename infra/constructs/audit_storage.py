@@ -1,6 +1,6 @@
 """The audit log bucket: append-only, Object Lock (COMPLIANCE), outside everything a purge touches.
 
-Each audit entry is one object `chain/<seq>.json` (functions/dal/audit.py). Object Lock keeps
+Each audit entry is one object `chain/<seq>.json` (functions/dal/audit_store.py). Object Lock keeps
 every version for `AUDIT_RETENTION_DAYS` whatever an administrator does; the bucket policy
 also refuses deletes and any PutObject that is not a conditional create (`If-None-Match`),
 so even a writer cannot overwrite an entry.
@@ -26,7 +26,7 @@ AUDIT_OBJECTS = "chain/*"
 
 
 class AuditStorage(Construct):
-    """Where the audit chain is stored (the chain itself: functions/logic/audit.py `AuditLog`)."""
+    """Where the audit chain is stored (the chain itself: functions/logic/audit_log.py `AuditLog`)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, access_logs: s3.IBucket) -> None:
         super().__init__(scope, construct_id)

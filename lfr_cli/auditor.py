@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions.dal.audit import S3AuditStore
+from functions.dal.audit_store import S3AuditStore
 from functions.dal.dynamodb import DynamoAlertRepository, DynamoDeploymentRepository, from_item
-from functions.logic.audit import AuditEntry, VerifyReport, read_events, verify_chain
+from functions.logic.audit_log import AuditEntry, VerifyReport, read_events, verify_chain
 from functions.models.records import DeploymentRecord
 from infra import constants as C
 from lfr_cli.aws import AwsContext

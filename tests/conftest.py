@@ -12,7 +12,7 @@ import pytest
 def built_models() -> Path:
     """Build the ONNX models once (idempotent: a no-op when build/models is current) and return their dir.
 
-    Honours MODEL_DIR / LFR_MODEL_DIR like lfr_core.face.models.model_dir(), so a test run can point
+    Honours MODEL_DIR / LFR_MODEL_DIR like lfr_core.face.onnx_models.model_dir(), so a test run can point
     at a prebuilt directory.
     """
     from layers.models import DEFAULT_OUT, build

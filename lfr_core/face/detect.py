@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lfr_core.face.models import cpu_session
-from lfr_core.face.models import model_path as _model_path
+from lfr_core.face.onnx_models import cpu_session
+from lfr_core.face.onnx_models import model_path as _model_path
 from lfr_core.layout import MODEL_YUNET
 
 # Images whose shorter side is below this are upscaled before detection (0 = never). Measured on

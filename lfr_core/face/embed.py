@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from lfr_core.face.align import CROP_SIZE
-from lfr_core.face.models import cpu_session
-from lfr_core.face.models import model_path as _model_path
+from lfr_core.face.onnx_models import cpu_session
+from lfr_core.face.onnx_models import model_path as _model_path
 from lfr_core.layout import MODEL_SFACE
 
 EMBEDDING_DIM = 128

@@ -224,7 +224,7 @@ def crop_jpeg(path: Path) -> bytes:
 
 def require_models() -> None:
     from lfr_core.errors import DatasetNotFoundError, ModelNotBuiltError
-    from lfr_core.face.models import model_dir
+    from lfr_core.face.onnx_models import model_dir
 
     try:
         model_dir()

@@ -1,6 +1,6 @@
 """Which crops of a track leave the van, and when: one bundle of up to K crops per track.
 
-The cloud makes one decision per track from all the crops it sends (issue 5: track fusion), so
+The cloud makes one decision per track from all the crops it sends (track fusion, lfr_core/matching.py), so
 the crops of a track travel together in one message. Per track (only gate-passing crops are
 offered, and only once the track is confirmed by `min_hits` detections):
 - a crop is taken at most every `min_interval_s` (the best offered since the last take): crops

@@ -16,7 +16,7 @@ LAMBDA_LAYER_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
 # function timeout (infra/constructs/queues.py). So the timeout is sized to the work of one
 # batch, from measured costs, with 2x headroom, and the model is loaded during init (outside it;
 # functions/handlers/match.py):
-#   worst batch = 5 messages x 3 crops x 18 ms inference (SFace, one core, measured: issue 13's
+#   worst batch = 5 messages x 3 crops x 18 ms inference (SFace, one core, measured for README "Performance and cost";
 #   figures; 36-70 ms/crop on this shared 2-core machine under load) = 0.27 s
 #               + 5 alerts x ~150 ms of writes (record, crop, publish, audit, mark) = 0.75 s
 #   -> ~1.0 s; ~x5 headroom (a redelivered batch is processed record by record, and a loaded
@@ -76,7 +76,7 @@ ENV_OFFICERS_TABLE = "OFFICERS_TABLE"
 ENV_SIGNING_SECRET_ARN = "SIGNING_SECRET_ARN"
 ENV_OFFICER_PAGE_URL = "OFFICER_PAGE_URL"
 
-# Officers (issue 6): the alert page API and its function.
+# Officers: the alert page API and its function.
 OFFICER_API_TIMEOUT_S = 10
 OFFICER_API_MEMORY_MB = 256  # DynamoDB/S3 presign only: no model
 OFFICER_API_STAGE = "prod"

@@ -27,7 +27,7 @@ from lfr_core.contracts import AuditAction, DeploymentState, utcnow
 
 S = DeploymentState
 LIVE = {S.PENDING, S.AUTHORISED, S.BUILDING, S.ACTIVE}
-# Adjudication outcomes (issue 6's decisions; older spellings accepted).
+# Adjudication outcomes (functions/models/records.py Decision; older spellings accepted).
 TRUE_DECISIONS = {"confirmed_engaged", "confirmed", "true", "true_alert"}
 FALSE_DECISIONS = {"not_a_match", "false", "false_alert"}
 REPORT_FIELDS = (

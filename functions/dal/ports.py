@@ -79,7 +79,7 @@ class AlertRepository(ABC):
     @abstractmethod
     def replace_if_better(self, record: AlertRecord) -> bool:
         """Overwrite the alert with `record` only if the stored similarity is lower and no officer
-        has decided it yet; False (and no write) otherwise. One alert per track (issue 6)."""
+        has decided it yet; False (and no write) otherwise. One decision per alert."""
 
     @abstractmethod
     def set_decision(

@@ -55,7 +55,7 @@ class ManifestEntry(BaseModel):
 
     entry_id: str = Field(min_length=1, max_length=128)
     label: str = Field(min_length=1, max_length=256)
-    # What officers' alerts show (issue 6): a case/watchlist reference and why the person is listed.
+    # What officers' alerts show (README "Officers"): a case/watchlist reference and why the person is listed.
     reference: str | None = Field(default=None, max_length=128)
     reason: str | None = Field(default=None, max_length=300)
 

@@ -46,7 +46,7 @@ class MatchEnv(_Env):
     model_dir: str | None = Field(default=None, alias=MODEL_DIR)
     # Alerts are audited (alert id only) when the stack provides the audit bucket.
     audit_bucket: str | None = Field(default=None, alias=AUDIT_BUCKET)
-    # Officers' alert page (issue 6): notifications carry a signed link when both are set.
+    # Officers' alert page (functions/logic/officer_api.py): notifications carry a signed link when both are set.
     officer_page_url: str | None = Field(default=None, alias=OFFICER_PAGE_URL)
     signing_secret_arn: str | None = Field(default=None, alias=SIGNING_SECRET_ARN)
 

@@ -118,7 +118,7 @@ class DeploymentRecord(BaseModel):
     threshold: float = Field(ge=-1.0, le=1.0)
     # The false-positive identification rate the deployment was calibrated for, if it stated one.
     target_fpir: float | None = Field(default=None, gt=0.0, lt=1.0)
-    # One decision per track (issue 5): a message of n crops is decided on their fused score
+    # One decision per track (docs/ARCHITECTURE.md, matching): a message of n crops is decided on their fused score
     # against track_thresholds[n - 2] (n >= 2; `threshold` for one crop), calibrated for fusion
     # at creation. Empty (records from before fusion): every n uses `threshold` with "max",
     # i.e. the old per-crop rule.
@@ -194,7 +194,7 @@ class AlertRecord(Alert):
     expires_at_epoch: int  # DynamoDB TTL attribute
     # Set once the SNS publish succeeded; a replay of the same crop with it set publishes nothing.
     published_at: AwareDatetime | None = None
-    # The officer's decision (issue 6); one per alert, first one wins.
+    # The officer's decision (README "Officers"); one per alert, first one wins.
     decision: Decision | None = None
     decided_by: str | None = None
     decided_at: AwareDatetime | None = None

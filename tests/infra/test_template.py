@@ -259,7 +259,7 @@ def test_no_unsuppressed_nag_findings(app_and_stack: tuple[App, LfrStack]) -> No
     assert warnings == [], [f"{w.id}: {str(w.entry.data)[:160]}" for w in warnings]
 
 
-# -- issue 4: retention, audit Object Lock, queue retention, session limits -------------------------
+# -- retention, audit Object Lock, queue retention, session limits -------------------------
 
 
 def test_retention_settings(template: Template) -> None:

@@ -202,7 +202,7 @@ def _run_with_kills(ctx: AwsContext, stack: EmbeddedStack, crops: dict[str, list
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"])
 
-    # Rounds of 2 listed + 1 stranger tracks a second (the mix: 40 of 60 listed); after the
+    # Rounds of 2 listed + 1 stranger tracks a second (a crowded mix: 40 of 60 listed); after the
     # first 60, only as much as keeps the workers busy until the kills are done.
     while time.monotonic() - t0 < 600:
         if len(listed) >= LISTED_TRACKS and killer.crashes() >= killer.target:

@@ -1,4 +1,4 @@
-"""Issue 4 on the embedded stack (CDK template on moto, real handlers, real SFace, real faces):
+"""The safeguards on the embedded stack (CDK template on moto, real handlers, real SFace, real faces):
 refusals by the session machine, purge after an early stop and after expiry (queues too), the
 audit chain and the auditors' CLI, and a leak scan of everything the stack stores.
 

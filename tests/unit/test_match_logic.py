@@ -282,7 +282,7 @@ def test_crash_after_record_before_publish_publishes_on_retry(world: World) -> N
     assert world.alerts.list_for_deployment(DEP)[0].published_at is not None
 
 
-# -- one decision per track (issue 5) ---------------------------------------------------------
+# -- one decision per track ---------------------------------------------------------------------
 
 TRACK = [("Colin_Powell", n) for n in (2, 3, 4)]
 

@@ -189,7 +189,7 @@ def test_handler_parses_payload(env) -> None:
         session_handler.set_service(None)
 
 
-# -- issue 4: authorisation before start, purge of queues, audit of every transition ----------
+# -- authorisation before start, purge of queues, audit of every transition ----------
 
 
 def _pending(repo: InMemoryDeploymentRepository, store: InMemoryObjectStore, *, images: int = 3,

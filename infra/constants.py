@@ -16,8 +16,8 @@ LAMBDA_LAYER_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
 # function timeout (infra/constructs/queues.py). So the timeout is sized to the work of one
 # batch, from measured costs, with 2x headroom, and the model is loaded during init (outside it;
 # functions/handlers/match.py):
-#   worst batch = 5 messages x 3 crops x 18 ms inference (SFace, one core, measured for README "Performance and cost";
-#   figures; 36-70 ms/crop on this shared 2-core machine under load) = 0.27 s
+#   worst batch = 5 messages x 3 crops x 18 ms inference (SFace, one core, README "Performance and
+#   cost"; 36-70 ms/crop on this shared 2-core machine under load) = 0.27 s
 #               + 5 alerts x ~150 ms of writes (record, crop, publish, audit, mark) = 0.75 s
 #   -> ~1.0 s; ~x5 headroom (a redelivered batch is processed record by record, and a loaded
 #   machine runs 5-10x slower) -> 5 s timeout -> 30 s visibility: a record whose invocation

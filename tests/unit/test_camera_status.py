@@ -37,11 +37,26 @@ from tests.fakes import (
     InMemoryDeploymentRepository,
     InMemoryObjectStore,
 )
-from tests.unit import test_encounters_dynamodb as ddb_tests
 from tests.unit.functions_support import NOW, Clock, RecordingMetrics, deployment, lambda_context, sqs_record
 
 DEP, ENDED = "dep-live", "dep-ended"
-ddb, repo = ddb_tests.ddb, ddb_tests.repo  # the moto server and its alerts table
+TABLE = "alerts-camera-status-test"
+
+
+@pytest.fixture(scope="module")
+def ddb() -> Iterator[Any]:
+    """A moto server (over HTTP) with an alerts table shaped like the stack's."""
+    from lfr_cli.local.server import MotoServer
+
+    with MotoServer() as server:
+        server.client("dynamodb").create_table(
+            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "deployment_id", "AttributeType": "S"},
+                                  {"AttributeName": "alert_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "deployment_id", "KeyType": "HASH"},
+                       {"AttributeName": "alert_id", "KeyType": "RANGE"}],
+        )
+        yield server
 
 
 def status(**kw: Any) -> CameraStatus:
@@ -273,10 +288,10 @@ def test_heartbeat_on_every_state_change_and_every_interval() -> None:
 # -- the store on real DynamoDB conditional writes (moto server) ------------------------------------------
 
 
-def test_dynamodb_keeps_the_newest_status_beside_the_activity_and_purges_both(repo: Any) -> None:
+def test_dynamodb_keeps_the_newest_status_beside_the_activity_and_purges_both(ddb: Any) -> None:
     from functions.dal.dynamodb import DynamoAlertRepository
 
-    assert isinstance(repo, DynamoAlertRepository)
+    repo = DynamoAlertRepository(TABLE, ddb.client("dynamodb"))
     newer = _last(CameraState.RECONNECTING, NOW, NOW - timedelta(seconds=3), gap_s=3.0, reconnects=1)
     older = _last(CameraState.STREAMING, NOW - timedelta(seconds=5), NOW - timedelta(minutes=1))
     record_camera_activity(repo, [(DEP, "cam-1", None)], NOW - timedelta(seconds=30), lambda _: 31)

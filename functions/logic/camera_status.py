@@ -16,9 +16,22 @@ from datetime import datetime
 from typing import Any
 
 from functions.dal.ports import AlertRepository
-from functions.models.records import AlertRecord, LastCameraStatus
+from functions.models.records import AlertRecord, DeploymentRecord, LastCameraStatus
 from functions.observability import logger
 from lfr_core.contracts import CAMERA_STATUS_KIND, MESSAGE_KIND_ATTRIBUTE, CameraStatus
+
+# A status is worth nothing after its session; should one be written after the purge (an invocation
+# that read the deployment as live just before it ended), its item expires this soon after the
+# session's end instead of with the alert retention.
+STATUS_TTL_AFTER_SESSION_S = 3600
+
+
+def status_expiry_epoch(dep: DeploymentRecord, now: datetime) -> int:
+    """TTL of a stored status: the session's end plus a margin, never beyond the alert retention."""
+    retention = AlertRecord.expiry_epoch(now, dep.alert_retention_days)
+    if dep.expires_at is None:
+        return retention
+    return min(retention, int(dep.expires_at.timestamp()) + STATUS_TTL_AFTER_SESSION_S)
 
 
 def is_camera_status(record: Mapping[str, Any]) -> bool:
@@ -28,15 +41,14 @@ def is_camera_status(record: Mapping[str, Any]) -> bool:
     return isinstance(kind, Mapping) and kind.get("stringValue") == CAMERA_STATUS_KIND
 
 
-def record_camera_status(alerts: AlertRepository, status: CameraStatus, now: datetime, retention_days: int) -> bool:
+def record_camera_status(alerts: AlertRepository, status: CameraStatus, now: datetime, expires_epoch: int) -> bool:
     """Store the status as the camera's last one (unless a later-sent one is stored); True if stored."""
     last = LastCameraStatus(
         state=status.state, since=status.since, sent_at=status.sent_at, received_at=now,
         interval_s=status.interval_s, frames=status.frames, gap_s=status.gap_s,
         reconnects=status.reconnects, spool_depth=status.spool_depth,
     )
-    stored = alerts.record_camera_status(
-        status.deployment_id, status.camera_id, last, AlertRecord.expiry_epoch(now, retention_days))
+    stored = alerts.record_camera_status(status.deployment_id, status.camera_id, last, expires_epoch)
     logger.info("camera status", extra={
         "deployment_id": status.deployment_id, "camera_id": status.camera_id, "state": str(status.state),
         "reconnects": status.reconnects, "stored": stored,

@@ -40,7 +40,7 @@ from functions.exceptions import (
 )
 from functions.logic import watchlist
 from functions.logic.audit import AuditLog
-from functions.logic.camera_status import is_camera_status, record_camera_status
+from functions.logic.camera_status import is_camera_status, record_camera_status, status_expiry_epoch
 from functions.logic.encounters import Encounters, record_camera_activity
 from functions.logic.protocols import Embedder
 from functions.models.records import ALERT_RETENTION_DAYS, ENCOUNTER_WINDOW_S, DeploymentRecord, IndexFault
@@ -118,9 +118,9 @@ class Prepared:
     reason: str | None = None
     error: Exception | None = None
     alert: PendingAlert | None = None
-    # A camera status to store (functions/logic/camera_status.py), with its deployment's retention.
+    # A camera status to store (functions/logic/camera_status.py), and when its record may expire.
     status: CameraStatus | None = None
-    retention_days: int = ALERT_RETENTION_DAYS
+    status_expires_epoch: int = 0
 
 
 @dataclass
@@ -363,7 +363,7 @@ class MatchService:
                                extra={"deployment_id": st.deployment_id, "sqs_message_id": sqs_id})
                 results[sqs_id] = Prepared(outcome=Outcome.REFUSED, reason="deployment_not_active")
             else:
-                results[sqs_id] = Prepared(status=st, retention_days=dep.alert_retention_days)
+                results[sqs_id] = Prepared(status=st, status_expires_epoch=status_expiry_epoch(dep, now))
 
     @staticmethod
     def _search(
@@ -578,7 +578,7 @@ class MatchService:
         if prepared.alert is not None:
             return self._raise_alert(prepared.alert)
         if prepared.status is not None:
-            stored = record_camera_status(self.alerts, prepared.status, self.clock(), prepared.retention_days)
+            stored = record_camera_status(self.alerts, prepared.status, self.clock(), prepared.status_expires_epoch)
             return Outcome.STATUS if stored else Outcome.STATUS_STALE
         assert prepared.outcome is not None
         return prepared.outcome

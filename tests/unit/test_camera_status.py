@@ -157,6 +157,11 @@ def test_a_status_is_stored_as_the_cameras_last_and_an_older_one_never_overwrite
     assert cam.status is not None and cam.status.state == CameraState.RECONNECTING
     assert (cam.status.sent_at, cam.status.received_at, cam.status.spool_depth) == (down.sent_at, NOW, 3)
     assert cam.last_seen is None and cam.messages == 0  # a status is not a crop message
+    # Its item expires an hour after the session, not with the 31-day alert retention.
+    dep = world.deployments.get(DEP)
+    assert dep is not None and dep.expires_at is not None
+    expiry = world.alerts.activity[(DEP, "cam#cam-1")]["expires_at_epoch"]
+    assert expiry == int(dep.expires_at.timestamp()) + 3600
     assert world.metrics.total("CropsReceived") == 0 and world.metrics.total(METRIC_CROPS_REJECTED) == 0
 
 
@@ -359,3 +364,19 @@ def test_with_the_link_down_only_the_newest_status_waits_in_memory_and_an_old_on
     st = delivery.stats()
     assert (st.status_expired, st.status_pending, st.status_sent) == (1, False, 0)
     delivery.close(drain_timeout_s=0.2)
+
+
+def test_the_status_interval_is_a_bounded_setting_of_the_van(tmp_path: Any) -> None:
+    from edge_uploader.cli import _config, _parser
+    from edge_uploader.config import EdgeConfig
+    from edge_uploader.status import STATUS_INTERVAL_S
+
+    base = ["run", "--deployment", DEP, "--source", "rtsp://127.0.0.1/x", "--queue-url", "http://q"]
+    assert _config(_parser().parse_args(base)).status_interval_s == STATUS_INTERVAL_S == 15.0
+    assert _config(_parser().parse_args([*base, "--status-every", "2"])).status_interval_s == 2.0
+    toml = tmp_path / "van.toml"
+    toml.write_text("status_interval_s = 30.0\n")
+    assert EdgeConfig.load(toml, {}).status_interval_s == 30.0
+    for bad in ("0.1", "3600"):
+        with pytest.raises(ValidationError):
+            _config(_parser().parse_args([*base, "--status-every", bad]))

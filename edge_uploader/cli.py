@@ -29,6 +29,7 @@ from edge_uploader.runner import RunStats, Uploader
 from edge_uploader.sampler import SamplingPolicy
 from edge_uploader.sources import FrameSource, SourceStatus
 from edge_uploader.spool import Spool
+from edge_uploader.status import CameraHeartbeat
 from lfr_core.face.detect import FaceDetector
 
 EXIT_OK, EXIT_DELIVERY, EXIT_USAGE, EXIT_SOURCE, EXIT_EXPIRED = 0, 1, 2, 3, 4
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="read a video file as fast as it is processed, dropping nothing (offline runs)")
     run.add_argument("--preview", type=Path, help="write an annotated video of the processed frames (mp4v)")
     run.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines")
+    run.add_argument("--status-every", type=float,
+                     help="seconds between the camera's status messages to the console (default 15)")
     return p
 
 
@@ -76,7 +79,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
         "endpoint_url": args.endpoint_url, "min_quality": args.min_quality, "best_k": args.best_k,
         "min_interval_s": args.min_interval, "max_wait_s": args.max_wait, "spool_dir": args.spool_dir,
         "spool_ttl_s": args.spool_ttl,
-        "expires_at": expires, "detector_threads": args.detector_threads,
+        "expires_at": expires, "detector_threads": args.detector_threads, "status_interval_s": args.status_every,
     })
 
 
@@ -141,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         max_gap_s=cfg.max_track_gap_s,
         preview=preview, progress=lambda line: print(line, file=sys.stderr, flush=True),
         progress_every_s=args.progress_every, on_camera=_camera_state,
+        heartbeat=CameraHeartbeat(delivery, deployment_id=args.deployment, camera_id=cfg.camera_id,
+                                  interval_s=cfg.status_interval_s),
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
     code = EXIT_OK

@@ -14,8 +14,9 @@ from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
 from edge_uploader.sampler import DEFAULT_BEST_K, DEFAULT_MAX_WAIT_S, DEFAULT_MIN_HITS, DEFAULT_MIN_INTERVAL_S
 from edge_uploader.sources import DEFAULT_QUEUE_SIZE
 from edge_uploader.spool import DEFAULT_TTL_S
+from edge_uploader.status import STATUS_INTERVAL_S
 from edge_uploader.tracker import DEFAULT_MAX_GAP_S
-from lfr_core.contracts import MAX_TRACK_CROPS
+from lfr_core.contracts import MAX_STATUS_INTERVAL_S, MAX_TRACK_CROPS, MIN_STATUS_INTERVAL_S
 
 
 def default_spool_dir() -> Path:
@@ -47,6 +48,8 @@ class EdgeConfig(BaseModel):
     probe_interval_s: float = Field(default=DEFAULT_PROBE_INTERVAL_S, gt=0.0)
     drain_timeout_s: float = Field(default=10.0, ge=0.0)
     expires_at: AwareDatetime | None = Field(default=None, description="the deployment's end: nothing sent after")
+    # The camera's status to the van's console (edge_uploader/status.py): seconds between two.
+    status_interval_s: float = Field(default=STATUS_INTERVAL_S, ge=MIN_STATUS_INTERVAL_S, le=MAX_STATUS_INTERVAL_S)
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> EdgeConfig:

@@ -15,6 +15,13 @@
   when memory is full too the OLDEST held crop is dropped and counted with the reason. Every
   submitted crop ends up in exactly one counter: sent, failed, expired, refused, dropped (by
   reason), or still queued / spooled (`DeliveryStats.unaccounted` is 0 whenever the sender is idle).
+
+Camera statuses (`submit_status`, edge_uploader/status.py) take the same sender, queue and credentials
+but not the spool: only the NEWEST status is kept, in memory, and sent when the link allows (while it
+is down, it is the probe when no crop is spooled). A newer status replaces an unsent one (counted
+`status_superseded`); one older than `STATUS_TTL_INTERVALS` of its interval is dropped, never replayed
+(`status_expired`): by then the console shows the edge as silent and only a fresh status says more.
+Statuses are counted apart from crops and never in `unaccounted`.
 """
 
 from __future__ import annotations
@@ -31,12 +38,15 @@ from typing import Any
 from edge_uploader.exceptions import SpoolError
 from edge_uploader.sender import SQS_BATCH, SqsSender
 from edge_uploader.spool import DEFAULT_TTL_S, Spool
-from lfr_core.contracts import CropMessage
+from lfr_core.contracts import CameraStatus, CropMessage
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROBE_INTERVAL_S = 2.0
 DEFAULT_MAX_QUEUE = 200
+# A status not sent within this many of its intervals is dropped: the cloud calls the edge silent
+# after 3 intervals without one (functions/logic/console.py), so an older one says nothing new.
+STATUS_TTL_INTERVALS = 3
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,14 @@ class DeliveryStats:
     # spool_unreadable (an entry that could not be read back), unsent_at_exit.
     dropped: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0  # taken by the sender thread and not yet counted anywhere
+    # Camera statuses (not crops): sent, replaced by a newer one before sending, dropped as too old,
+    # refused by SQS as malformed, or after the deployment's end; one at most waits (status_pending).
+    status_sent: int = 0
+    status_superseded: int = 0
+    status_expired: int = 0
+    status_failed: int = 0
+    status_refused: int = 0
+    status_pending: bool = False
 
     @property
     def unaccounted(self) -> int:
@@ -102,6 +120,8 @@ class Delivery:
         self._spool_retry_at = 0.0  # after a failed spool write, when to try the disk again
         self._spool_failure: str | None = None
         self._busy = False
+        self._status: CameraStatus | None = None
+        self._status_counts: Counter[str] = Counter()
         self._thread = threading.Thread(target=self._run, name="lfr-edge-sender", daemon=True)
         self._thread.start()
 
@@ -127,6 +147,17 @@ class Delivery:
         # queue; if the disk refuses it too, memory keeps the newest crops and drops the oldest.
         self._hold(self._to_spool([msg]), front=False)
 
+    def submit_status(self, status: CameraStatus) -> None:
+        """Never raises: the status replaces any unsent one and goes out with the next sender step."""
+        with self._cond:
+            if self.deployment_expired():
+                self._status_counts["refused"] += 1
+                return
+            if self._status is not None:
+                self._status_counts["superseded"] += 1
+            self._status = status
+            self._cond.notify_all()
+
     def stats(self) -> DeliveryStats:
         with self._cond:
             dropped = dict(self._dropped)
@@ -137,6 +168,9 @@ class Delivery:
                 expired=self._expired + self.spool.expired, refused_after_expiry=self._refused,
                 failed=self._failed, link_up=self._link_up, spool_destroyed=self._destroyed,
                 submitted=self._submitted, dropped=dropped, in_flight=self._in_flight,
+                status_sent=self._status_counts["sent"], status_superseded=self._status_counts["superseded"],
+                status_expired=self._status_counts["expired"], status_failed=self._status_counts["failed"],
+                status_refused=self._status_counts["refused"], status_pending=self._status is not None,
             )
 
     # -- sender thread ---------------------------------------------------------------------------
@@ -192,13 +226,37 @@ class Delivery:
         with self._cond:
             self._sent += report.sent
             self._failed += report.failed - len(report.gave_up)
-            now_up = not report.gave_up
-            if now_up != self._link_up:
-                log.warning("SQS link %s", "restored" if now_up else "down: spooling crops (encrypted)")
-            self._link_up = now_up
-            if not now_up:
-                self._next_probe = self._clock() + self.probe_interval_s
+            self._note_link(not report.gave_up)
         return set(report.gave_up)
+
+    def _send_status(self, probe: bool) -> None:
+        """The newest status, if any: sent, kept for the next attempt (link down), or dropped (too old)."""
+        with self._cond:
+            status = self._status
+        if status is None:
+            return
+        if self._clock() >= status.sent_at.timestamp() + STATUS_TTL_INTERVALS * status.interval_s:
+            with self._cond:
+                if self._status is status:
+                    self._status = None
+                    self._status_counts["expired"] += 1
+            return
+        report = (self._probe if probe else self._sender).send([status])
+        with self._cond:
+            self._note_link(not report.gave_up)
+            if report.gave_up:
+                return  # kept (unless a newer one replaced it meanwhile) for the next attempt
+            self._status_counts["sent" if report.sent else "failed"] += 1
+            if self._status is status:
+                self._status = None
+
+    def _note_link(self, now_up: bool) -> None:
+        """Called with the lock held, after every send."""
+        if now_up != self._link_up:
+            log.warning("SQS link %s", "restored" if now_up else "down: spooling crops (encrypted)")
+        self._link_up = now_up
+        if not now_up:
+            self._next_probe = self._clock() + self.probe_interval_s
 
     def _refuse_all(self) -> None:
         with self._cond:
@@ -206,6 +264,12 @@ class Delivery:
             self._queue.clear()
             self._refused += n + len(self.spool)
         self.spool.destroy()
+
+    def _refuse_status(self) -> None:
+        with self._cond:
+            if self._status is not None:
+                self._status = None
+                self._status_counts["refused"] += 1
 
     def _step(self) -> None:
         with self._cond:
@@ -226,6 +290,7 @@ class Delivery:
                 self._refused += len(batch)
             if len(self.spool) or self._queue:
                 self._refuse_all()
+            self._refuse_status()
             return
         live = [m for m in batch if self._expiry_of(m) > now]
         if len(live) < len(batch):
@@ -238,6 +303,9 @@ class Delivery:
                 kept = self._send(live, probe=not self._link_up)
                 if kept:
                     self._hold(self._to_spool([m for m in live if m.message_id in kept]), front=True)
+        if self._link_up or (self._clock() >= self._next_probe and not len(self.spool)):
+            # Spooled crops probe a link that is down; with none, the status does.
+            self._send_status(probe=not self._link_up)
         self.spool.purge_expired()
         if len(self.spool) and (self._link_up or self._clock() >= self._next_probe):
             entries = self.spool.oldest(SQS_BATCH)

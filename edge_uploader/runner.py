@@ -19,6 +19,7 @@ from edge_uploader.pipeline import FaceCropper
 from edge_uploader.preview import Annotation, PreviewWriter, Status
 from edge_uploader.sampler import Bundle, SamplingPolicy, TrackSampler
 from edge_uploader.sources import Frame, FrameSource, SourceStatus
+from edge_uploader.status import CameraHeartbeat
 from edge_uploader.tracker import DEFAULT_MAX_GAP_S, Tracker
 from lfr_core.contracts import CropMessage, rejection_reason
 from lfr_core.face.detect import Detection
@@ -99,6 +100,7 @@ class Uploader:
         progress: Callable[[str], None] | None = None,
         progress_every_s: float = 2.0,
         on_camera: CameraHook | None = None,
+        heartbeat: CameraHeartbeat | None = None,
     ) -> None:
         self.cropper = cropper
         self.delivery = delivery
@@ -111,6 +113,9 @@ class Uploader:
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.on_camera = on_camera
+        # The camera's status to the cloud (edge_uploader/status.py): on every state change and
+        # every interval, checked on each pass of the loop below.
+        self.heartbeat = heartbeat
 
     def run(self, source: FrameSource) -> RunStats:
         """Process the source until it ends (or the deployment expires). Source errors propagate."""
@@ -129,6 +134,8 @@ class Uploader:
                     stats.stopped_by_expiry = True
                     break
                 cam = source.status()
+                if self.heartbeat is not None:
+                    self.heartbeat.tick(cam, source.counts.read)
                 if (cam.up, cam.reconnects) != camera:
                     camera = (cam.up, cam.reconnects)
                     if self.on_camera is not None:

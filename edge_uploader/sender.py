@@ -8,11 +8,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lfr_core.contracts import CropMessage
+from lfr_core.contracts import CAMERA_STATUS_KIND, MESSAGE_KIND_ATTRIBUTE, CameraStatus, CropMessage
 
 log = logging.getLogger(__name__)
 
 SQS_BATCH = 10  # SQS SendMessageBatch maximum
+# What travels on the crop queue: a track's crops, or the camera's status (told apart by the
+# `kind` message attribute, lfr_core/contracts.py).
+QueueMessage = CropMessage | CameraStatus
+
+
+def message_attributes(m: QueueMessage) -> dict[str, dict[str, str]]:
+    # deployment_id lets the consumer count and refuse without parsing the body.
+    attrs = {"deployment_id": {"DataType": "String", "StringValue": m.deployment_id}}
+    if isinstance(m, CameraStatus):
+        attrs[MESSAGE_KIND_ATTRIBUTE] = {"DataType": "String", "StringValue": CAMERA_STATUS_KIND}
+    return attrs
 
 
 @dataclass
@@ -25,7 +36,8 @@ class SendReport:
 
 
 class SqsSender:
-    """Sends `CropMessage`s with SendMessageBatch; retries failed entries with exponential back-off."""
+    """Sends `CropMessage`s (and `CameraStatus`es) with SendMessageBatch; retries failed entries with
+    exponential back-off."""
 
     def __init__(
         self,
@@ -42,9 +54,9 @@ class SqsSender:
         self._base_delay_s = base_delay_s
         self._sleep = sleep
 
-    def send(self, messages: Iterable[CropMessage]) -> SendReport:
+    def send(self, messages: Iterable[QueueMessage]) -> SendReport:
         report = SendReport()
-        batch: list[CropMessage] = []
+        batch: list[QueueMessage] = []
         for msg in messages:
             batch.append(msg)
             if len(batch) == SQS_BATCH:
@@ -54,7 +66,7 @@ class SqsSender:
             self._send_batch(batch, report)
         return report
 
-    def _send_batch(self, batch: Sequence[CropMessage], report: SendReport) -> None:
+    def _send_batch(self, batch: Sequence[QueueMessage], report: SendReport) -> None:
         pending = {m.message_id: m for m in batch}
         last_error = ""
         for attempt in range(self._max_attempts):
@@ -64,10 +76,7 @@ class SqsSender:
                 {
                     "Id": m.message_id,
                     "MessageBody": m.model_dump_json(),
-                    # Lets the consumer count and refuse without parsing the body.
-                    "MessageAttributes": {
-                        "deployment_id": {"DataType": "String", "StringValue": m.deployment_id}
-                    },
+                    "MessageAttributes": message_attributes(m),
                 }
                 for m in pending.values()
             ]

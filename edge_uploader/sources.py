@@ -76,6 +76,7 @@ class SourceStatus:
     reconnects: int
     gap_s: float  # seconds without frames so far (including a drop still under way)
     last_frame_at: datetime | None
+    last_gap_s: float = 0.0  # the most recent completed drop's seconds without frames
 
 
 def classify(spec: str) -> SourceKind:
@@ -150,6 +151,7 @@ class FrameSource:
         self._down_mono: float | None = None
         self._last_frame_at: datetime | None = None
         self._segment = 0
+        self._last_gap_s = 0.0
         if self.kind == "folder":
             self._files = list_images(Path(spec))
             self.n_frames = len(self._files)
@@ -194,7 +196,8 @@ class FrameSource:
             gap = self.counts.gap_s
             if self._down_mono is not None:
                 gap += time.monotonic() - self._down_mono
-            return SourceStatus(self._up, self._since, self.counts.reconnects, gap, self._last_frame_at)
+            return SourceStatus(self._up, self._since, self.counts.reconnects, gap, self._last_frame_at,
+                                self._last_gap_s)
 
     # -- reader thread -------------------------------------------------------------------------
 
@@ -215,6 +218,7 @@ class FrameSource:
                     assert self._down_mono is not None
                     gap = time.monotonic() - self._down_mono
                     self.counts.gap_s += gap
+                    self._last_gap_s = gap
                     self.counts.reconnects += 1
                     self._up, self._since, self._down_mono = True, utcnow(), None
                     self._segment += 1

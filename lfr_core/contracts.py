@@ -78,15 +78,15 @@ def _check_capture_time(v: datetime, info: ValidationInfo) -> datetime:
     return v
 
 
-def rejection_reason(exc: ValidationError) -> str:
+def rejection_reason(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """A bounded, content-free reason tag for a message that failed validation (for metrics and logs).
 
     A malformed message (not JSON, missing or unknown fields) is `invalid_message`; a well-formed
-    one with an implausible value is `invalid_<top-level field>`. Never the value, never a key the
-    sender chose (an unknown key is attacker-controlled text).
+    one with an implausible value is `invalid_<top-level field>` (of `model`, `CropMessage` unless
+    given). Never the value, never a key the sender chose (an unknown key is attacker-controlled text).
     """
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    fields = CropMessage.model_fields
+    fields = (model or CropMessage).model_fields
     for err in errors:
         loc = err.get("loc") or ()
         if err.get("type") in ("missing", "extra_forbidden", "json_invalid", "json_type", "model_type") or not loc:
@@ -211,6 +211,80 @@ class CropMessage(_Frozen):
     @property
     def n_crops(self) -> int:
         return 1 + len(self.more)
+
+
+# -- camera status: the edge's heartbeat, on the crop queue --------------------------------------
+
+# SQS message attribute naming what a queue message is. Absent: a `CropMessage` (every edge sent
+# only crops before statuses existed). The body of a status says so too (`kind`), so a body is
+# never parsed as the other contract: a crop sent as a status, or the reverse, is rejected.
+MESSAGE_KIND_ATTRIBUTE = "kind"
+CAMERA_STATUS_KIND: Literal["camera_status"] = "camera_status"
+# How often the edge reports while running, and the bounds a receiver accepts: statuses faster than
+# MIN would only cost queue traffic; slower than MAX a dead edge goes unnoticed for too long.
+CAMERA_STATUS_INTERVAL_S = 15.0
+MIN_STATUS_INTERVAL_S = 0.5
+MAX_STATUS_INTERVAL_S = 300.0
+# A status older than this is not live (the cloud marks an edge silent after 3 intervals anyway).
+MAX_STATUS_AGE = timedelta(minutes=15)
+# One counter bound for every count a status carries: far above any real session (12 h at 60 fps
+# is 2.6 M frames), so an absurd value is a broken or hostile sender.
+MAX_STATUS_COUNT = 100_000_000
+MAX_GAP_S = 48 * 3600.0
+
+
+class CameraState(StrEnum):
+    STREAMING = "streaming"  # the source delivers frames
+    RECONNECTING = "reconnecting"  # the source was lost; the edge is reopening it with back-off
+
+
+def _check_status_time(v: datetime, info: ValidationInfo) -> datetime:
+    ctx = info.context if isinstance(info.context, dict) else {}
+    now = ctx.get("now")
+    if not isinstance(now, datetime):
+        now = datetime.now(UTC)
+    if v < EARLIEST_CAPTURE:
+        raise ValueError("before any deployment could exist")
+    if v > now + MAX_CLOCK_SKEW:
+        raise ValueError("in the future")
+    if "now" in ctx and v < now - MAX_STATUS_AGE:
+        raise ValueError("too old to describe the camera now")
+    return v
+
+
+class CameraStatus(_Frozen):
+    """One camera's health as its edge uploader sees it, sent on a source state change and every
+    `interval_s` while running. Counts and times only: no image, no embedding, no face."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["camera_status"] = CAMERA_STATUS_KIND
+    message_id: MessageId = Field(default_factory=new_id)
+    deployment_id: DeploymentId
+    camera_id: SourceId
+    sent_at: AwareDatetime
+    state: CameraState
+    since: AwareDatetime = Field(description="when the current state began")
+    interval_s: float = Field(ge=MIN_STATUS_INTERVAL_S, le=MAX_STATUS_INTERVAL_S,
+                              description="the edge's reporting interval: silent after 3 of them")
+    frames: int = Field(ge=0, le=MAX_STATUS_COUNT, description="frames read since the previous status")
+    gap_s: float = Field(ge=0.0, le=MAX_GAP_S, description="seconds without frames: the current gap if "
+                         "reconnecting, else the last one")
+    reconnects: int = Field(ge=0, le=MAX_STATUS_COUNT)
+    spool_depth: int = Field(ge=0, le=MAX_STATUS_COUNT, description="crops waiting in the edge's spool")
+
+    _sent = field_validator("sent_at")(_check_status_time)
+
+    @field_validator("since")
+    @classmethod
+    def _since(cls, v: datetime, info: ValidationInfo) -> datetime:
+        # A state may have begun long ago (streaming since the session started), never after the
+        # status was sent.
+        if v < EARLIEST_CAPTURE:
+            raise ValueError("before any deployment could exist")
+        sent = info.data.get("sent_at")
+        if isinstance(sent, datetime) and v > sent:
+            raise ValueError("state begins after the status was sent")
+        return v
 
 
 class Alert(_Frozen):

@@ -35,6 +35,7 @@ from functions.models.records import (
     DeploymentRecord,
     EncounterState,
     IndexFault,
+    LastCameraStatus,
 )
 from lfr_core.contracts import Alert, DeploymentState
 
@@ -256,6 +257,17 @@ class InMemoryAlertRepository(_Faults, AlertRepository):
             item["per_minute"][minute] = item["per_minute"].get(minute, 0) + messages
             if queue_lag_ms is not None:
                 item["queue_lag_ms"] = queue_lag_ms
+
+    def record_camera_status(self, deployment_id: str, camera_id: str, status: LastCameraStatus,
+                             expires_at_epoch: int) -> bool:
+        self._enter("record_camera_status")
+        with self._lock:
+            item = self.activity.setdefault((deployment_id, CAMERA_KEY_PREFIX + camera_id), {"per_minute": {}})
+            stored = item.get("status")
+            if stored is not None and stored.sent_at >= status.sent_at:
+                return False
+            item.update(camera_id=camera_id, status=status, expires_at_epoch=expires_at_epoch)
+            return True
 
     def camera_activity(self, deployment_id: str) -> list[CameraActivity]:
         self._enter("camera_activity")

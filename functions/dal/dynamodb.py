@@ -28,6 +28,7 @@ from functions.models.records import (
     DeploymentRecord,
     EncounterState,
     IndexFault,
+    LastCameraStatus,
 )
 from lfr_core.contracts import DeploymentState
 
@@ -457,6 +458,27 @@ class DynamoAlertRepository(AlertRepository):
                 ExpressionAttributeValues=values,
             )
 
+    def record_camera_status(self, deployment_id: str, camera_id: str, status: LastCameraStatus,
+                             expires_at_epoch: int) -> bool:
+        with transient("alerts.record_camera_status"):
+            try:
+                self._ddb.client.update_item(
+                    TableName=self.table, Key=self._key(deployment_id, CAMERA_KEY_PREFIX + camera_id),
+                    UpdateExpression="SET camera_id = :c, #s = :s, status_sent_ms = :t, expires_at_epoch = :e",
+                    # Newest by the edge's send time wins: a status delivered late cannot undo a newer one.
+                    ConditionExpression="attribute_not_exists(status_sent_ms) OR status_sent_ms < :t",
+                    ExpressionAttributeNames={"#s": "status"},  # a DynamoDB reserved word
+                    ExpressionAttributeValues={
+                        ":c": {"S": camera_id}, ":s": to_attr(status.model_dump(mode="json")),
+                        ":t": {"N": str(_ms(status.sent_at))}, ":e": {"N": str(int(expires_at_epoch))},
+                    },
+                )
+            except ClientError as exc:
+                if error_code(exc) == _CONDITION_FAILED:
+                    return False
+                raise
+        return True
+
     def camera_activity(self, deployment_id: str) -> list[CameraActivity]:
         out: list[CameraActivity] = []
         with transient("alerts.camera_activity"):
@@ -486,7 +508,8 @@ class DynamoAlertRepository(AlertRepository):
 
 def camera_from_doc(doc: Mapping[str, Any]) -> CameraActivity:
     return CameraActivity(
-        camera_id=str(doc["camera_id"]), last_seen=doc["last_seen"], messages=int(doc.get("messages", 0)),
+        camera_id=str(doc["camera_id"]), last_seen=doc.get("last_seen"), messages=int(doc.get("messages", 0)),
+        status=LastCameraStatus.model_validate(doc["status"]) if doc.get("status") else None,
         per_minute={int(k[1:]): int(v) for k, v in doc.items() if k[:1] == "m" and k[1:].isdigit()},
         queue_lag_ms=doc.get("queue_lag_ms"),
     )

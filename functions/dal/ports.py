@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from functions.models.records import AlertRecord, CameraActivity, DeploymentRecord, EncounterState, IndexFault
+from functions.models.records import (
+    AlertRecord,
+    CameraActivity,
+    DeploymentRecord,
+    EncounterState,
+    IndexFault,
+    LastCameraStatus,
+)
 from lfr_core.contracts import Alert, DeploymentState
 
 
@@ -119,11 +126,17 @@ class AlertRepository(ABC):
         """One atomic update: last-seen time and the per-minute message count of one camera."""
 
     @abstractmethod
+    def record_camera_status(self, deployment_id: str, camera_id: str, status: LastCameraStatus,
+                             expires_at_epoch: int) -> bool:
+        """Store the camera's last status (same item as its activity) unless the stored one was sent
+        later (a reordered or replayed status never hides a newer one); True if stored."""
+
+    @abstractmethod
     def camera_activity(self, deployment_id: str) -> list[CameraActivity]: ...
 
     @abstractmethod
     def purge_state(self, deployment_id: str) -> int:
-        """Delete the deployment's encounter state and camera activity items (its alerts stay, under
+        """Delete the deployment's encounter state and camera activity/status items (its alerts stay, under
         their own retention); returns how many were deleted."""
 
 

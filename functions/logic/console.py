@@ -6,7 +6,8 @@ that expires with it, re-checked on every poll (deployment live, officer not rev
 state it returns is what an operator needs to run the session and nothing of anyone who did
 not match: the encounters (matched people only, their best crop through a short-lived
 presigned URL like the alert page), each camera's last message time and messages per minute
-(counts the match function keeps, functions/logic/encounters.py), the crop queue's depth
+(counts the match function keeps, functions/logic/encounters.py) and its state from the edge's
+last status (up / down / silent, `camera_view`), the crop queue's depth
 (SQS attributes) and how long the last processed message had waited, and the session's state
 and time left. Decisions go through the alert API's decision route (one per encounter).
 """
@@ -28,11 +29,15 @@ from functions.dal.queue_stats import QueueStats
 from functions.exceptions import TransientStorageError
 from functions.models.records import AlertRecord, CameraActivity, Decision, DeploymentRecord
 from functions.observability import logger
+from lfr_core.contracts import CameraState
 
 CONSOLE_FILE = Path(__file__).with_name("console.html")
 CROP_URL_TTL_S = 5 * 60
 MAX_ENCOUNTERS_SHOWN = 200  # newest first; a session's list is far shorter
-CAMERA_DOWN_AFTER_S = 60  # no message for this long: shown as quiet/down
+CAMERA_DOWN_AFTER_S = 60  # no crop for this long, from a camera that sends no status: shown as quiet
+# An edge's status is due every `interval_s`; this many intervals without one and the edge is silent
+# (one late status is a slow queue, three is an edge or a link that is gone).
+SILENT_AFTER_INTERVALS = 3
 
 STATE_OF = {
     None: "unresolved",
@@ -81,19 +86,44 @@ def encounter_view(a: AlertRecord, now: datetime, links: EvidenceLinks, alerts_b
 
 
 def camera_view(c: CameraActivity, now: datetime) -> dict[str, Any]:
+    """One camera row. With an edge status (functions/logic/camera_status.py): `up` (streaming, and a
+    status within SILENT_AFTER_INTERVALS of its interval), `down` (the edge lost the source and is
+    reconnecting: since when, and the gap so far), `silent` (no status for longer: the edge itself, or
+    its link, is gone). Without one (an edge that sends none yet): `up`/`quiet` from crop activity."""
     minute = int(now.timestamp()) // 60
-    quiet_s = max(0.0, (now - c.last_seen).total_seconds())
-    return {
+    quiet_s = max(0.0, (now - c.last_seen).total_seconds()) if c.last_seen is not None else None
+    view: dict[str, Any] = {
         "camera_id": c.camera_id,
-        "last_seen": c.last_seen.isoformat(),
-        "seconds_since": round(quiet_s, 1),
-        "up": quiet_s < CAMERA_DOWN_AFTER_S,
+        "last_seen": c.last_seen.isoformat() if c.last_seen is not None else None,
+        "seconds_since": round(quiet_s, 1) if quiet_s is not None else None,
         # The last complete minute (the current one is still filling), and the current so far.
         "per_minute": c.per_minute.get(minute - 1, 0),
         "this_minute": c.per_minute.get(minute, 0),
         "messages": c.messages,
         "queue_lag_ms": c.queue_lag_ms,
+        "status": None,
     }
+    st = c.status
+    if st is None:
+        state = "up" if quiet_s is not None and quiet_s < CAMERA_DOWN_AFTER_S else "quiet"
+    else:
+        status_age = max(0.0, (now - st.received_at).total_seconds())
+        if status_age > SILENT_AFTER_INTERVALS * st.interval_s:
+            state = "silent"
+        else:
+            state = "up" if st.state == CameraState.STREAMING else "down"
+        gap = st.gap_s
+        if st.state == CameraState.RECONNECTING:
+            gap += max(0.0, (now - st.sent_at).total_seconds())  # the gap goes on between statuses
+        view["status"] = {
+            "state": str(st.state), "since": st.since.isoformat(), "received_at": st.received_at.isoformat(),
+            "seconds_since_status": round(status_age, 1), "interval_s": st.interval_s,
+            "gap_s": round(gap, 1), "reconnects": st.reconnects, "frames": st.frames,
+            "spool_depth": st.spool_depth,
+        }
+    view["state"] = state
+    view["up"] = state == "up"
+    return view
 
 
 @dataclass

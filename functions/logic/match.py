@@ -40,6 +40,7 @@ from functions.exceptions import (
 )
 from functions.logic import watchlist
 from functions.logic.audit_log import AuditLog
+from functions.logic.camera_status import is_camera_status, record_camera_status, status_expiry_epoch
 from functions.logic.encounters import Encounters, record_camera_activity
 from functions.logic.protocols import Embedder
 from functions.models.records import ALERT_RETENTION_DAYS, ENCOUNTER_WINDOW_S, DeploymentRecord, IndexFault
@@ -54,6 +55,7 @@ from lfr_core.contracts import (
     CROP_SIZE,
     MAX_CLOCK_SKEW,
     AuditAction,
+    CameraStatus,
     CropMessage,
     InlineJpeg,
     S3Pointer,
@@ -87,6 +89,8 @@ class Outcome(StrEnum):
     NO_MATCH = "no_match"
     ALERTED = "alerted"
     DUPLICATE = "duplicate"
+    STATUS = "status"  # a camera status stored
+    STATUS_STALE = "status_stale"  # a camera status older than the one stored: nothing written
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,9 @@ class Prepared:
     reason: str | None = None
     error: Exception | None = None
     alert: PendingAlert | None = None
+    # A camera status to store (functions/logic/camera_status.py), and when its record may expire.
+    status: CameraStatus | None = None
+    status_expires_epoch: int = 0
 
 
 @dataclass
@@ -186,6 +193,8 @@ class MatchService:
         """Per SQS messageId, what the record handler should do. Raises nothing per record."""
         results: dict[str, Prepared] = {}
         now = self.clock()
+        statuses = self._parse_statuses([r for r in records if is_camera_status(r)], now, results)
+        records = [r for r in records if not is_camera_status(r)]
         self.metrics.count("CropsReceived", len(records))
 
         parsed: list[tuple[str, CropMessage, int | None]] = []
@@ -200,7 +209,9 @@ class MatchService:
                 continue
             parsed.append((sqs_id, msg, sent_timestamp_ms(rec)))
 
-        deployments = self._lookup_deployments({m.deployment_id for _, m, _ in parsed})
+        deployments = self._lookup_deployments(
+            {m.deployment_id for _, m, _ in parsed} | {s.deployment_id for _, s in statuses})
+        self._route_statuses(statuses, deployments, now, results)
 
         # Refuse BEFORE decoding or embedding: an inactive deployment must not process faces.
         refused: Counter[str] = Counter()
@@ -320,6 +331,39 @@ class MatchService:
                 # Below threshold: nothing about this face leaves this function.
                 results[v.sqs_id] = Prepared(outcome=Outcome.NO_MATCH)
         return results
+
+    def _parse_statuses(
+        self, records: Sequence[Mapping[str, Any]], now: datetime, results: dict[str, Prepared]
+    ) -> list[tuple[str, CameraStatus]]:
+        out: list[tuple[str, CameraStatus]] = []
+        for rec in records:
+            sqs_id = str(rec.get("messageId", ""))
+            try:
+                out.append((sqs_id, CameraStatus.model_validate_json(
+                    rec.get("body") or "", context=validation_context(now))))
+            except ValidationError as exc:
+                # Counted with the crops' rejections (a broken or hostile uploader), tagged as a status.
+                results[sqs_id] = self._reject(sqs_id, "status_" + rejection_reason(exc, CameraStatus))
+        return out
+
+    def _route_statuses(
+        self, statuses: Sequence[tuple[str, CameraStatus]],
+        deployments: Mapping[str, DeploymentRecord | Exception | None], now: datetime,
+        results: dict[str, Prepared],
+    ) -> None:
+        """A status of a live deployment is stored in phase 2; otherwise refused like a late crop
+        (consumed, never retried), but not counted as a refused crop: it holds no face."""
+        for sqs_id, st in statuses:
+            dep = deployments[st.deployment_id]
+            if isinstance(dep, Exception):
+                results[sqs_id] = Prepared(error=dep)
+            elif dep is None or not dep.is_live(now):
+                self.metrics.count("CameraStatusRefused", 1)
+                logger.warning("camera status refused: deployment not active",
+                               extra={"deployment_id": st.deployment_id, "sqs_message_id": sqs_id})
+                results[sqs_id] = Prepared(outcome=Outcome.REFUSED, reason="deployment_not_active")
+            else:
+                results[sqs_id] = Prepared(status=st, status_expires_epoch=status_expiry_epoch(dep, now))
 
     @staticmethod
     def _search(
@@ -533,6 +577,9 @@ class MatchService:
             raise prepared.error
         if prepared.alert is not None:
             return self._raise_alert(prepared.alert)
+        if prepared.status is not None:
+            stored = record_camera_status(self.alerts, prepared.status, self.clock(), prepared.status_expires_epoch)
+            return Outcome.STATUS if stored else Outcome.STATUS_STALE
         assert prepared.outcome is not None
         return prepared.outcome
 

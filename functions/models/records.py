@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lfr_core.contracts import MAX_TRACK_CROPS, Alert, DeploymentId, DeploymentState
+from lfr_core.contracts import MAX_TRACK_CROPS, Alert, CameraState, DeploymentId, DeploymentState
 from lfr_core.matching import FusionMode
 
 # Mirrors of infra.constants (the Lambda asset does not ship infra/; tests assert equality).
@@ -241,13 +241,33 @@ class EncounterState(BaseModel):
     opened: bool = False
 
 
+class LastCameraStatus(BaseModel):
+    """The newest `CameraStatus` the cloud received from a camera's edge (by its `sent_at`), and when
+    it arrived (the cloud's clock, which decides whether the edge has gone silent). Counts only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: CameraState
+    since: AwareDatetime
+    sent_at: AwareDatetime
+    received_at: AwareDatetime
+    interval_s: float
+    frames: int = 0
+    gap_s: float = 0.0
+    reconnects: int = 0
+    spool_depth: int = 0
+
+
 class CameraActivity(BaseModel):
-    """Per camera: when its last crop message arrived, and messages per minute (counts only)."""
+    """Per camera: when its last crop message arrived, and messages per minute (counts only), and the
+    edge's last status. Either may be missing: a camera that streams but sees no face sends statuses
+    only; an edge older than statuses, crops only."""
 
     model_config = ConfigDict(frozen=True)
 
     camera_id: str
-    last_seen: AwareDatetime
+    last_seen: AwareDatetime | None = None
+    status: LastCameraStatus | None = None
     messages: int = 0
     per_minute: dict[int, int] = Field(default_factory=dict)  # epoch minute -> messages
     # How long the latest processed message had waited in the crop queue.

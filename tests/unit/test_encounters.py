@@ -108,7 +108,8 @@ def test_no_encounter_state_for_a_face_that_did_not_match(world: World) -> None:
     # The camera's activity is counted (a number and a time), nothing of the face.
     (cam,) = world.alerts.camera_activity(DEP)
     assert cam.camera_id == "cam-1" and cam.messages == 1 and set(cam.model_dump()) == {
-        "camera_id", "last_seen", "messages", "per_minute", "queue_lag_ms"}
+        "camera_id", "last_seen", "messages", "per_minute", "queue_lag_ms", "status"}
+    assert cam.status is None  # only the edge's own status message sets it (counts and times)
 
 
 def test_a_decision_applies_to_the_whole_encounter(world: World) -> None:

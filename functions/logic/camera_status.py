@@ -20,18 +20,18 @@ from functions.models.records import AlertRecord, DeploymentRecord, LastCameraSt
 from functions.observability import logger
 from lfr_core.contracts import CAMERA_STATUS_KIND, MESSAGE_KIND_ATTRIBUTE, CameraStatus
 
-# A status is worth nothing after its session; should one be written after the purge (an invocation
-# that read the deployment as live just before it ended), its item expires this soon after the
-# session's end instead of with the alert retention.
-STATUS_TTL_AFTER_SESSION_S = 3600
+# A camera's item (its last status and its message counts) is worth nothing after its session;
+# should one be written after the purge (an invocation that read the deployment as live just before
+# it ended), it expires this soon after the session's end instead of with the alert retention.
+CAMERA_ITEM_TTL_AFTER_SESSION_S = 3600
 
 
-def status_expiry_epoch(dep: DeploymentRecord, now: datetime) -> int:
-    """TTL of a stored status: the session's end plus a margin, never beyond the alert retention."""
+def camera_item_expiry_epoch(dep: DeploymentRecord, now: datetime) -> int:
+    """TTL of a camera's item: the session's end plus a margin, never beyond the alert retention."""
     retention = AlertRecord.expiry_epoch(now, dep.alert_retention_days)
     if dep.expires_at is None:
         return retention
-    return min(retention, int(dep.expires_at.timestamp()) + STATUS_TTL_AFTER_SESSION_S)
+    return min(retention, int(dep.expires_at.timestamp()) + CAMERA_ITEM_TTL_AFTER_SESSION_S)
 
 
 def is_camera_status(record: Mapping[str, Any]) -> bool:

@@ -193,7 +193,7 @@ def record_camera_activity(
     alerts: AlertRepository,
     seen: Iterable[tuple[str, str, int | None]],
     now: datetime,
-    retention_days: Callable[[str], int],
+    expires_epoch: Callable[[str], int],
 ) -> None:
     """`seen`: (deployment id, camera id, SQS sent timestamp ms) of each live message of one
     invocation. One atomic update per (deployment, camera); a failure costs only the console's
@@ -209,7 +209,7 @@ def record_camera_activity(
         try:
             alerts.record_camera_activity(
                 dep_id, camera_id, n, now, lag.get((dep_id, camera_id)),
-                AlertRecord.expiry_epoch(now, retention_days(dep_id)),
+                expires_epoch(dep_id),
             )
         except TransientStorageError:
             logger.warning("camera activity not updated", extra={"deployment_id": dep_id})

@@ -40,7 +40,7 @@ from functions.exceptions import (
 )
 from functions.logic import watchlist
 from functions.logic.audit_log import AuditLog
-from functions.logic.camera_status import is_camera_status, record_camera_status, status_expiry_epoch
+from functions.logic.camera_status import camera_item_expiry_epoch, is_camera_status, record_camera_status
 from functions.logic.encounters import Encounters, record_camera_activity
 from functions.logic.protocols import Embedder
 from functions.models.records import ALERT_RETENTION_DAYS, ENCOUNTER_WINDOW_S, DeploymentRecord, IndexFault
@@ -226,10 +226,10 @@ class MatchService:
             else:
                 live.append((sqs_id, msg, dep, sent))
         self._count_refused(refused, deployments)
+        live_deps = {m.deployment_id: dep for _, m, dep, _ in live}
         record_camera_activity(
             self.alerts, [(m.deployment_id, m.camera_id, sent) for _, m, _, sent in live], now,
-            lambda dep_id: d.alert_retention_days if isinstance(d := deployments[dep_id], DeploymentRecord)
-            else ALERT_RETENTION_DAYS,
+            lambda dep_id: camera_item_expiry_epoch(live_deps[dep_id], now),
         )
 
         valid: list[_Valid] = []
@@ -363,7 +363,7 @@ class MatchService:
                                extra={"deployment_id": st.deployment_id, "sqs_message_id": sqs_id})
                 results[sqs_id] = Prepared(outcome=Outcome.REFUSED, reason="deployment_not_active")
             else:
-                results[sqs_id] = Prepared(status=st, status_expires_epoch=status_expiry_epoch(dep, now))
+                results[sqs_id] = Prepared(status=st, status_expires_epoch=camera_item_expiry_epoch(dep, now))
 
     @staticmethod
     def _search(

@@ -37,9 +37,18 @@ from tests.fakes import (
     InMemoryDeploymentRepository,
     InMemoryObjectStore,
 )
-from tests.unit.functions_support import NOW, Clock, RecordingMetrics, deployment, lambda_context, sqs_record
+from tests.unit.functions_support import (
+    NOW,
+    Clock,
+    RecordingMetrics,
+    crop_message,
+    deployment,
+    lambda_context,
+    sqs_record,
+)
 
 DEP, ENDED = "dep-live", "dep-ended"
+EXPIRY = int(NOW.timestamp()) + 31 * 86400  # what the match function would pass for a 31-day item
 TABLE = "alerts-camera-status-test"
 
 
@@ -165,6 +174,19 @@ def test_a_status_is_stored_as_the_cameras_last_and_an_older_one_never_overwrite
     assert world.metrics.total("CropsReceived") == 0 and world.metrics.total(METRIC_CROPS_REJECTED) == 0
 
 
+def test_a_crop_messages_camera_counts_also_expire_an_hour_after_the_session(world: World) -> None:
+    """The camera item a crop message updates (counts, last seen, queue lag) holds no face, but it is
+    the session's: should it be written just after the purge, it must not outlive the session by
+    the 31-day alert retention."""
+    msg = crop_message(DEP, b"\xff\xd8 not a real jpeg \xff\xd9")
+    world.send(("c1", msg.model_dump_json(), False))  # the crop itself is rejected: that is not the point
+    cam = world.camera()
+    assert cam.messages == 1
+    dep = world.deployments.get(DEP)
+    assert dep is not None and dep.expires_at is not None
+    assert world.alerts.activity[(DEP, "cam#cam-1")]["expires_at_epoch"] == int(dep.expires_at.timestamp()) + 3600
+
+
 def test_malformed_misrouted_and_late_statuses_are_consumed_with_a_reason(world: World) -> None:
     bad = json.loads(status().model_dump_json()) | {"frames": -5}
     late = status(deployment_id=ENDED)
@@ -198,7 +220,7 @@ def test_a_transient_store_error_retries_only_the_status(world: World) -> None:
 
 def test_the_session_purge_deletes_the_status_with_the_cameras_activity(world: World) -> None:
     world.send(("s1", status().model_dump_json(), True))
-    record_camera_activity(world.alerts, [(DEP, "cam-2", None)], NOW, lambda _: 31)
+    record_camera_activity(world.alerts, [(DEP, "cam-2", None)], NOW, lambda _: EXPIRY)
     assert world.alerts.purge_state(DEP) == 2
     assert world.alerts.camera_activity(DEP) == []
 
@@ -299,7 +321,7 @@ def test_dynamodb_keeps_the_newest_status_beside_the_activity_and_purges_both(dd
     repo = DynamoAlertRepository(TABLE, ddb.client("dynamodb"))
     newer = _last(CameraState.RECONNECTING, NOW, NOW - timedelta(seconds=3), gap_s=3.0, reconnects=1)
     older = _last(CameraState.STREAMING, NOW - timedelta(seconds=5), NOW - timedelta(minutes=1))
-    record_camera_activity(repo, [(DEP, "cam-1", None)], NOW - timedelta(seconds=30), lambda _: 31)
+    record_camera_activity(repo, [(DEP, "cam-1", None)], NOW - timedelta(seconds=30), lambda _: EXPIRY)
     assert repo.record_camera_status(DEP, "cam-1", newer, 2_000_000_000)
     assert not repo.record_camera_status(DEP, "cam-1", older, 2_000_000_000)  # delivered late: not stored
     assert not repo.record_camera_status(DEP, "cam-1", newer, 2_000_000_000)  # a redelivery: no change

@@ -32,6 +32,7 @@ from tests.unit.functions_support import NOW, Clock, deployment
 
 KEY = b"k" * 64
 DEP, OTHER = "dep-a", "dep-b"
+EXPIRY = int(NOW.timestamp()) + 31 * 86400  # what the match function would pass for a 31-day item
 
 
 class FixedQueue(QueueStats):
@@ -83,8 +84,8 @@ def _token(officer: str = "op-1", dep: str = DEP) -> str:
 def test_state_lists_encounters_cameras_queue_and_session(world: Any) -> None:
     api, alerts, _, clock = world
     record_camera_activity(alerts, [(DEP, "cam-1", None)] * 4 + [(DEP, "cam-2", None)], NOW - timedelta(seconds=30),
-                           lambda _: 31)
-    record_camera_activity(alerts, [(DEP, "cam-1", int(NOW.timestamp() * 1000) - 800)], NOW, lambda _: 31)
+                           lambda _: EXPIRY)
+    record_camera_activity(alerts, [(DEP, "cam-1", int(NOW.timestamp() * 1000) - 800)], NOW, lambda _: EXPIRY)
     clock.advance(5)
     resp = api.handle(_get(_token()))
     assert resp["statusCode"] == 200 and resp["headers"]["Cache-Control"] == "no-store"

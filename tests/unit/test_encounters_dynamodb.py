@@ -17,6 +17,7 @@ from lfr_cli.local.server import MotoServer
 from tests.fakes import InMemoryAlertPublisher, InMemoryObjectStore
 from tests.unit.functions_support import NOW, Clock, RecordingMetrics, crop_message
 
+EXPIRY = int(NOW.timestamp()) + 31 * 86400  # what the match function would pass for a 31-day item
 DEP = "dep-enc"
 ENTRY = "Jane_Doe_0001"
 TABLE = "alerts-encounters-test"
@@ -155,8 +156,8 @@ def test_sighting_is_idempotent_and_decided_encounters_stay_put(repo: DynamoAler
 def test_camera_activity_is_one_counter_update_per_camera(repo: DynamoAlertRepository) -> None:
     sent = int(NOW.timestamp() * 1000) - 1500
     record_camera_activity(repo, [(DEP, "cam-a", sent), (DEP, "cam-a", sent + 1000), (DEP, "cam-b", None)],
-                           NOW, lambda _: 31)
-    record_camera_activity(repo, [(DEP, "cam-a", None)], NOW + timedelta(seconds=61), lambda _: 31)
+                           NOW, lambda _: EXPIRY)
+    record_camera_activity(repo, [(DEP, "cam-a", None)], NOW + timedelta(seconds=61), lambda _: EXPIRY)
     a, b = repo.camera_activity(DEP)
     assert (a.camera_id, a.messages, b.camera_id, b.messages) == ("cam-a", 3, "cam-b", 1)
     minute = int(NOW.timestamp()) // 60
@@ -175,7 +176,7 @@ def test_purge_of_the_deployment_deletes_its_encounter_state_not_its_alerts(repo
     enc, _ = service(repo, Clock(NOW))
     enc.raise_alert(pending("t1"), 120)
     repo.sight_encounter("dep-other", ENTRY, NOW, 120, 0)
-    record_camera_activity(repo, [(DEP, "cam-1", None)], NOW, lambda _: 31)
+    record_camera_activity(repo, [(DEP, "cam-1", None)], NOW, lambda _: EXPIRY)
     deps = InMemoryDeploymentRepository()
     deps.create(deployment(DEP, DeploymentState.EXPIRED))
     audit = InMemoryAuditStore()

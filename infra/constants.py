@@ -6,10 +6,7 @@ SERVICE_NAME = "lfr"
 METRICS_NAMESPACE = "lfr"
 DEFAULT_STACK_NAME = "lfr"
 
-# Lambda runtime: the layer's native wheels are built for exactly this.
-LAMBDA_PYTHON_VERSION = "3.12"
-LAMBDA_ARCHITECTURE = "x86_64"
-LAMBDA_LAYER_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
+# The Lambda runtime pin and the build's asset paths: lambda_target (shared with layers/).
 
 # Function timeouts (s). The match function's sets how soon a crashed batch is retried: SQS
 # returns it after the crop queue's visibility timeout, which AWS's guidance puts at >= 6x the

@@ -16,7 +16,7 @@ Routes (all integrated with the one officer API function):
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
@@ -33,15 +33,8 @@ from aws_cdk import aws_sqs as sqs
 from cdk_nag import RegexAppliesTo
 from constructs import Construct
 
+from functions.models.env import OfficerApiEnv
 from infra.constants import (
-    ENV_ALERTS_BUCKET,
-    ENV_ALERTS_TABLE,
-    ENV_CROP_QUEUE_URL,
-    ENV_DEPLOYMENTS_TABLE,
-    ENV_OFFICER_PAGE_URL,
-    ENV_OFFICERS_TABLE,
-    ENV_SIGNING_SECRET_ARN,
-    ENV_WATCHLIST_BUCKET,
     FAILED_ACCESS_ALARM_PERIOD_S,
     FAILED_ACCESS_ALARM_THRESHOLD,
     METRICS_NAMESPACE,
@@ -53,52 +46,50 @@ from infra.constants import (
     OFFICER_API_TIMEOUT_S,
     SERVICE_NAME,
 )
-from infra.constructs.functions import LAMBDA_CHECK_SKIPS
+from infra.constructs.lambda_function import LOG_RETENTION, FunctionSpec, LambdaCode, lfr_function
 from infra.constructs.nag import acknowledge, skip_static_checks
 from infra.constructs.tables import customer_managed_table
 
-HANDLER_OFFICER_API = "functions.handlers.officer_api.handler"
-LOG_RETENTION = logs.RetentionDays.ONE_YEAR
+OFFICER_API = FunctionSpec(
+    "functions.handlers.officer_api.handler", OFFICER_API_MEMORY_MB, OFFICER_API_TIMEOUT_S,
+    OFFICER_API_RESERVED_CONCURRENCY, "Officers' alert page, alert data and decisions",
+)
 SIGNING_KEY_CHARS = 64
 FAILED_ACCESS_METRIC = "FailedAccess"  # = functions.logic.officer_access.FAILED_ACCESS_METRIC (total, no reason)
 
 
+@dataclass(frozen=True)
+class OfficerDeps:
+    code: LambdaCode
+    deployments: ddb.ITable
+    alerts_table: ddb.ITable
+    watchlist: s3.IBucket
+    alerts_bucket: s3.IBucket
+    audit_bucket: s3.IBucket
+    crop_queue: sqs.IQueue  # the van's console shows its depth
+    key: kms.IKey
+
+
+@dataclass(frozen=True)
+class PageLink:
+    """What the match function needs to put a signed link to the alert page in a notification."""
+
+    url: str
+    signing_secret: secretsmanager.ISecret
+
+
 class Officers(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        layer: lambda_.ILayerVersion,
-        code_dir: Path,
-        deployments: ddb.ITable,
-        alerts_table: ddb.ITable,
-        watchlist: s3.IBucket,
-        alerts_bucket: s3.IBucket,
-        key: kms.IKey,
-        match_fn: lambda_.Function,
-        crop_queue: sqs.IQueue | None = None,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, deps: OfficerDeps) -> None:
         super().__init__(scope, construct_id)
-        self.table = self._officers_table(key)
-        self.signing_secret = self._signing_key(key)
+        self.table = self._officers_table(deps.key)
+        self.signing_secret = self._signing_key(deps.key)
         self.user_pool, self.app_client = self._identities()
-        self.function = self._function(
-            layer, code_dir, key,
-            env={
-                ENV_DEPLOYMENTS_TABLE: deployments.table_name,
-                ENV_ALERTS_TABLE: alerts_table.table_name,
-                ENV_OFFICERS_TABLE: self.table.table_name,
-                ENV_WATCHLIST_BUCKET: watchlist.bucket_name,
-                ENV_ALERTS_BUCKET: alerts_bucket.bucket_name,
-                ENV_SIGNING_SECRET_ARN: self.signing_secret.secret_arn,
-            },
-        )
-        self._grant_function(self.function, deployments, alerts_table, watchlist, alerts_bucket, key, crop_queue)
-        self.api = self._rest_api(key)
+        self.function = self._function(deps)
+        self._grant_function(self.function, deps)
+        self.api = self._rest_api(deps.key)
         self._routes()
         self.failed_access_alarm = self._failed_access_alarm()
-        self._link_match_function(match_fn)
+        self.page_link = PageLink(url=self.api.url, signing_secret=self.signing_secret)
 
     def _officers_table(self, key: kms.IKey) -> ddb.Table:
         # Officers' names and masked channel hints (no member of the public): PITR on.
@@ -166,62 +157,31 @@ class Officers(Construct):
         )
         return user_pool, app_client
 
-    def _function(
-        self, layer: lambda_.ILayerVersion, code_dir: Path, key: kms.IKey, env: dict[str, str]
-    ) -> lambda_.Function:
-        """The officer API function; `env` is its own environment (Powertools' settings are added here)."""
-        log_group = logs.LogGroup(
-            self, "FnLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY, encryption_key=key
-        )
-        fn = lambda_.Function(
-            self,
-            "Api",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.X86_64,
-            handler=HANDLER_OFFICER_API,
-            code=lambda_.Code.from_asset(str(code_dir)),
-            layers=[layer],
-            memory_size=OFFICER_API_MEMORY_MB,
-            timeout=Duration.seconds(OFFICER_API_TIMEOUT_S),
-            environment={
-                **env,
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                "LOG_LEVEL": "INFO",
+    def _function(self, d: OfficerDeps) -> lambda_.Function:
+        return lfr_function(
+            self, "Api", spec=OFFICER_API, env_model=OfficerApiEnv, code=d.code, key=d.key, log_group_id="FnLogs",
+            env={
+                "deployments_table": d.deployments.table_name,
+                "watchlist_bucket": d.watchlist.bucket_name,
+                "alerts_table": d.alerts_table.table_name,
+                "officers_table": self.table.table_name,
+                "alerts_bucket": d.alerts_bucket.bucket_name,
+                "signing_secret_arn": self.signing_secret.secret_arn,
+                "audit_bucket": d.audit_bucket.bucket_name,
+                "crop_queue_url": d.crop_queue.queue_url,
             },
-            log_group=log_group,
-            reserved_concurrent_executions=OFFICER_API_RESERVED_CONCURRENCY,
-            description="Officers' alert page, alert data and decisions",
         )
-        skip_static_checks(fn, LAMBDA_CHECK_SKIPS)
-        acknowledge(
-            fn,
-            "AwsSolutions-L1",
-            "Pinned to python3.12: the layer's native wheels (cp312 manylinux x86_64) are built for it.",
-        )
-        acknowledge(
-            fn,
-            "AwsSolutions-IAM4",
-            "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
-            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
-        )
-        return fn
 
-    def _grant_function(
-        self, fn: lambda_.Function, deployments: ddb.ITable, alerts_table: ddb.ITable, watchlist: s3.IBucket,
-        alerts_bucket: s3.IBucket, key: kms.IKey, crop_queue: sqs.IQueue | None,
-    ) -> None:
-        if crop_queue is not None:
-            # The console shows the crop queue's depth: its attributes only, never a message.
-            fn.add_environment(ENV_CROP_QUEUE_URL, crop_queue.queue_url)
-            crop_queue.grant(fn, "sqs:GetQueueAttributes")
-        deployments.grant_read_data(fn)
+    def _grant_function(self, fn: lambda_.Function, d: OfficerDeps) -> None:
+        # The console shows the crop queue's depth: its attributes only, never a message.
+        d.crop_queue.grant(fn, "sqs:GetQueueAttributes")
+        d.deployments.grant_read_data(fn)
         self.table.grant_read_data(fn)
         # Decisions: UpdateItem on the alerts table only (plus reads), no deletes.
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
-                resources=[alerts_table.table_arn],
+                resources=[d.alerts_table.table_arn],
             )
         )
         # Presigned GETs are signed with the function's role: it may read exactly the evidence
@@ -230,14 +190,16 @@ class Officers(Construct):
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
                 resources=[
-                    alerts_bucket.arn_for_objects("alerts/*"),
-                    watchlist.arn_for_objects("deployments/*/watchlist/images/*"),
+                    d.alerts_bucket.arn_for_objects("alerts/*"),
+                    d.watchlist.arn_for_objects("deployments/*/watchlist/images/*"),
                 ],
             )
         )
         # The data key: read the buckets and tables, and write a decision to the alerts table (on that key).
         fn.add_to_role_policy(
-            iam.PolicyStatement(actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], resources=[key.key_arn])
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], resources=[d.key.key_arn]
+            )
         )
         self.signing_secret.grant_read(fn)
         acknowledge(
@@ -384,9 +346,3 @@ class Officers(Construct):
             alarm_description="Many refused requests to the officers' API: someone is probing it (see the"
             " FailedAccess metric by reason and the API access log)",
         )
-
-    def _link_match_function(self, match_fn: lambda_.Function) -> None:
-        # The match function puts a signed link to the page in every notification.
-        match_fn.add_environment(ENV_OFFICER_PAGE_URL, self.api.url)
-        match_fn.add_environment(ENV_SIGNING_SECRET_ARN, self.signing_secret.secret_arn)
-        self.signing_secret.grant_read(match_fn)

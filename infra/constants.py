@@ -6,10 +6,7 @@ SERVICE_NAME = "lfr"
 METRICS_NAMESPACE = "lfr"
 DEFAULT_STACK_NAME = "lfr"
 
-# Lambda runtime: the layer's native wheels are built for exactly this.
-LAMBDA_PYTHON_VERSION = "3.12"
-LAMBDA_ARCHITECTURE = "x86_64"
-LAMBDA_LAYER_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
+# The Lambda runtime pin and the build's asset paths: lambda_target (shared with layers/).
 
 # Function timeouts (s). The match function's sets how soon a crashed batch is retried: SQS
 # returns it after the crop queue's visibility timeout, which AWS's guidance puts at >= 6x the
@@ -62,19 +59,8 @@ PURGE_TARGET_S = 5 * 60
 AUDIT_LOCK_MODE = "COMPLIANCE"
 AUDIT_RETENTION_DAYS = 6 * 365
 
-# Environment variable names (read by functions/models/env.py).
-ENV_DEPLOYMENTS_TABLE = "DEPLOYMENTS_TABLE"
-ENV_ALERTS_TABLE = "ALERTS_TABLE"
-ENV_WATCHLIST_BUCKET = "WATCHLIST_BUCKET"
-ENV_ALERTS_BUCKET = "ALERTS_BUCKET"
-ENV_ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
-ENV_MODEL_DIR = "MODEL_DIR"
-ENV_AUDIT_BUCKET = "AUDIT_BUCKET"
-ENV_CROP_QUEUE_URL = "CROP_QUEUE_URL"
-ENV_CROP_DLQ_URL = "CROP_DLQ_URL"
-ENV_OFFICERS_TABLE = "OFFICERS_TABLE"
-ENV_SIGNING_SECRET_ARN = "SIGNING_SECRET_ARN"
-ENV_OFFICER_PAGE_URL = "OFFICER_PAGE_URL"
+# Environment variable names: functions/models/env.py, each function's env model (the function factory,
+# infra/constructs/lambda_function.py, builds every function's environment from it).
 
 # Officers: the alert page API and its function.
 OFFICER_API_TIMEOUT_S = 10

@@ -33,13 +33,15 @@ from infra.constants import (
 from infra.constructs.alarms import Alarms, AlarmSources
 from infra.constructs.alerts import AlertTopic
 from infra.constructs.audit_storage import AuditStorage
-from infra.constructs.functions import CDK_ROLE_DEPENDS_ON, CODE_ASSET_DIR, CORE_LAYER_DIR, FunctionDeps, Functions
+from infra.constructs.functions import FunctionDeps, Functions
+from infra.constructs.lambda_function import CDK_ROLE_DEPENDS_ON
 from infra.constructs.nag import skip_static_checks
-from infra.constructs.officers import Officers
+from infra.constructs.officers import OfficerDeps, Officers
 from infra.constructs.queues import Queues
 from infra.constructs.session import SessionStateMachine, grant_queue_purge
 from infra.constructs.storage import Storage
 from infra.constructs.tables import Tables
+from lambda_target import CODE_ASSET_DIR, CORE_LAYER_DIR
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class LfrStack(Stack):
         self.tables = Tables(self, "Tables", key=self.data_key)
         self.queues = Queues(self, "Queues", key=self.data_key)
         self.alerts = AlertTopic(self, "Alerts", key=self.data_key)
+        # Audit: session transitions (session fn), alerts (match fn), officers' decisions and refused
+        # access (officers' API) are appended to the chain. Created before the functions: its bucket is
+        # in their environment, which each function is given whole when it is declared.
+        self.audit = AuditStorage(self, "Audit", access_logs=self.storage.access_logs)
         self.functions = Functions(
             self,
             "Functions",
@@ -103,16 +109,33 @@ class LfrStack(Stack):
                 alerts_table=self.tables.alerts,
                 watchlist=self.storage.watchlist,
                 alerts_bucket=self.storage.alerts,
+                audit_bucket=self.audit.bucket,
                 topic=self.alerts.topic,
                 crop_queue=self.queues.crops,
+                crop_dlq=self.queues.dlq,
                 key=self.data_key,
             ),
             layer_dir=layer_dir,
             code_dir=code_dir,
         )
-        # Audit: session transitions (session fn) and alerts (match fn) are appended to the chain.
-        self.audit = AuditStorage(self, "Audit", access_logs=self.storage.access_logs)
-        for fn in (self.functions.session, self.functions.match):
+        # Officers: alert page API, identities, signing key; on the functions' layer and code.
+        self.officers = Officers(
+            self,
+            "Officers",
+            deps=OfficerDeps(
+                code=self.functions.code,
+                deployments=self.tables.deployments,
+                alerts_table=self.tables.alerts,
+                watchlist=self.storage.watchlist,
+                alerts_bucket=self.storage.alerts,
+                audit_bucket=self.audit.bucket,
+                crop_queue=self.queues.crops,
+                key=self.data_key,
+            ),
+        )
+        # The match function last: every notification links to the officers' page.
+        self.functions.add_match(self.officers.page_link)
+        for fn in (self.functions.session, self.functions.match, self.officers.function):
             self.audit.grant_append(fn)
         grant_queue_purge(self.functions.session, self.data_key, self.queues.crops, self.queues.dlq)
         self.session = SessionStateMachine(
@@ -120,21 +143,6 @@ class LfrStack(Stack):
             log_key=self.data_key,
         )
         skip_static_checks(self.session.state_machine, {"W3005": CDK_ROLE_DEPENDS_ON})
-        # Officers: alert page API, identities, signing key; decisions and refused access are audited.
-        self.officers = Officers(
-            self,
-            "Officers",
-            layer=self.functions.layer,
-            code_dir=code_dir,
-            deployments=self.tables.deployments,
-            alerts_table=self.tables.alerts,
-            watchlist=self.storage.watchlist,
-            alerts_bucket=self.storage.alerts,
-            key=self.data_key,
-            match_fn=self.functions.match,
-            crop_queue=self.queues.crops,
-        )
-        self.audit.grant_append(self.officers.function)
         # Every quiet failure (DLQ, queue age, match errors, rejected/refused crops, purge, index)
         # alarms to one ops topic; the session machine's own failed-execution alarm notifies it too.
         self.alarms = Alarms(

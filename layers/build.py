@@ -4,8 +4,8 @@
     python -m layers.build --report   # build if needed, then print unzipped sizes
     python -m layers.build --force    # ignore the pip stamp
 
-Outputs (git-ignored), consumed by `infra/constructs/functions.py`:
-- `layers/build/core/python/`  native deps for Lambda python3.12 x86_64 + `lfr_core`
+Outputs (git-ignored; paths and target in `lambda_target`), deployed by `infra/constructs/lambda_function.py`:
+- `layers/build/core/python/`  native deps for the Lambda runtime (python3.12 x86_64) + `lfr_core`
 - `layers/build/core/models/`  the model files from `build/models/` (-> /opt/models)
 - `build/lambda/functions/`    the `functions` package (code asset)
 """
@@ -23,17 +23,24 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from infra.constants import LAMBDA_ARCHITECTURE, LAMBDA_LAYER_LIMIT_BYTES, LAMBDA_PYTHON_VERSION
+from lambda_target import (
+    CODE_ASSET_DIR,
+    CORE_LAYER_DIR,
+    CORE_MODELS_DIR,
+    CORE_PYTHON_DIR,
+    LAMBDA_ARCHITECTURE,
+    LAMBDA_LAYER_LIMIT_BYTES,
+    LAMBDA_PYTHON_VERSION,
+    LAYER_BUILD_DIR,
+    MODELS_SRC_DIR,
+    PIP_PLATFORMS,
+    ROOT,
+    build_code_asset,
+    copy_package,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-LAYER_BUILD_DIR = ROOT / "layers" / "build"
-CORE_DIR = LAYER_BUILD_DIR / "core"
-CORE_PYTHON_DIR = CORE_DIR / "python"
-CORE_MODELS_DIR = CORE_DIR / "models"
 DEPS_DIR = LAYER_BUILD_DIR / "deps"  # pip --target output, reused across builds
 DEPS_STAMP = LAYER_BUILD_DIR / "deps.stamp.json"
-MODELS_SRC_DIR = ROOT / "build" / "models"
-CODE_ASSET_DIR = ROOT / "build" / "lambda"
 
 # boto3/botocore are left out: the Lambda python runtime ships them. No OpenCV: lfr_core's face path
 # is onnxruntime + numpy + Pillow, and opencv-python-headless alone (~143 MiB) put the layer over 250 MiB.
@@ -62,11 +69,6 @@ def pinned_requirements() -> tuple[str, ...]:
             pins.append(req)
     return tuple(pins)
 
-
-# Lambda's python3.12 runtime is Amazon Linux 2023 (glibc 2.34): manylinux2014 wheels
-# and the manylinux_2_28 wheels recent onnxruntime releases ship only as both load there.
-PLATFORMS: tuple[str, ...] = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
-ABI_TAG = "cp" + LAMBDA_PYTHON_VERSION.replace(".", "")  # cp312
 
 # Installed only as transitive deps of onnxruntime for its offline tooling
 # (symbolic shape inference, quantisation); InferenceSession never imports them.
@@ -102,7 +104,7 @@ def _pip_args(target: Path) -> list[str]:
         "--quiet",
         "--disable-pip-version-check",
         "--no-compile",  # the runtime compiles lazily into /tmp; .pyc in the layer is dead weight
-        *(arg for plat in PLATFORMS for arg in ("--platform", plat)),
+        *(arg for plat in PIP_PLATFORMS for arg in ("--platform", plat)),
         "--python-version",
         LAMBDA_PYTHON_VERSION,
         "--implementation",
@@ -118,7 +120,7 @@ def _pip_args(target: Path) -> list[str]:
 def _stamp_value() -> dict[str, object]:
     return {
         "requirements": list(pinned_requirements()),
-        "platforms": list(PLATFORMS),
+        "platforms": list(PIP_PLATFORMS),
         "python": LAMBDA_PYTHON_VERSION,
         "architecture": LAMBDA_ARCHITECTURE,
         "trim": [list(TRIM_PACKAGES), list(TRIM_PATHS)],
@@ -175,14 +177,6 @@ def install_deps(force: bool = False) -> bool:
     return True
 
 
-def _copy_package(src: Path, dst: Path) -> None:
-    shutil.copytree(
-        src,
-        dst,
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".mypy_cache", ".pytest_cache"),
-    )
-
-
 def _link_or_copy_tree(src: Path, dst: Path) -> None:
     """Hard-link the (large, immutable) pip tree into the layer; copy if links are not possible."""
 
@@ -196,28 +190,21 @@ def _link_or_copy_tree(src: Path, dst: Path) -> None:
 
 
 def build_core_layer(models_src: Path = MODELS_SRC_DIR) -> Path:
-    _remove(CORE_DIR)
+    _remove(CORE_LAYER_DIR)
     _link_or_copy_tree(DEPS_DIR, CORE_PYTHON_DIR)
-    _copy_package(ROOT / "lfr_core", CORE_PYTHON_DIR / "lfr_core")
+    copy_package(ROOT / "lfr_core", CORE_PYTHON_DIR / "lfr_core")
     CORE_MODELS_DIR.mkdir(parents=True)
     if models_src.is_dir():
         for f in sorted(models_src.iterdir()):
             if f.is_file():
                 shutil.copy2(f, CORE_MODELS_DIR / f.name)
-    return CORE_DIR
-
-
-def build_code_asset() -> Path:
-    _remove(CODE_ASSET_DIR)
-    CODE_ASSET_DIR.mkdir(parents=True)
-    _copy_package(ROOT / "functions", CODE_ASSET_DIR / "functions")
-    return CODE_ASSET_DIR
+    return CORE_LAYER_DIR
 
 
 def build(force: bool = False, models_src: Path = MODELS_SRC_DIR) -> None:
     if not models_src.is_dir():
         print(
-            f"warning: {models_src} missing (run `python -m layers.models`); layer has no models",
+            f"warning: {models_src} missing (run `python -m layers.face_models`); layer has no models",
             file=sys.stderr,
         )
     install_deps(force=force)
@@ -236,7 +223,7 @@ def tree_bytes(path: Path) -> int:
 
 def layer_unzipped_bytes() -> int:
     """Unzipped bytes of the core layer plus the code asset: what Lambda holds against the 250 MB limit."""
-    return tree_bytes(CORE_DIR) + tree_bytes(CODE_ASSET_DIR)
+    return tree_bytes(CORE_LAYER_DIR) + tree_bytes(CODE_ASSET_DIR)
 
 
 def _top_level_sizes(path: Path) -> Iterable[tuple[str, int]]:

@@ -8,7 +8,7 @@ class LfrCoreError(Exception):
 
 
 class ModelNotBuiltError(LfrCoreError, FileNotFoundError):
-    """The ONNX models are missing: run `make models` (python -m layers.models)."""
+    """The ONNX models are missing: run `make models` (python -m layers.face_models)."""
 
 
 class InvalidImageError(LfrCoreError, ValueError):

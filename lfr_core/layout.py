@@ -7,7 +7,7 @@ bucket, so that purging a deployment is "delete this prefix, then list it empty"
 from __future__ import annotations
 
 MODEL_SFACE = "sface_2021dec_fp32.onnx"
-# fp32 with dynamic H/W, built by layers.models from the int8 original so onnxruntime can run it.
+# fp32 with dynamic H/W, built by layers.face_models from the int8 original so onnxruntime can run it.
 MODEL_YUNET = "yunet_2023mar_fp32.onnx"
 
 

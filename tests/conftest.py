@@ -15,7 +15,7 @@ def built_models() -> Path:
     Honours MODEL_DIR / LFR_MODEL_DIR like lfr_core.face.onnx_models.model_dir(), so a test run can point
     at a prebuilt directory.
     """
-    from layers.models import DEFAULT_OUT, build
+    from layers.face_models import DEFAULT_OUT, build
 
     out = Path(os.environ.get("MODEL_DIR") or os.environ.get("LFR_MODEL_DIR") or DEFAULT_OUT)
     build(out)

@@ -27,18 +27,16 @@ class BuildRequest(BaseModel):
     deployment_id: DeploymentId
 
 
-
-
-def _detector(model_dir: str | None) -> Detector:
+def _detector(model_dir: str) -> Detector:
     from lfr_core.face.detect import FaceDetector
 
-    return FaceDetector(Path(model_dir) / MODEL_YUNET if model_dir else None)
+    return FaceDetector(Path(model_dir) / MODEL_YUNET)
 
 
-def _embedder(model_dir: str | None) -> Embedder:
+def _embedder(model_dir: str) -> Embedder:
     from lfr_core.face.embed import FaceEmbedder
 
-    return FaceEmbedder(Path(model_dir) / MODEL_SFACE if model_dir else None)
+    return FaceEmbedder(Path(model_dir) / MODEL_SFACE)
 
 
 def _make() -> BuildService:

@@ -34,10 +34,10 @@ from lfr_core.layout import MODEL_SFACE
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def _embedder_factory(model_dir: str | None) -> Embedder:
+def _embedder_factory(model_dir: str) -> Embedder:
     from lfr_core.face.embed import FaceEmbedder  # onnxruntime import: only when a crop needs it
 
-    return FaceEmbedder(Path(model_dir) / MODEL_SFACE if model_dir else None)
+    return FaceEmbedder(Path(model_dir) / MODEL_SFACE)
 
 
 def _make() -> MatchService:
@@ -52,12 +52,8 @@ def _make() -> MatchService:
         publisher=SnsAlertPublisher(env.alert_topic_arn),
         embedder=partial(_embedder_factory, env.model_dir),
         metrics=PowertoolsMetricsSink(metrics),
-        audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
-        page_links=(
-            PageLinks(env.officer_page_url, SecretSigningKey(env.signing_secret_arn))
-            if env.officer_page_url and env.signing_secret_arn
-            else None
-        ),
+        audit=AuditLog(S3AuditStore(env.audit_bucket)),
+        page_links=PageLinks(env.officer_page_url, SecretSigningKey(env.signing_secret_arn)),
     )
 
 

@@ -36,10 +36,10 @@ def _make() -> OfficerApi:
         key=SecretSigningKey(env.signing_secret_arn),
         alerts_bucket=env.alerts_bucket,
         watchlist_bucket=env.watchlist_bucket,
-        audit=AuditLog(S3AuditStore(env.audit_bucket)) if env.audit_bucket else None,
+        audit=AuditLog(S3AuditStore(env.audit_bucket)),
         console=Console(
             deployments=deployments, alerts=alerts, links=links, alerts_bucket=env.alerts_bucket,
-            queue=SqsQueueStats(env.crop_queue_url) if env.crop_queue_url else None, clock=utcnow,
+            queue=SqsQueueStats(env.crop_queue_url), clock=utcnow,
         ),
     )
 

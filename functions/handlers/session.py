@@ -25,7 +25,7 @@ def _make() -> SessionService:
         S3WatchlistStore(env.watchlist_bucket),
         audit=AuditLog(S3AuditStore(env.audit_bucket)),
         queues=SqsCropQueues(env.crop_queue_url, env.crop_dlq_url),
-        alerts=DynamoAlertRepository(env.alerts_table) if env.alerts_table else None,
+        alerts=DynamoAlertRepository(env.alerts_table),
     )
 
 

@@ -15,11 +15,7 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import RegexAppliesTo
 from constructs import Construct
 
-from infra.constants import (
-    AUDIT_LOCK_MODE,
-    AUDIT_RETENTION_DAYS,
-    ENV_AUDIT_BUCKET,
-)
+from infra.constants import AUDIT_LOCK_MODE, AUDIT_RETENTION_DAYS
 from infra.constructs.nag import acknowledge
 
 AUDIT_OBJECTS = "chain/*"
@@ -71,7 +67,6 @@ class AuditStorage(Construct):
 
     def grant_append(self, fn: lambda_.Function) -> None:
         """Read the chain head and create new entries; never delete or overwrite (policy above)."""
-        fn.add_environment(ENV_AUDIT_BUCKET, self.bucket.bucket_name)
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject", "s3:PutObject"], resources=[self.bucket.arn_for_objects(AUDIT_OBJECTS)]

@@ -16,7 +16,7 @@ Routes (all integrated with the one officer API function):
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
@@ -33,15 +33,8 @@ from aws_cdk import aws_sqs as sqs
 from cdk_nag import RegexAppliesTo
 from constructs import Construct
 
+from functions.models.env import OfficerApiEnv
 from infra.constants import (
-    ENV_ALERTS_BUCKET,
-    ENV_ALERTS_TABLE,
-    ENV_CROP_QUEUE_URL,
-    ENV_DEPLOYMENTS_TABLE,
-    ENV_OFFICER_PAGE_URL,
-    ENV_OFFICERS_TABLE,
-    ENV_SIGNING_SECRET_ARN,
-    ENV_WATCHLIST_BUCKET,
     FAILED_ACCESS_ALARM_PERIOD_S,
     FAILED_ACCESS_ALARM_THRESHOLD,
     METRICS_NAMESPACE,
@@ -53,52 +46,50 @@ from infra.constants import (
     OFFICER_API_TIMEOUT_S,
     SERVICE_NAME,
 )
-from infra.constructs.functions import LAMBDA_CHECK_SKIPS
+from infra.constructs.lambda_function import LOG_RETENTION, FunctionSpec, LambdaCode, lfr_function
 from infra.constructs.nag import acknowledge, skip_static_checks
 from infra.constructs.tables import customer_managed_table
 
-HANDLER_OFFICER_API = "functions.handlers.officer_api.handler"
-LOG_RETENTION = logs.RetentionDays.ONE_YEAR
+OFFICER_API = FunctionSpec(
+    "functions.handlers.officer_api.handler", OFFICER_API_MEMORY_MB, OFFICER_API_TIMEOUT_S,
+    OFFICER_API_RESERVED_CONCURRENCY, "Officers' alert page, alert data and decisions",
+)
 SIGNING_KEY_CHARS = 64
 FAILED_ACCESS_METRIC = "FailedAccess"  # = functions.logic.officer_access.FAILED_ACCESS_METRIC (total, no reason)
 
 
+@dataclass(frozen=True)
+class OfficerDeps:
+    code: LambdaCode
+    deployments: ddb.ITable
+    alerts_table: ddb.ITable
+    watchlist: s3.IBucket
+    alerts_bucket: s3.IBucket
+    audit_bucket: s3.IBucket
+    crop_queue: sqs.IQueue  # the van's console shows its depth
+    key: kms.IKey
+
+
+@dataclass(frozen=True)
+class PageLink:
+    """What the match function needs to put a signed link to the alert page in a notification."""
+
+    url: str
+    signing_secret: secretsmanager.ISecret
+
+
 class Officers(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        layer: lambda_.ILayerVersion,
-        code_dir: Path,
-        deployments: ddb.ITable,
-        alerts_table: ddb.ITable,
-        watchlist: s3.IBucket,
-        alerts_bucket: s3.IBucket,
-        key: kms.IKey,
-        match_fn: lambda_.Function,
-        crop_queue: sqs.IQueue | None = None,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, deps: OfficerDeps) -> None:
         super().__init__(scope, construct_id)
-        self.table = self._officers_table(key)
-        self.signing_secret = self._signing_key(key)
+        self.table = self._officers_table(deps.key)
+        self.signing_secret = self._signing_key(deps.key)
         self.user_pool, self.app_client = self._identities()
-        self.function = self._function(
-            layer, code_dir, key,
-            env={
-                ENV_DEPLOYMENTS_TABLE: deployments.table_name,
-                ENV_ALERTS_TABLE: alerts_table.table_name,
-                ENV_OFFICERS_TABLE: self.table.table_name,
-                ENV_WATCHLIST_BUCKET: watchlist.bucket_name,
-                ENV_ALERTS_BUCKET: alerts_bucket.bucket_name,
-                ENV_SIGNING_SECRET_ARN: self.signing_secret.secret_arn,
-            },
-        )
-        self._grant_function(self.function, deployments, alerts_table, watchlist, alerts_bucket, key, crop_queue)
-        self.api = self._rest_api(key)
+        self.function = self._function(deps)
+        self._grant_function(self.function, deps)
+        self.api = self._rest_api(deps.key)
         self._routes()
         self.failed_access_alarm = self._failed_access_alarm()
-        self._link_match_function(match_fn)
+        self.page_link = PageLink(url=self.api.url, signing_secret=self.signing_secret)
 
     def _officers_table(self, key: kms.IKey) -> ddb.Table:
         # Officers' names and masked channel hints (no member of the public): PITR on.
@@ -166,62 +157,31 @@ class Officers(Construct):
         )
         return user_pool, app_client
 
-    def _function(
-        self, layer: lambda_.ILayerVersion, code_dir: Path, key: kms.IKey, env: dict[str, str]
-    ) -> lambda_.Function:
-        """The officer API function; `env` is its own environment (Powertools' settings are added here)."""
-        log_group = logs.LogGroup(
-            self, "FnLogs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY, encryption_key=key
-        )
-        fn = lambda_.Function(
-            self,
-            "Api",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.X86_64,
-            handler=HANDLER_OFFICER_API,
-            code=lambda_.Code.from_asset(str(code_dir)),
-            layers=[layer],
-            memory_size=OFFICER_API_MEMORY_MB,
-            timeout=Duration.seconds(OFFICER_API_TIMEOUT_S),
-            environment={
-                **env,
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                "LOG_LEVEL": "INFO",
+    def _function(self, d: OfficerDeps) -> lambda_.Function:
+        return lfr_function(
+            self, "Api", spec=OFFICER_API, env_model=OfficerApiEnv, code=d.code, key=d.key, log_group_id="FnLogs",
+            env={
+                "deployments_table": d.deployments.table_name,
+                "watchlist_bucket": d.watchlist.bucket_name,
+                "alerts_table": d.alerts_table.table_name,
+                "officers_table": self.table.table_name,
+                "alerts_bucket": d.alerts_bucket.bucket_name,
+                "signing_secret_arn": self.signing_secret.secret_arn,
+                "audit_bucket": d.audit_bucket.bucket_name,
+                "crop_queue_url": d.crop_queue.queue_url,
             },
-            log_group=log_group,
-            reserved_concurrent_executions=OFFICER_API_RESERVED_CONCURRENCY,
-            description="Officers' alert page, alert data and decisions",
         )
-        skip_static_checks(fn, LAMBDA_CHECK_SKIPS)
-        acknowledge(
-            fn,
-            "AwsSolutions-L1",
-            "Pinned to python3.12: the layer's native wheels (cp312 manylinux x86_64) are built for it.",
-        )
-        acknowledge(
-            fn,
-            "AwsSolutions-IAM4",
-            "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
-            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
-        )
-        return fn
 
-    def _grant_function(
-        self, fn: lambda_.Function, deployments: ddb.ITable, alerts_table: ddb.ITable, watchlist: s3.IBucket,
-        alerts_bucket: s3.IBucket, key: kms.IKey, crop_queue: sqs.IQueue | None,
-    ) -> None:
-        if crop_queue is not None:
-            # The console shows the crop queue's depth: its attributes only, never a message.
-            fn.add_environment(ENV_CROP_QUEUE_URL, crop_queue.queue_url)
-            crop_queue.grant(fn, "sqs:GetQueueAttributes")
-        deployments.grant_read_data(fn)
+    def _grant_function(self, fn: lambda_.Function, d: OfficerDeps) -> None:
+        # The console shows the crop queue's depth: its attributes only, never a message.
+        d.crop_queue.grant(fn, "sqs:GetQueueAttributes")
+        d.deployments.grant_read_data(fn)
         self.table.grant_read_data(fn)
         # Decisions: UpdateItem on the alerts table only (plus reads), no deletes.
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
-                resources=[alerts_table.table_arn],
+                resources=[d.alerts_table.table_arn],
             )
         )
         # Presigned GETs are signed with the function's role: it may read exactly the evidence
@@ -230,14 +190,16 @@ class Officers(Construct):
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
                 resources=[
-                    alerts_bucket.arn_for_objects("alerts/*"),
-                    watchlist.arn_for_objects("deployments/*/watchlist/images/*"),
+                    d.alerts_bucket.arn_for_objects("alerts/*"),
+                    d.watchlist.arn_for_objects("deployments/*/watchlist/images/*"),
                 ],
             )
         )
         # The data key: read the buckets and tables, and write a decision to the alerts table (on that key).
         fn.add_to_role_policy(
-            iam.PolicyStatement(actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], resources=[key.key_arn])
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], resources=[d.key.key_arn]
+            )
         )
         self.signing_secret.grant_read(fn)
         acknowledge(
@@ -300,57 +262,58 @@ class Officers(Construct):
         return api
 
     def _routes(self) -> None:
-        integration = apigw.LambdaIntegration(self.function, proxy=True)
+        """The alert page; its data and decisions, by Cognito and by lfr token; the van's console."""
+        self._integration = apigw.LambdaIntegration(self.function, proxy=True)
         # Path parameters are required at the gateway; the body (one enum field) is validated in the function.
-        validator = self.api.add_request_validator(
+        self._validator = self.api.add_request_validator(
             "Validate", validate_request_parameters=True, validate_request_body=True
         )
-        authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
-        path_params = {"method.request.path.deployment_id": True, "method.request.path.alert_id": True}
-
-        def method(resource: apigw.IResource, verb: str, cognito_auth: bool) -> None:
-            m = resource.add_method(
-                verb,
-                integration,
-                request_parameters=path_params,
-                request_validator=validator,
-                **(
-                    {"authorizer": authorizer, "authorization_type": apigw.AuthorizationType.COGNITO}
-                    if cognito_auth
-                    else {"authorization_type": apigw.AuthorizationType.NONE}
-                ),
-            )
-            if not cognito_auth:
-                acknowledge(
-                    m,
-                    "AwsSolutions-APIG4",
-                    "No API Gateway authorizer by design: the page route serves static HTML holding no alert"
-                    " data; the /t/ routes are authorised in the function by an HMAC-signed token bound to"
-                    " officer and deployment that expires with the deployment.",
-                )
-                acknowledge(m, "AwsSolutions-COG4", "Authorised by the lfr-signed token in the function (see APIG4).")
-                skip_static_checks(
-                    m,
-                    {"CKV_AWS_59": "No API Gateway authorizer by design (see AwsSolutions-APIG4): the page is static"
-                     " HTML, the /t/ routes verify an HMAC-signed, deployment-bound token in the function."},
-                )
-
-        def alert_routes(root: apigw.IResource, cognito_auth: bool) -> None:
-            one = root.add_resource("{deployment_id}").add_resource("{alert_id}")
-            method(one, "GET", cognito_auth)
-            method(one.add_resource("decision"), "POST", cognito_auth)
-
+        self._authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
         page = self.api.root.add_resource("alert").add_resource("{deployment_id}").add_resource("{alert_id}")
-        method(page, "GET", False)
-        alert_routes(self.api.root.add_resource("alerts"), True)
+        self._alert_method(page, "GET", cognito_auth=False)
+        self._alert_routes(self.api.root.add_resource("alerts"), cognito_auth=True)
         token_root = self.api.root.add_resource("t")
-        alert_routes(token_root.add_resource("alerts"), False)
-        # The van's console: a static page and its token-authorised state, one deployment each.
-        console_params = {"method.request.path.deployment_id": True}
-        for parent in (self.api.root.add_resource("console"), token_root.add_resource("console")):
+        self._alert_routes(token_root.add_resource("alerts"), cognito_auth=False)
+        self._console_routes(self.api.root.add_resource("console"), token_root.add_resource("console"))
+
+    def _alert_routes(self, root: apigw.IResource, *, cognito_auth: bool) -> None:
+        one = root.add_resource("{deployment_id}").add_resource("{alert_id}")
+        self._alert_method(one, "GET", cognito_auth=cognito_auth)
+        self._alert_method(one.add_resource("decision"), "POST", cognito_auth=cognito_auth)
+
+    def _alert_method(self, resource: apigw.IResource, verb: str, *, cognito_auth: bool) -> None:
+        m = resource.add_method(
+            verb,
+            self._integration,
+            request_parameters={"method.request.path.deployment_id": True, "method.request.path.alert_id": True},
+            request_validator=self._validator,
+            **(
+                {"authorizer": self._authorizer, "authorization_type": apigw.AuthorizationType.COGNITO}
+                if cognito_auth
+                else {"authorization_type": apigw.AuthorizationType.NONE}
+            ),
+        )
+        if not cognito_auth:
+            acknowledge(
+                m,
+                "AwsSolutions-APIG4",
+                "No API Gateway authorizer by design: the page route serves static HTML holding no alert"
+                " data; the /t/ routes are authorised in the function by an HMAC-signed token bound to"
+                " officer and deployment that expires with the deployment.",
+            )
+            acknowledge(m, "AwsSolutions-COG4", "Authorised by the lfr-signed token in the function (see APIG4).")
+            skip_static_checks(
+                m,
+                {"CKV_AWS_59": "No API Gateway authorizer by design (see AwsSolutions-APIG4): the page is static"
+                 " HTML, the /t/ routes verify an HMAC-signed, deployment-bound token in the function."},
+            )
+
+    def _console_routes(self, *parents: apigw.IResource) -> None:
+        """The van's console: a static page and its token-authorised state, one deployment each."""
+        for parent in parents:
             m = parent.add_resource("{deployment_id}").add_method(
-                "GET", integration, request_parameters=console_params, request_validator=validator,
-                authorization_type=apigw.AuthorizationType.NONE,
+                "GET", self._integration, request_parameters={"method.request.path.deployment_id": True},
+                request_validator=self._validator, authorization_type=apigw.AuthorizationType.NONE,
             )
             acknowledge(
                 m,
@@ -384,9 +347,3 @@ class Officers(Construct):
             alarm_description="Many refused requests to the officers' API: someone is probing it (see the"
             " FailedAccess metric by reason and the API access log)",
         )
-
-    def _link_match_function(self, match_fn: lambda_.Function) -> None:
-        # The match function puts a signed link to the page in every notification.
-        match_fn.add_environment(ENV_OFFICER_PAGE_URL, self.api.url)
-        match_fn.add_environment(ENV_SIGNING_SECRET_ARN, self.signing_secret.secret_arn)
-        self.signing_secret.grant_read(match_fn)

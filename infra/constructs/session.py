@@ -21,7 +21,7 @@ from constructs import Construct
 
 from functions.exceptions import terminal_error_names, transient_error_names
 from functions.observability import METRIC_SESSION_STEP_ERRORS
-from infra.constants import ENV_CROP_DLQ_URL, ENV_CROP_QUEUE_URL, METRICS_NAMESPACE, SERVICE_NAME
+from infra.constants import METRICS_NAMESPACE, SERVICE_NAME
 from infra.constructs.nag import acknowledge
 from lfr_core.lifecycle import SessionAction
 
@@ -248,8 +248,6 @@ class SessionStateMachine(Construct):
 
 def grant_queue_purge(fn: lambda_.Function, key: kms.IKey, crop: sqs.IQueue, dlq: sqs.IQueue) -> None:
     """The session function's purge removes its deployment's crops from the crop queue and the DLQ."""
-    fn.add_environment(ENV_CROP_QUEUE_URL, crop.queue_url)
-    fn.add_environment(ENV_CROP_DLQ_URL, dlq.queue_url)
     fn.add_to_role_policy(
         iam.PolicyStatement(
             # GetQueueAttributes: purge verifies a queue drained by its own counts.

@@ -92,9 +92,9 @@ class EmbeddedStack:
         for gw in self.gateways.values():
             gw.start()
         if self.gateways:
-            from infra.constants import ENV_OFFICER_PAGE_URL
+            from functions.models.env import OFFICER_PAGE_URL
 
-            self._runtime.extra_env.setdefault(ENV_OFFICER_PAGE_URL, self.api_url)
+            self._runtime.extra_env.setdefault(OFFICER_PAGE_URL, self.api_url)
         detach_moto_sqs_invoker(ACCOUNT_ID, REGION)
         function_arns = {fn.arn for fn in self._runtime.functions.values()}
         mappings = discover_mappings(self.client("lambda"), function_arns)

@@ -1,6 +1,6 @@
 """Face detection with YuNet on onnxruntime: boxes, 5 landmarks and a score per face.
 
-The network runs in onnxruntime (the model built by layers.models with dynamic H/W) and the
+The network runs in onnxruntime (the model built by layers.face_models with dynamic H/W) and the
 post-processing is OpenCV's FaceDetectorYN (modules/objdetect/src/face_detect.cpp) redone in numpy,
 so detections match cv2.FaceDetectorYN without shipping OpenCV in the Lambda layer.
 """

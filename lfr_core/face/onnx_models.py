@@ -28,7 +28,7 @@ def model_dir() -> Path:
         path, source = DEFAULT_MODEL_DIR, "the default"
     if not path.is_dir():
         raise ModelNotBuiltError(
-            f"model directory {path} ({source}) does not exist: run `make models` (python -m layers.models)"
+            f"model directory {path} ({source}) does not exist: run `make models` (python -m layers.face_models)"
         )
     return path
 
@@ -37,7 +37,7 @@ def model_path(name: str) -> Path:
     """Path of one built model file (a name from lfr_core.layout, e.g. MODEL_SFACE)."""
     path = model_dir() / name
     if not path.is_file():
-        raise ModelNotBuiltError(f"model {path} is missing: run `make models` (python -m layers.models)")
+        raise ModelNotBuiltError(f"model {path} is missing: run `make models` (python -m layers.face_models)")
     return path
 
 

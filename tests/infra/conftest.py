@@ -20,10 +20,10 @@ def _ensure_models(tmp: Path) -> Path:
     """The real models when they can be built; otherwise placeholders (template tests only)."""
     if layer_build.MODELS_SRC_DIR.is_dir():
         return layer_build.MODELS_SRC_DIR
-    if importlib.util.find_spec("layers.models") is not None:
-        from layers import models
+    if importlib.util.find_spec("layers.face_models") is not None:
+        from layers import face_models
 
-        main = getattr(models, "main", None)
+        main = getattr(face_models, "main", None)
         if callable(main):
             main([])
             if layer_build.MODELS_SRC_DIR.is_dir():

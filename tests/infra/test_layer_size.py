@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.constants import LAMBDA_LAYER_LIMIT_BYTES
+from lambda_target import LAMBDA_LAYER_LIMIT_BYTES
 from layers import build as layer_build
 
 pytestmark = pytest.mark.usefixtures("built_assets")

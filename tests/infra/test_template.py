@@ -9,6 +9,16 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Annotations, Match, Template
 
+from functions.models.env import (
+    AUDIT_BUCKET,
+    CROP_DLQ_URL,
+    CROP_QUEUE_URL,
+    BuildWatchlistEnv,
+    FunctionEnv,
+    MatchEnv,
+    OfficerApiEnv,
+    SessionEnv,
+)
 from infra.app import build_app
 from infra.constants import (
     ALERT_RETENTION_CHOICES_DAYS,
@@ -20,18 +30,18 @@ from infra.constants import (
     CROP_MAX_RECEIVE_COUNT,
     CROP_QUEUE_RETENTION_S,
     DEFAULT_STACK_NAME,
-    ENV_AUDIT_BUCKET,
-    ENV_CROP_DLQ_URL,
-    ENV_CROP_QUEUE_URL,
     MATCH_BATCH_SIZE,
     MATCH_MAX_CONCURRENCY,
     MATCH_RESERVED_CONCURRENCY,
     MATCH_TIMEOUT_S,
     MAX_SESSION_DURATION_S,
+    METRICS_NAMESPACE,
     OFFICER_API_RESERVED_CONCURRENCY,
+    SERVICE_NAME,
     SESSION_RESERVED_CONCURRENCY,
 )
 from infra.stack import LfrStack
+from lambda_target import LAMBDA_RUNTIME_NAME, LAYER_MODEL_DIR
 
 pytestmark = pytest.mark.usefixtures("built_assets")
 
@@ -226,22 +236,35 @@ def test_functions_runtime_layer_and_handlers(template: Template) -> None:
     assert len(fns) == 4  # + the officers' API (tests/infra/test_officers_template.py)
     handlers = set()
     for f in fns.values():
-        if f["Properties"]["Handler"] == "functions.handlers.officer_api.handler":
-            continue
         props = f["Properties"]
-        assert props["Runtime"] == "python3.12"
+        assert props["Runtime"] == "python3.12" == LAMBDA_RUNTIME_NAME
         assert props["Architectures"] == ["x86_64"]
         assert len(props["Layers"]) == 1
-        env = props["Environment"]["Variables"]
-        assert env["MODEL_DIR"] == "/opt/models"
-        for var in ("DEPLOYMENTS_TABLE", "ALERTS_TABLE", "WATCHLIST_BUCKET", "ALERTS_BUCKET"):
-            assert var in env
         handlers.add(props["Handler"])
-    assert handlers == {
-        "functions.handlers.match.handler",
-        "functions.handlers.build_watchlist.handler",
-        "functions.handlers.session.handler",
-    }
+    assert handlers == set(ENV_MODELS)
+
+
+# Each handler's env model (functions/models/env.py); the handler reads exactly these at cold start.
+ENV_MODELS: dict[str, type[FunctionEnv]] = {
+    "functions.handlers.match.handler": MatchEnv,
+    "functions.handlers.build_watchlist.handler": BuildWatchlistEnv,
+    "functions.handlers.session.handler": SessionEnv,
+    "functions.handlers.officer_api.handler": OfficerApiEnv,
+}
+
+
+def test_each_function_is_given_exactly_its_env_model(template: Template) -> None:
+    """Every variable a handler requires is set (so none is optional in its model), and nothing else:
+    the template's environment parses with the model, tokens standing for the resources' names."""
+    for f in template.find_resources("AWS::Lambda::Function").values():
+        props = f["Properties"]
+        model = ENV_MODELS[props["Handler"]]
+        env = props["Environment"]["Variables"]
+        assert set(env) == {str(field.alias) for field in model.model_fields.values()}, props["Handler"]
+        parsed = model.from_environ({k: v if isinstance(v, str) else json.dumps(v) for k, v in env.items()})
+        assert parsed.service_name == SERVICE_NAME and parsed.metrics_namespace == METRICS_NAMESPACE
+        if "model_dir" in model.model_fields:
+            assert env["MODEL_DIR"] == LAYER_MODEL_DIR
 
 
 def test_outputs(template: Template) -> None:
@@ -316,8 +339,8 @@ def test_session_and_match_functions_can_append_audit_and_purge_queues(template:
     fns = {f["Properties"]["Handler"]: f["Properties"]
            for f in template.find_resources("AWS::Lambda::Function").values()}
     session_env = fns["functions.handlers.session.handler"]["Environment"]["Variables"]
-    assert {ENV_AUDIT_BUCKET, ENV_CROP_QUEUE_URL, ENV_CROP_DLQ_URL} <= set(session_env)
-    assert ENV_AUDIT_BUCKET in fns["functions.handlers.match.handler"]["Environment"]["Variables"]
+    assert {AUDIT_BUCKET, CROP_QUEUE_URL, CROP_DLQ_URL} <= set(session_env)
+    assert AUDIT_BUCKET in fns["functions.handlers.match.handler"]["Environment"]["Variables"]
     policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
         assert action in policies

@@ -13,6 +13,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
+from infra.constructs.lambda_function import LAMBDA_RUNTIME
+
 FIXTURE_DIR = Path(__file__).parent / "fixture_lambda"
 STACK_NAME = "lfr-fixture"
 
@@ -36,7 +38,7 @@ def build_fixture_app(outdir: str | Path | None = None) -> cdk.App:
     fn = lambda_.Function(
         stack,
         "Fixture",
-        runtime=lambda_.Runtime.PYTHON_3_12,
+        runtime=LAMBDA_RUNTIME,  # the lfr functions' pin
         handler="fixture_handler.handler",
         code=lambda_.Code.from_asset(str(FIXTURE_DIR)),
         timeout=cdk.Duration.seconds(3),

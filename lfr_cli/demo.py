@@ -31,8 +31,8 @@ from infra import constants as C
 from lfr_cli.admin import Admin, AdminError
 from lfr_cli.aws import AwsContext
 from lfr_core.contracts import Alert, CropMessage, DeploymentState
-from lfr_core.datasets import LfwImage, read_lfw_manifest
 from lfr_core.face.detect import Detection
+from lfr_eval.datasets import LfwImage, read_lfw_manifest
 
 DEMO_SEED = 7
 DEMO_CAMERA = "demo-cam-1"

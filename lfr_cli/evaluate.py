@@ -11,10 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from lfr_core.calibration import fpir_key
-from lfr_core.datasets import REPO_ROOT
 from lfr_core.matching import PRODUCTION_FUSION, FusionMode
 from lfr_eval.calibrate import DEFAULT_SIZES, RebuiltTable, rebuild_table
 from lfr_eval.dataset import Sample, errata_note, lfw, load_folder, resolve_errata
+from lfr_eval.datasets import REPO_ROOT
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.errata import Errata
 from lfr_eval.identification import (

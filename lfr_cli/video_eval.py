@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lfr_core.datasets import REPO_ROOT
+from lfr_eval.datasets import REPO_ROOT
 from lfr_eval.metrics import Rate
 from lfr_eval.video import measure_video
 

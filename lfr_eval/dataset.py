@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_uploader.pipeline import IMAGE_SUFFIXES
-from lfr_core.datasets import REPO_ROOT
 from lfr_core.errors import DatasetNotFoundError
+from lfr_eval.datasets import REPO_ROOT
 from lfr_eval.errata import Errata, load_errata
 
 
@@ -95,7 +95,7 @@ def singletons(samples: Sequence[Sample]) -> set[str]:
 
 
 def lfw() -> Path:
-    from lfr_core.datasets import lfw_root
+    from lfr_eval.datasets import lfw_root
 
     return lfw_root()
 

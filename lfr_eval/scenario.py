@@ -25,8 +25,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from lfr_core.datasets import read_lfw_manifest
 from lfr_core.face.detect import FaceDetector, pick_central
+from lfr_eval.datasets import read_lfw_manifest
 
 DEFAULT_SIZE = (1280, 720)
 DEFAULT_FPS = 10.0

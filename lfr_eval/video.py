@@ -30,10 +30,10 @@ from edge_uploader.runner import Uploader
 from edge_uploader.sources import Frame, FrameSource
 from lfr_core.calibration import shipped_table
 from lfr_core.contracts import CropMessage
-from lfr_core.datasets import read_lfw_manifest
 from lfr_core.face.detect import Detection
 from lfr_core.face.image import decode_jpeg
 from lfr_core.matching import FUSION_MODES, Decision, Thresholds, WatchlistIndex, decide
+from lfr_eval.datasets import read_lfw_manifest
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.metrics import Rate
 from lfr_eval.scenario import Person, make_scenario, track_identity

@@ -13,8 +13,7 @@ from pathlib import Path
 from lfr_core.calibration import fpir_key
 from lfr_core.matching import PRODUCTION_FUSION, FusionMode
 from lfr_eval.calibrate import DEFAULT_SIZES, RebuiltTable, rebuild_table
-from lfr_eval.dataset import Sample, errata_note, lfw, load_folder, resolve_errata
-from lfr_eval.datasets import REPO_ROOT
+from lfr_eval.datasets import REPO_ROOT, Sample, errata_note, lfw_root, load_folder, resolve_errata
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.errata import Errata
 from lfr_eval.identification import (
@@ -57,7 +56,7 @@ def run_eval(
     errata: str | None = None,
 ) -> int:
     log = _stderr_log
-    root = dataset or lfw()
+    root = dataset or lfw_root()
     labelled = load_folder(root)
     fix = resolve_errata(errata, dataset)
     extras = [s for d in non_mated for s in load_folder(d, extra=True)]
@@ -164,7 +163,7 @@ def run_calibrate(
     dataset: Path | None, sizes: Sequence[int], lists: int, seed: int, fusion_mode: FusionMode,
     out: Path, threads: int | None = None, errata: str | None = None,
 ) -> int:
-    root = dataset or lfw()
+    root = dataset or lfw_root()
     labelled = load_folder(root)
     fix = resolve_errata(errata, dataset)
     samples = fix.apply(labelled) if fix else labelled

@@ -2,7 +2,7 @@
 `lfr scenario` commands (lfr_cli) print from. Never shipped to Lambda (layers/build.py copies
 lfr_core and functions only; tests/unit/test_lambda_imports.py checks).
 
-- dataset: identity-labelled folders; errata: reviewed label corrections applied to them
+- datasets: the shared datasets and identity-labelled folders; errata: reviewed label corrections applied to them
 - degrade: CCTV-like probe degradation; embeddings: the production-path embedding cache
 - identification: the open-set protocol (watchlist splits, mated/non-mated searches, variants)
 - metrics: TPIR/FPIR with exact intervals, thresholds at a target FPIR; report: tables, DET plots

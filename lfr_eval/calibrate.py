@@ -22,7 +22,7 @@ from lfr_core.contracts import MAX_TRACK_CROPS, utcnow
 from lfr_core.errors import CalibrationError
 from lfr_core.face.embed import EMBEDDING_DIM
 from lfr_core.matching import FusionMode, fuse_scores
-from lfr_eval.dataset import Sample, errata_note
+from lfr_eval.datasets import Sample, errata_note
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.errata import Errata
 from lfr_eval.metrics import OpenSetResult, threshold_at_fpir

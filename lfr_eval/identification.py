@@ -22,7 +22,7 @@ from lfr_core.calibration import CalibrationTable, fpir_key
 from lfr_core.errors import CalibrationError
 from lfr_core.matching import PRODUCTION_FUSION, WatchlistIndex, reaches
 from lfr_eval.calibrate import tracks_of
-from lfr_eval.dataset import Sample, singletons
+from lfr_eval.datasets import Sample, singletons
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.metrics import OpenSetResult, Rate, summarise
 

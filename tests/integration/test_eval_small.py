@@ -20,8 +20,7 @@ import pytest
 from lfr_cli.main import main
 from lfr_core.calibration import CalibrationTable
 from lfr_eval.calibrate import Gallery, calibrate_table, pooled_non_mated
-from lfr_eval.dataset import load_folder
-from lfr_eval.datasets import LfwImage, read_lfw_manifest
+from lfr_eval.datasets import LfwImage, load_folder, read_lfw_manifest
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.metrics import Rate
 

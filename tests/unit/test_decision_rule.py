@@ -24,7 +24,7 @@ from functions.logic.match import MatchService
 from lfr_core.contracts import CROP_SIZE, MAX_TRACK_CROPS
 from lfr_core.layout import watchlist_index_key
 from lfr_core.matching import EMBEDDING_DIM, Thresholds, WatchlistIndex, decide
-from lfr_eval.dataset import Sample
+from lfr_eval.datasets import Sample
 from lfr_eval.embeddings import Embeddings, Probe
 from lfr_eval.identification import Variant, WatchlistSplit, evaluate
 from lfr_eval.video import production_decision

@@ -276,7 +276,7 @@ _PEOPLE = {"Ann": 3, "Bea": 2, "Cy_Dee": 2, "Dee_Cy": 1, "Jo": 4, "Solo": 1}
 
 
 def test_errata_drop_merge_and_split_exactly_as_written(tmp_path: Path) -> None:
-    from lfr_eval.dataset import load_folder
+    from lfr_eval.datasets import load_folder
     from lfr_eval.errata import load_errata
 
     data = _lfw_layout(tmp_path / "d", _PEOPLE)
@@ -302,7 +302,7 @@ def test_errata_drop_merge_and_split_exactly_as_written(tmp_path: Path) -> None:
 
 
 def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
-    from lfr_eval.dataset import load_folder
+    from lfr_eval.datasets import load_folder
     from lfr_eval.errata import load_errata
     from lfr_eval.identification import Variant, WatchlistSplit
 
@@ -345,7 +345,7 @@ def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
 def test_errata_that_do_not_fit_the_dataset_are_refused(
     tmp_path: Path, change: Any, message: str
 ) -> None:
-    from lfr_eval.dataset import load_folder
+    from lfr_eval.datasets import load_folder
     from lfr_eval.errata import ErrataError, load_errata
 
     data = _lfw_layout(tmp_path / "d", _PEOPLE)
@@ -366,7 +366,7 @@ def test_lfr_eval_refuses_a_missing_errata_file_with_a_clear_error(
 
 
 def test_shipped_lfw_dev_errata_parse_and_name_only_what_lfw_dev_holds(lfw_dir: Path) -> None:
-    from lfr_eval.dataset import LFW_DEV_ERRATA, load_folder, resolve_errata
+    from lfr_eval.datasets import LFW_DEV_ERRATA, load_folder, resolve_errata
 
     errata = resolve_errata(None, None)  # the default for lfw-dev
     assert errata is not None and errata.path == LFW_DEV_ERRATA

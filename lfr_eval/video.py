@@ -1,11 +1,11 @@
 """One decision per track (`lfr eval-video`), measured on generated walk-by videos.
 
 `lfr eval --fusion N` measures tracks made of N *different photos* of a person. A camera's track
-is not that: its crops are frames of one walk, nearly the same picture. This command measures
+is not that: its crops are frames of one walk, nearly the same picture. This measures
 what the deployed path does with real tracks: it walks listed people (an image other than their
 enrolment photo) and strangers past a synthetic camera (`lfr scenario`), runs the edge uploader
 (detect, track, gate, bundle up to 3 crops per track) into memory, and decides every track's
-message the way the match function does, at the thresholds a deployment of this list size gets
+message by the match function's rule (`lfr_core.matching.decide`), at the thresholds a deployment of this list size gets
 from the calibration table for the target FPIR. It reports, per decision rule, the share of listed
 people's tracks identified (TPIR) and the stranger tracks that alerted (false alerts), with counts
 and 95% intervals. The video lives in a temporary folder deleted at exit; nothing of a face is kept.

@@ -99,8 +99,8 @@ def real_faces(limit: int | None, cache: Path) -> RealFaces:
     import cv2
 
     from edge_uploader.pipeline import FaceCropper
-    from lfr_core.datasets import read_lfw_manifest
     from lfr_core.face.embed import FaceEmbedder
+    from lfr_eval.datasets import read_lfw_manifest
 
     manifest = [m for m in read_lfw_manifest() if m.n_images >= 2]
     if limit is not None:

@@ -2,7 +2,7 @@
 
 A 20-person watchlist from lfw-dev (one image each); other images of 10 of them and
 one image each of 20 people not on the list walk past the camera in a generated walk-by
-video (`lfr_cli.scenario`), which the real edge uploader reads at its frame rate (dropping
+video (`lfr_eval.scenario`), which the real edge uploader reads at its frame rate (dropping
 frames it cannot keep up with), tracks, samples and sends; the session expires; the watchlist
 is purged and verified gone; a late crop is refused. A track's true identity comes from the
 scenario's ground-truth file (who was at the crop's box in the crop's frame).
@@ -31,8 +31,8 @@ from infra import constants as C
 from lfr_cli.admin import Admin, AdminError
 from lfr_cli.aws import AwsContext
 from lfr_core.contracts import Alert, CropMessage, DeploymentState
-from lfr_core.datasets import LfwImage, read_lfw_manifest
 from lfr_core.face.detect import Detection
+from lfr_eval.datasets import LfwImage, read_lfw_manifest
 
 DEMO_SEED = 7
 DEMO_CAMERA = "demo-cam-1"
@@ -153,7 +153,7 @@ def run_demo_on(
         kind = "ALERT " if a.revision <= 1 else "UPDATE"
         say(f"  {kind} [{verdict}] {a.watchlist_label} similarity={a.similarity:.3f} camera={a.camera_id}")
 
-    from lfr_cli.scenario import Person, make_scenario, track_identity
+    from lfr_eval.scenario import Person, make_scenario, track_identity
 
     scratch = tempfile.TemporaryDirectory(prefix="lfr-demo-video-")
     video = Path(scratch.name) / "walkby.mp4"

@@ -1,211 +1,31 @@
-"""`lfr eval-video`: one decision per track, measured on generated walk-by videos.
-
-`lfr eval --fusion N` measures tracks made of N *different photos* of a person. A camera's track
-is not that: its crops are frames of one walk, nearly the same picture. This command measures
-what the deployed path does with real tracks: it walks listed people (an image other than their
-enrolment photo) and strangers past a synthetic camera (`lfr scenario`), runs the edge uploader
-(detect, track, gate, bundle up to 3 crops per track) into memory, and decides every track's
-message the way the match function does, at the thresholds a deployment of this list size gets
-from the calibration table for the target FPIR. It reports, per decision rule, the share of listed
-people's tracks identified (TPIR) and the stranger tracks that alerted (false alerts), with counts
-and 95% intervals. The video lives in a temporary folder deleted at exit; nothing of a face is kept.
-"""
+"""`lfr eval-video`: printing over `lfr_eval.video` (walk-by videos, one decision per track)."""
 
 from __future__ import annotations
 
 import json
-import random
-import sys
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from edge_uploader.delivery import DeliveryStats
-from edge_uploader.pipeline import FaceCropper
-from edge_uploader.runner import Uploader
-from edge_uploader.sources import Frame, FrameSource
-from lfr_cli.evaluate import Embeddings
-from lfr_cli.scenario import Person, make_scenario, track_identity
-from lfr_core.calibration import shipped_table
-from lfr_core.contracts import CropMessage
-from lfr_core.datasets import REPO_ROOT, read_lfw_manifest
-from lfr_core.evaluation import Rate
-from lfr_core.face.detect import Detection
-from lfr_core.face.image import decode_jpeg
-from lfr_core.matching import FUSION_MODES, WatchlistIndex
+from lfr_eval.datasets import REPO_ROOT
+from lfr_eval.metrics import Rate
+from lfr_eval.video import measure_video
 
 DEFAULT_OUT = REPO_ROOT / "build" / "eval"
 
 
-class _Collect:
-    """The uploader's sink: messages kept in memory for the evaluation (the van would send them)."""
-
-    def __init__(self) -> None:
-        self.messages: list[CropMessage] = []
-
-    def deployment_expired(self) -> bool:
-        return False
-
-    def submit(self, msg: CropMessage) -> None:
-        self.messages.append(msg)
-
-    def stats(self) -> DeliveryStats | None:
-        return None
-
-
-@dataclass
-class Track:
-    identity: str | None  # ground truth at the message's best crop
-    listed: bool
-    embeddings: np.ndarray  # (crops, 128), in memory only
-
-
-@dataclass
-class RuleResult:
-    name: str
-    threshold: str
-    hits: int = 0  # listed people's tracks identified as the right person above threshold
-    mated: int = 0
-    false: int = 0  # strangers' tracks that alerted
-    non_mated: int = 0
-    found: set[str] = field(default_factory=set)
-
-    def summary(self, listed_walkers: int) -> dict[str, Any]:
-        return {
-            "rule": self.name, "threshold": self.threshold,
-            "tpir_tracks": Rate(self.hits, self.mated).to_dict(),
-            "false_alert_tracks": Rate(self.false, self.non_mated).to_dict(),
-            "listed_walkers_found": Rate(len(self.found), listed_walkers).to_dict(),
-        }
-
-
-Decide = Callable[[WatchlistIndex, np.ndarray], tuple[str, float, float]]  # -> (label, score, threshold)
-
-
-def rules(target_fpir: float, size: int) -> dict[str, tuple[str, Decide]]:
-    """Decision rules compared, at the thresholds a deployment of `size` gets for `target_fpir`."""
-    table = shipped_table()
-    t1 = table.threshold(target_fpir, size)
-    tn = {n: table.threshold(target_fpir, size, n) for n in (2, 3)}
-    mode = table.fusion_mode
-    other = next(m for m in FUSION_MODES if m != mode)
-
-    def best_crop(index: WatchlistIndex, e: np.ndarray) -> tuple[str, float, float]:
-        h = index.top1(e[:1])[0]  # the message's own crop: the best by quality
-        return h.label, h.score, t1
-
-    def any_crop(index: WatchlistIndex, e: np.ndarray) -> tuple[str, float, float]:
-        h = max(index.top1(e), key=lambda x: x.score)  # each crop decided alone; the track keeps its best
-        return h.label, h.score, t1
-
-    def fused(index: WatchlistIndex, e: np.ndarray) -> tuple[str, float, float]:
-        h = index.fused_top1(e, mode)
-        return h.label, h.score, t1 if len(e) == 1 else tn[len(e)]
-
-    def other_at_t1(index: WatchlistIndex, e: np.ndarray) -> tuple[str, float, float]:
-        h = index.fused_top1(e, other)
-        return h.label, h.score, t1
-
-    return {
-        "best crop only": (f"{t1:.3f}", best_crop),
-        "each crop alone (before fusion)": (f"{t1:.3f}", any_crop),
-        f"production: {mode} fusion, calibrated per track size": (
-            f"1:{t1:.3f} 2:{tn[2]:.3f} 3:{tn[3]:.3f}", fused),
-        f"{other} fusion at the one-crop threshold": (f"{t1:.3f}", other_at_t1),
-    }
-
-
 def run_eval_video(
     watchlist_size: int, listed_walkers: int, strangers: int, seed: int, target_fpir: float,
-    out: Path, as_json: bool, log: Callable[[str], None] | None = None,
+    out: Path, as_json: bool,
 ) -> int:
-    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    started = time.monotonic()
-    by_id: dict[str, list[Path]] = {}
-    for img in read_lfw_manifest():
-        by_id.setdefault(img.identity, []).append(img.path)
-    rng = random.Random(seed)
-    multi = sorted(i for i, v in by_id.items() if len(v) >= 2)
-    if not 1 <= listed_walkers <= watchlist_size <= len(multi):
-        raise ValueError(f"need 1 <= listed walkers <= watchlist size <= {len(multi)}")
-    listed = rng.sample(multi, watchlist_size)
-    others = sorted(set(by_id) - set(listed))
-    if strangers > len(others):
-        raise ValueError(f"at most {len(others)} strangers")
-    # Listed people walk past with a photo other than their enrolment photo; strangers with any.
-    walkers = [Person(p, by_id[p][1]) for p in listed[:listed_walkers]]
-    walkers += [Person(p, by_id[p][0]) for p in rng.sample(others, strangers)]
-    rng.shuffle(walkers)
-
-    emb = Embeddings(log=say)
-    emb.enrol(by_id[p][0] for p in listed)
-    enrolled = [(p, e) for p in listed if not isinstance(e := emb.enrolled[by_id[p][0]], str)]
-    index = WatchlistIndex([p for p, _ in enrolled], [p for p, _ in enrolled], np.stack([e[0] for _, e in enrolled]))
-    say(f"enrolled {len(index)} of {len(listed)} listed people; walking {len(walkers)} past the camera")
-
-    sink = _Collect()
-    who: dict[str, str | None] = {}
-    with tempfile.TemporaryDirectory(prefix="lfr-eval-video-") as tmp:
-        video, truth_path = Path(tmp) / "walk.mp4", Path(tmp) / "truth.json"
-        truth = make_scenario(walkers, video, truth_path, seed=seed, on_no_face="skip")
-
-        def on_crop(msg: CropMessage, frame: Frame, det: Detection) -> None:
-            who[msg.message_id] = track_identity(truth, frame.index, det.box)
-
-        uploader = Uploader(FaceCropper(), sink, deployment_id="eval-video", camera_id="eval", on_crop=on_crop)
-        with FrameSource(str(video), realtime=False) as source:
-            stats = uploader.run(source)
-    say(f"edge: {stats.frames_processed} frames, {stats.tracks} tracks, {len(sink.messages)} messages, "
-        f"{stats.crops_selected} crops")
-
-    listed_set = set(index.labels)
-    skipped = set(truth.get("skipped", []))
-    walked = sum(1 for w in walkers if w.identity in listed_set and w.identity not in skipped)
-    tracks: list[Track] = []
-    for m in sink.messages:
-        crops = [decode_jpeg(m.image.to_bytes())] + [decode_jpeg(c.image.to_bytes()) for c in m.more]  # type: ignore[union-attr]
-        ident = who.get(m.message_id)
-        tracks.append(Track(ident, ident in listed_set, emb.embedder.embed(np.stack(crops))))
-
-    results = []
-    for name, (thr, decide) in rules(target_fpir, len(index)).items():
-        r = RuleResult(name, thr)
-        for t in tracks:
-            if t.identity is None:
-                continue  # a track the ground truth cannot place (a detector false positive)
-            label, score, threshold = decide(index, t.embeddings)
-            alert = score >= threshold
-            if t.listed:
-                r.mated += 1
-                if alert and label == t.identity:
-                    r.hits += 1
-                    r.found.add(t.identity)
-            else:
-                r.non_mated += 1
-                r.false += int(alert)
-        results.append(r)
-
-    crops_hist = {n: sum(1 for t in tracks if len(t.embeddings) == n) for n in (1, 2, 3)}
-    summary = {
-        "watchlist_size": len(index), "target_fpir": target_fpir, "seed": seed,
-        "walkers": {"listed": listed_walkers, "strangers": strangers, "skipped": len(truth.get("skipped", []))},
-        "tracks": len(tracks), "unplaced_tracks": sum(t.identity is None for t in tracks),
-        "crops_per_track": {str(k): v for k, v in crops_hist.items()},
-        "rules": [r.summary(walked) for r in results],
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    got = measure_video(watchlist_size, listed_walkers, strangers, seed, target_fpir)
+    summary = got.summary
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"eval-video-s{seed}.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"{len(index)} listed; {listed_walkers} of them and {strangers} strangers walked past; "
-          f"{len(tracks)} tracks (crops per track {crops_hist}); target FPIR {target_fpir:g}")
-    for r in results:
-        tp, fa, found = Rate(r.hits, r.mated), Rate(r.false, r.non_mated), Rate(len(r.found), walked)
+    crops_hist = {int(k): v for k, v in summary["crops_per_track"].items()}
+    print(f"{summary['watchlist_size']} listed; {listed_walkers} of them and {strangers} strangers walked past; "
+          f"{summary['tracks']} tracks (crops per track {crops_hist}); target FPIR {target_fpir:g}")
+    for r in got.results:
+        tp, fa, found = Rate(r.hits, r.mated), Rate(r.false, r.non_mated), Rate(len(r.found), got.listed_walked)
         print(f"  {r.name:52s} TPIR {tp}  false alerts {fa}  listed walkers found {found}  (t {r.threshold})")
     print(f"wrote {path}")
     if as_json:

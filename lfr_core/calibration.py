@@ -3,7 +3,8 @@
 FPIR grows with the watchlist: every listed person is one more chance for a stranger's face to
 look like someone. So a deployment states the false-alert rate it accepts (e.g. 2e-4, about the
 1 in 6,000 NPL measured for the Met) and its list size, and the threshold comes from
-`calibration.json`, which `lfr calibrate` rebuilds from an identity-labelled folder:
+`calibration.json`, which `lfr calibrate` rebuilds from an identity-labelled folder (the building
+is `lfr_eval.calibrate`: evaluation code, not shipped to Lambda; this module only reads the table):
 
 - for each watchlist size, R random lists (seeded) of people, each enrolled from one image through
   the production build path; non-mated searches = every acquired image (edge path, wire JPEG) of
@@ -26,9 +27,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,15 @@ import numpy as np
 
 from lfr_core.contracts import MAX_TRACK_CROPS
 from lfr_core.errors import CalibrationError
-from lfr_core.evaluation import fpir_key, threshold_at_fpir
-from lfr_core.matching import FUSION_MODES, FusionMode, fuse_scores
+from lfr_core.matching import FUSION_MODES, FusionMode
 
 TABLE_PATH = Path(__file__).with_name("calibration.json")
 FORMAT_VERSION = 2  # 2: fused thresholds per track size (2..MAX_TRACK_CROPS) and one fusion mode
-DEFAULT_SIZES: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
-DEFAULT_TARGETS: tuple[float, ...] = (1e-2, 1e-3, 2e-4, 1e-4)
+
+
+def fpir_key(fpir: float) -> str:
+    """The JSON key for a target FPIR: 0.0002 -> "0.0002" (never "2e-04")."""
+    return np.format_float_positional(fpir, trim="-")
 
 
 @dataclass(frozen=True)
@@ -249,148 +251,3 @@ def threshold_for(target_fpir: float, watchlist_size: int, crops: int = 1) -> fl
     `fusion_mode`), so that a track decision has the same FPIR as a one-crop decision.
     """
     return shipped_table().threshold(target_fpir, watchlist_size, crops)
-
-
-# -- building a table from embeddings (used by `lfr calibrate` and the tests) -------------------
-
-
-@dataclass(frozen=True)
-class Gallery:
-    """Embeddings to calibrate on, in memory only: one enrolment per person, probes per person."""
-
-    enrol: Mapping[str, np.ndarray]  # person -> (128,) enrolment embedding (build path)
-    probes: Mapping[str, np.ndarray]  # person -> (k, 128) acquired probe embeddings (edge path)
-    # person -> (k, 128) probes other than the enrolment image: the mated searches when listed
-    mated: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-
-def _top1(entries: np.ndarray, probes: np.ndarray) -> np.ndarray:
-    return (probes @ entries.T).max(axis=1) if probes.size else np.zeros(0, np.float32)
-
-
-@dataclass(frozen=True)
-class Pooled:
-    """What a cell of the table rests on: non-mated scores pooled over `lists` lists, and the
-    mated searches of the listed people on the same lists (top-1 score, right person or not)."""
-
-    non_mated: np.ndarray
-    mated_scores: np.ndarray
-    mated_correct: np.ndarray
-    lists: int
-
-
-def pooled_searches(
-    gallery: Gallery,
-    size: int,
-    lists: int,
-    seed: int,
-    fusion: tuple[int, str] | None = None,
-    pool: Sequence[str] | None = None,
-    min_searches: int = 0,
-    max_lists: int = 2000,
-) -> Pooled:
-    """Top-1 (or fused-track) scores pooled over at least `lists` random lists of `size` people,
-    and more lists (up to `max_lists`) until `min_searches` non-mated searches are pooled."""
-    candidates = sorted(pool if pool is not None else gallery.enrol)
-    if size > len(candidates):
-        raise CalibrationError(f"cannot draw a list of {size} from {len(candidates)} enrollable people")
-    rng = random.Random(f"{seed}/{size}")
-    # Mated tracks are drawn from their own stream: measuring TPIR must not change which lists and
-    # non-mated tracks the thresholds are set on.
-    mated_rng = random.Random(f"{seed}/{size}/mated")
-    out: list[np.ndarray] = []
-    m_scores: list[np.ndarray] = []
-    m_correct: list[np.ndarray] = []
-    pooled_n = drawn = 0
-    while drawn < lists or (pooled_n < min_searches and drawn < max_lists):
-        drawn += 1
-        names = sorted(rng.sample(candidates, size))
-        listed = set(names)
-        entries = np.stack([gallery.enrol[p] for p in names])
-        others = [p for p in sorted(gallery.probes) if p not in listed]
-        if fusion is None:
-            probes = [gallery.probes[p] for p in others if len(gallery.probes[p])]
-            if probes:
-                out.append(_top1(entries, np.concatenate(probes)))
-            mated = [(i, gallery.mated[p]) for i, p in enumerate(names) if len(gallery.mated.get(p, ()))]
-            if mated:
-                s = np.concatenate([m for _, m in mated]) @ entries.T
-                truth = np.concatenate([np.full(len(m), i) for i, m in mated])
-                m_scores.append(s.max(axis=1))
-                m_correct.append(s.argmax(axis=1) == truth)
-        else:
-            n, mode = fusion
-            tracks = [t for p in others for t in tracks_of(gallery.probes[p], n, rng)]
-            if tracks:
-                scores = np.stack(tracks) @ entries.T  # (T, n, entries)
-                out.append(fuse_scores(scores, mode).max(axis=1))
-            mated_t = [(i, t) for i, p in enumerate(names)
-                       for t in tracks_of(gallery.mated.get(p, _EMPTY), n, mated_rng)]
-            if mated_t:
-                fused = fuse_scores(np.stack([t for _, t in mated_t]) @ entries.T, mode)
-                m_scores.append(fused.max(axis=1))
-                m_correct.append(fused.argmax(axis=1) == np.array([i for i, _ in mated_t]))
-        pooled_n += int(out[-1].size) if out else 0
-    def cat(xs: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(xs) if xs else np.zeros(0, dtype)
-
-    return Pooled(cat(out, np.float32), cat(m_scores, np.float32), cat(m_correct, bool), drawn)
-
-
-_EMPTY = np.zeros((0, 1), np.float32)
-
-
-def pooled_non_mated(
-    gallery: Gallery,
-    size: int,
-    lists: int,
-    seed: int,
-    fusion: tuple[int, str] | None = None,
-    pool: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Top-1 (or fused-track) non-mated scores pooled over `lists` random lists of `size` people."""
-    return pooled_searches(gallery, size, lists, seed, fusion, pool).non_mated
-
-
-def tracks_of(embs: np.ndarray, n: int, rng: random.Random) -> list[np.ndarray]:
-    """Disjoint tracks of n crops of one person, in a seeded random order (a person yields len//n)."""
-    order = list(range(len(embs)))
-    rng.shuffle(order)
-    return [embs[order[i : i + n]] for i in range(0, len(order) - n + 1, n)]
-
-
-def build_curve(
-    gallery: Gallery,
-    sizes: Sequence[int],
-    targets: Sequence[float],
-    lists: int,
-    seed: int,
-    fusion: tuple[int, str] | None = None,
-    pool: Sequence[str] | None = None,
-    progress: Callable[[str], None] | None = None,
-    min_searches: int = 0,
-    keep: dict[int, Pooled] | None = None,
-) -> Curve:
-    """Thresholds per size and target; `min_searches` draws more lists where a size leaves few
-    non-mated searches per list, so that each threshold rests on enough of them (at FPIR 2e-4,
-    25,000 searches allow 5 false alerts). `keep` receives each size's pooled searches."""
-    rows: dict[str, list[float]] = {fpir_key(t): [] for t in targets}
-    searches: list[int] = []
-    drawn: list[int] = []
-    for size in sizes:
-        got = pooled_searches(gallery, size, lists, seed, fusion, pool, min_searches)
-        scores = got.non_mated
-        if scores.size == 0:
-            raise CalibrationError(f"no non-mated searches left for lists of {size}")
-        if keep is not None:
-            keep[size] = got
-        searches.append(int(scores.size))
-        drawn.append(got.lists)
-        for t in targets:
-            rows[fpir_key(t)].append(threshold_at_fpir(scores, t))
-        if progress:
-            progress(f"size {size}: {scores.size} non-mated {'tracks' if fusion else 'searches'} "
-                     f"over {got.lists} lists")
-    # Monotone in size: a larger list must never get a lower threshold than a smaller one.
-    mono = {k: tuple(np.maximum.accumulate(np.asarray(v)).tolist()) for k, v in rows.items()}
-    return Curve(tuple(sizes), tuple(targets), mono, tuple(searches), tuple(drawn))

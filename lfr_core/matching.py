@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from lfr_core.ann import GraphCandidates
+from lfr_core.contracts import MAX_TRACK_CROPS
 from lfr_core.errors import InvalidIndexError
 from lfr_core.layout import MODEL_SFACE
 
@@ -73,6 +74,40 @@ def fuse_scores(scores: np.ndarray, mode: str) -> np.ndarray:
     if mode == "mean":
         return s.mean(axis=1)
     raise ValueError(f"unknown fusion mode {mode!r} (max, mean)")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The thresholds one deployment decides at: `one_crop` for a single crop, `tracks[n - 2]` for
+    the fused score of a track of n crops (n = 2..MAX_TRACK_CROPS, calibrated for that many crops).
+    No `tracks` (a deployment from before fusion): every track size is held to `one_crop`."""
+
+    one_crop: float
+    tracks: tuple[float, ...] = ()
+
+    def for_crops(self, n_crops: int) -> float:
+        if n_crops <= 1 or not self.tracks:
+            return self.one_crop
+        return self.tracks[min(n_crops, MAX_TRACK_CROPS) - 2]
+
+
+@dataclass(frozen=True)
+class Decision:
+    alert: bool
+    threshold: float  # the one the score was held to (an alert records it)
+
+
+def reaches(scores: np.ndarray | float, threshold: float) -> np.ndarray:
+    """Which (fused) scores alert at `threshold`: a score exactly at the threshold alerts. The
+    element-wise form of `decide`, for evaluations that sweep one threshold over many searches."""
+    return np.greater_equal(scores, threshold)
+
+
+def decide(fused_score: float, n_crops: int, thresholds: Thresholds) -> Decision:
+    """The alert rule, in one place: a track's fused score (one crop: its score) against the
+    threshold calibrated for that many crops. The match function and both evaluators use it."""
+    t = thresholds.for_crops(n_crops)
+    return Decision(bool(reaches(fused_score, t)), t)
 
 
 def _as_queries(queries: np.ndarray) -> np.ndarray:

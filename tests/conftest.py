@@ -25,8 +25,8 @@ def built_models() -> Path:
 @pytest.fixture(scope="session")
 def lfw_dir() -> Path:
     """lfw-dev under the shared datasets; skips (does not fail) on machines without it."""
-    from lfr_core.datasets import lfw_root
     from lfr_core.errors import DatasetNotFoundError
+    from lfr_eval.datasets import lfw_root
 
     try:
         return lfw_root()

@@ -71,7 +71,7 @@ from lfr_core.layout import (
     watchlist_images_prefix,
     watchlist_index_key,
 )
-from lfr_core.matching import Hit, WatchlistIndex
+from lfr_core.matching import Hit, WatchlistIndex, decide
 
 # Alerts: one per person per encounter (functions/logic/encounters.py), not per track. The
 # state lives and expires with the alert records (one TTL, one place to purge), non-matched
@@ -305,8 +305,8 @@ class MatchService:
             rows = v.images
             # One decision per track: its crops' scores fused per person, against the threshold
             # calibrated for that many crops.
-            threshold = dep.threshold_for_crops(len(rows))
-            if hit.score >= threshold:
+            decision = decide(hit.score, len(rows), dep.thresholds)
+            if decision.alert:
                 entry = self._entries_for(dep).get(hit.entry_id) or {}
                 results[v.sqs_id] = Prepared(
                     alert=PendingAlert(
@@ -315,7 +315,7 @@ class MatchService:
                         entry_id=hit.entry_id,
                         label=hit.label,
                         similarity=float(hit.score),
-                        threshold=threshold,
+                        threshold=decision.threshold,
                         sent_timestamp_ms=v.sent_ms,
                         retention_days=dep.alert_retention_days,
                         reference=entry.get("reference"),

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lfr_core.contracts import MAX_TRACK_CROPS, Alert, CameraState, DeploymentId, DeploymentState
-from lfr_core.matching import FusionMode
+from lfr_core.matching import FusionMode, Thresholds
 
 # Mirrors of infra.constants (the Lambda asset does not ship infra/; tests assert equality).
 ALERT_RETENTION_DAYS = 31
@@ -165,11 +165,14 @@ class DeploymentRecord(BaseModel):
             raise ValueError(f"alert retention must be one of {ALERT_RETENTION_CHOICES_DAYS} days")
         return v
 
+    @property
+    def thresholds(self) -> Thresholds:
+        """This deployment's thresholds per track size, for `lfr_core.matching.decide`."""
+        return Thresholds(self.threshold, tuple(self.track_thresholds))
+
     def threshold_for_crops(self, n: int) -> float:
         """The threshold a decision fused from `n` crops of one track must reach."""
-        if n <= 1 or not self.track_thresholds:
-            return self.threshold
-        return self.track_thresholds[min(n, MAX_TRACK_CROPS) - 2]
+        return self.thresholds.for_crops(n)
 
     def is_live(self, now: datetime) -> bool:
         """True only while crops may be matched: ACTIVE and before its expiry."""

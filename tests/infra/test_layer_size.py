@@ -36,6 +36,16 @@ def test_native_modules_are_cp312_manylinux_x86_64() -> None:
     assert (layer_build.CODE_ASSET_DIR / "functions" / "__init__.py").is_file()
 
 
+def test_evaluation_code_is_not_shipped() -> None:
+    """The layer and the code asset carry the runtime only: no lfr_eval, no CLI, no table building."""
+    shipped = [layer_build.CORE_PYTHON_DIR, layer_build.CODE_ASSET_DIR]
+    for top in shipped:
+        assert not (top / "lfr_eval").exists() and not (top / "lfr_cli").exists()
+    core = layer_build.CORE_PYTHON_DIR / "lfr_core"
+    assert (core / "calibration.py").is_file() and not (core / "evaluation.py").exists()
+    assert "def build_curve" not in (core / "calibration.py").read_text()
+
+
 def _python312() -> str | None:
     for cand in (shutil.which("python3.12"), str(Path.home() / ".pyenv/versions/3.12.1/bin/python")):
         if cand is None or not (Path(cand).is_file() and os.access(cand, os.X_OK)):

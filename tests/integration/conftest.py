@@ -17,7 +17,7 @@ from lfr_cli.admin import Admin
 from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn
 from lfr_cli.local.stack import EmbeddedStack
-from lfr_core.datasets import LfwImage
+from lfr_eval.datasets import LfwImage
 
 
 @pytest.fixture(scope="module")

@@ -39,10 +39,10 @@ from lfr_cli.leakscan import needles_for, scan
 from lfr_cli.local.stack import EmbeddedStack
 from lfr_cli.main import main as lfr
 from lfr_cli.officers import officer_admin
-from lfr_cli.scenario import make_scenario, people_from_lfw
 from lfr_core.contracts import CameraState, CameraStatus, CropMessage, DeploymentState, utcnow
-from lfr_core.datasets import LfwImage, read_lfw_manifest
 from lfr_core.face.detect import Detection
+from lfr_eval.datasets import LfwImage, read_lfw_manifest
+from lfr_eval.scenario import make_scenario, people_from_lfw
 from tests.unit.test_edge_rtsp import RtspServer, free_port, rtsp_server_present
 
 pytestmark = pytest.mark.integration

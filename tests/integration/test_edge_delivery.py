@@ -22,7 +22,7 @@ from edge_uploader.pipeline import FaceCropper
 from edge_uploader.spool import Spool
 from lfr_cli.local.server import MotoServer, make_client
 from lfr_core.contracts import CropMessage, new_id, utcnow
-from lfr_core.datasets import read_lfw_manifest
+from lfr_eval.datasets import read_lfw_manifest
 from tests.integration.sqs_support import drain
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from edge_uploader.sources import FrameSource
 from edge_uploader.spool import Spool
 from lfr_cli.local.server import make_client
 from lfr_core.contracts import new_id
-from lfr_core.datasets import read_lfw_manifest
+from lfr_eval.datasets import read_lfw_manifest
 from tests.fullfs import fill, tiny_tmpfs
 from tests.integration.sqs_support import drain
 from tests.integration.test_edge_delivery import Link, link  # noqa: F401  (fixture)

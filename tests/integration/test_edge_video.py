@@ -24,10 +24,10 @@ from edge_uploader.sampler import SamplingPolicy
 from edge_uploader.sources import Frame, FrameSource
 from edge_uploader.spool import Spool
 from lfr_cli.local.server import MotoServer
-from lfr_cli.scenario import make_scenario, people_from_lfw, track_identity
 from lfr_core.contracts import CropMessage, new_id
 from lfr_core.face.detect import Detection
 from lfr_core.face.image import decode_jpeg
+from lfr_eval.scenario import make_scenario, people_from_lfw, track_identity
 from tests.integration.sqs_support import drain
 
 pytestmark = pytest.mark.integration

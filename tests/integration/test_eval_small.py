@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lfr_cli.evaluate import Embeddings, calibrate_table, load_folder
 from lfr_cli.main import main
-from lfr_core.calibration import CalibrationTable, Gallery, pooled_non_mated
-from lfr_core.datasets import LfwImage, read_lfw_manifest
-from lfr_core.evaluation import Rate
+from lfr_core.calibration import CalibrationTable
+from lfr_eval.calibrate import Gallery, calibrate_table, pooled_non_mated
+from lfr_eval.datasets import LfwImage, load_folder, read_lfw_manifest
+from lfr_eval.embeddings import Embeddings
+from lfr_eval.metrics import Rate
 
 pytestmark = pytest.mark.integration
 

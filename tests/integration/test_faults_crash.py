@@ -35,7 +35,7 @@ from lfr_cli.demo import PhoneStandIn, _wait_queue_drained, plan_demo
 from lfr_cli.leakscan import needles_for, scan
 from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.contracts import CropMessage, DeploymentState
-from lfr_core.datasets import LfwImage
+from lfr_eval.datasets import LfwImage
 
 pytestmark = pytest.mark.integration
 CAMERA = "cam-faults"

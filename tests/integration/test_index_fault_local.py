@@ -38,8 +38,8 @@ from lfr_cli.leakscan import needles_for, scan
 from lfr_cli.local.stack import EmbeddedStack
 from lfr_cli.main import main
 from lfr_core.contracts import CropMessage, DeploymentState, utcnow
-from lfr_core.datasets import LfwImage
 from lfr_core.layout import watchlist_index_key
+from lfr_eval.datasets import LfwImage
 
 pytestmark = pytest.mark.integration
 S = DeploymentState

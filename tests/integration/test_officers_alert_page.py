@@ -37,7 +37,7 @@ from lfr_cli.main import main as lfr
 from lfr_cli.officer_admin import filter_policy
 from lfr_cli.officers import officer_admin
 from lfr_core.contracts import Alert, CropMessage, DeploymentState, utcnow
-from lfr_core.datasets import LfwImage, read_lfw_manifest
+from lfr_eval.datasets import LfwImage, read_lfw_manifest
 
 pytestmark = pytest.mark.integration
 SESSION_S = 20 * 60

@@ -21,7 +21,7 @@ from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn, _wait_queue_drained, plan_demo
 from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.contracts import Alert, CropMessage, DeploymentState, InlineJpeg
-from lfr_core.datasets import LfwImage
+from lfr_eval.datasets import LfwImage
 
 pytestmark = pytest.mark.integration
 SESSION_S = 45

@@ -33,7 +33,7 @@ from lfr_cli.leakscan import needles_for, scan
 from lfr_cli.local.faultproxy import FaultProxy
 from lfr_cli.local.stack import EmbeddedStack
 from lfr_core.contracts import CropMessage, DeploymentState, utcnow
-from lfr_core.datasets import LfwImage
+from lfr_eval.datasets import LfwImage
 
 pytestmark = pytest.mark.integration
 S = DeploymentState

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lfr_core.datasets import LfwImage, read_lfw_manifest
 from lfr_core.face.align import align_face
 from lfr_core.face.detect import FaceDetector, pick_central
 from lfr_core.face.embed import FaceEmbedder
 from lfr_core.matching import WatchlistIndex
 from lfr_core.thresholds import DEFAULT_THRESHOLD, FPIR_TARGET, WATCHLIST_SIZE
+from lfr_eval.datasets import LfwImage, read_lfw_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -178,14 +178,14 @@ def sqs_event(records: Sequence[tuple[str, CropMessage | str]], sent_at: datetim
 
 
 def lfw_image(identity: str, n: int) -> Path:
-    from lfr_core.datasets import lfw_root
+    from lfr_eval.datasets import lfw_root
 
     return lfw_root() / "images" / identity / f"{identity}_{n:04d}.jpg"
 
 
 @cache
 def single_image_people(count: int) -> tuple[str, ...]:
-    from lfr_core.datasets import read_lfw_manifest
+    from lfr_eval.datasets import read_lfw_manifest
 
     return tuple(r.identity for r in read_lfw_manifest() if r.n_images == 1)[:count]
 
@@ -228,7 +228,7 @@ def require_models() -> None:
 
     try:
         model_dir()
-        from lfr_core.datasets import lfw_root
+        from lfr_eval.datasets import lfw_root
 
         lfw_root()
     except (ModelNotBuiltError, DatasetNotFoundError) as exc:

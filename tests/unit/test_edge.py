@@ -19,8 +19,8 @@ from edge_uploader.sender import SqsSender
 from lfr_cli.durations import parse_duration
 from lfr_cli.local.server import MotoServer, make_client
 from lfr_core.contracts import CropMessage
-from lfr_core.datasets import read_lfw_manifest
 from lfr_core.face.image import decode_jpeg
+from lfr_eval.datasets import read_lfw_manifest
 
 
 @pytest.fixture(scope="module")

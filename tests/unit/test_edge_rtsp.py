@@ -26,8 +26,8 @@ from edge_uploader.runner import Uploader
 from edge_uploader.sources import FrameSource, SourceStatus
 from edge_uploader.spool import Spool
 from lfr_cli.local.server import MotoServer, make_client
-from lfr_cli.scenario import make_scenario, people_from_lfw
 from lfr_core.contracts import CropMessage
+from lfr_eval.scenario import make_scenario, people_from_lfw
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER = Path(__file__).resolve().parents[1] / "support" / "rtsp_serve.py"

@@ -13,7 +13,7 @@ import pytest
 from edge_uploader.pipeline import FaceCropper
 from edge_uploader.spool import Spool
 from lfr_core.contracts import CropMessage, utcnow
-from lfr_core.datasets import read_lfw_manifest
+from lfr_eval.datasets import read_lfw_manifest
 
 
 @pytest.fixture(scope="module")

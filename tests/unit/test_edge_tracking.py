@@ -13,10 +13,10 @@ from edge_uploader.pipeline import Crop
 from edge_uploader.sampler import Bundle, SamplingPolicy, TrackSampler
 from edge_uploader.sources import Frame
 from edge_uploader.tracker import Tracker
-from lfr_cli.scenario import fragmentation
-from lfr_cli.track_eval import STANDARD_SCENARIOS, measure, scenario_detections, trackers
 from lfr_core.contracts import Quality, utcnow
 from lfr_core.face.detect import Detection, FaceDetector
+from lfr_eval.scenario import fragmentation
+from lfr_eval.tracks import STANDARD_SCENARIOS, measure, scenario_detections, trackers
 
 
 def det(x: float, y: float, w: float = 60.0) -> Detection:

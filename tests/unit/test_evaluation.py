@@ -12,18 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lfr_core.calibration import CalibrationTable, Curve, shipped_table, threshold_for
+from lfr_core.calibration import CalibrationTable, Curve, fpir_key, shipped_table, threshold_for
 from lfr_core.errors import CalibrationError
-from lfr_core.evaluation import (
+from lfr_core.matching import fuse_scores
+from lfr_eval.metrics import (
     OpenSetResult,
     Rate,
     clopper_pearson,
-    fpir_key,
     summarise,
     threshold_at_fpir,
     wilson_interval,
 )
-from lfr_core.matching import fuse_scores
 
 
 def test_intervals_match_published_values() -> None:
@@ -219,13 +218,13 @@ def test_flip_tta_is_mirror_invariant_and_off_by_default(built_models: Path) -> 
 
 
 def test_false_alerts_at_the_operating_point_are_named_by_pair() -> None:
-    from lfr_cli.evaluate import Outcome, Variant
+    from lfr_eval.identification import SearchOutcome, Variant
 
     # 10,000 non-mated searches: 2e-4 allows 2 above the threshold; the top 3 are one twin pair twice and kin.
     scores = np.concatenate([np.linspace(0.1, 0.4, 9997), [0.9, 0.8, 0.7]])
     pairs = [("stranger", "listed")] * 9997 + [("Venus", "Serena"), ("Venus", "Serena"), ("Joseph", "Sepp")]
     result = OpenSetResult(np.array([0.95]), np.array([True]), scores)
-    o = Outcome(Variant(), result, Rate(0, 1), Rate(0, 1), Rate(0, 10_000), ["M"], ["M"] * 10_000, 1, pairs)
+    o = SearchOutcome(Variant(), result, Rate(0, 1), Rate(0, 1), Rate(0, 10_000), ["M"], ["M"] * 10_000, 1, pairs)
     fa = o.false_alert_pairs(2e-4)
     assert fa["false_alerts"] == result.at_fpir(2e-4).fpir.k == 2
     assert fa["top"] == [{"searched": "Venus", "matched": "Serena", "count": 2}]
@@ -277,8 +276,8 @@ _PEOPLE = {"Ann": 3, "Bea": 2, "Cy_Dee": 2, "Dee_Cy": 1, "Jo": 4, "Solo": 1}
 
 
 def test_errata_drop_merge_and_split_exactly_as_written(tmp_path: Path) -> None:
-    from lfr_cli.errata import load_errata
-    from lfr_cli.evaluate import load_folder
+    from lfr_eval.datasets import load_folder
+    from lfr_eval.errata import load_errata
 
     data = _lfw_layout(tmp_path / "d", _PEOPLE)
     (tmp_path / "e.toml").write_text(_ERRATA)
@@ -303,8 +302,9 @@ def test_errata_drop_merge_and_split_exactly_as_written(tmp_path: Path) -> None:
 
 
 def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
-    from lfr_cli.errata import load_errata
-    from lfr_cli.evaluate import Protocol, Variant, load_folder
+    from lfr_eval.datasets import load_folder
+    from lfr_eval.errata import load_errata
+    from lfr_eval.identification import Variant, WatchlistSplit
 
     data = _lfw_layout(tmp_path / "d", _PEOPLE)
     (tmp_path / "e.toml").write_text(_ERRATA)
@@ -312,7 +312,7 @@ def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
     after = load_errata(tmp_path / "e.toml").apply(before)
 
     def counts(samples: list[Any], size: int) -> tuple[int, int, list[str]]:
-        p = Protocol(samples, size, seed=0)
+        p = WatchlistSplit(samples, size, seed=0)
         mated = sum(len(p.mated_of(x, Variant())) for x in p.listed)
         return mated, sum(len(p.by_person[x]) for x in p.non_mated_people()), p.listed
 
@@ -322,7 +322,7 @@ def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
     # himself), Jo is one image and Jo#2 two; non-mated: Jo (1 image) and Solo.
     assert counts(after, 4) == (1 + 1 + 2 + 1, 1 + 1, ["Ann", "Bea", "Cy_Dee", "Jo#2"])
     with pytest.raises(ValueError, match=r"1\.\.4"):
-        Protocol(after, 5, seed=0)
+        WatchlistSplit(after, 5, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -345,8 +345,8 @@ def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
 def test_errata_that_do_not_fit_the_dataset_are_refused(
     tmp_path: Path, change: Any, message: str
 ) -> None:
-    from lfr_cli.errata import ErrataError, load_errata
-    from lfr_cli.evaluate import load_folder
+    from lfr_eval.datasets import load_folder
+    from lfr_eval.errata import ErrataError, load_errata
 
     data = _lfw_layout(tmp_path / "d", _PEOPLE)
     (tmp_path / "e.toml").write_text(change(_ERRATA))
@@ -366,7 +366,7 @@ def test_lfr_eval_refuses_a_missing_errata_file_with_a_clear_error(
 
 
 def test_shipped_lfw_dev_errata_parse_and_name_only_what_lfw_dev_holds(lfw_dir: Path) -> None:
-    from lfr_cli.evaluate import LFW_DEV_ERRATA, load_folder, resolve_errata
+    from lfr_eval.datasets import LFW_DEV_ERRATA, load_folder, resolve_errata
 
     errata = resolve_errata(None, None)  # the default for lfw-dev
     assert errata is not None and errata.path == LFW_DEV_ERRATA
@@ -388,7 +388,7 @@ def test_shipped_lfw_dev_errata_parse_and_name_only_what_lfw_dev_holds(lfw_dir: 
 
 
 def _gallery(people: int, per_person: int, seed: int = 0) -> Any:
-    from lfr_core.calibration import Gallery
+    from lfr_eval.calibrate import Gallery
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(people, 16))
@@ -404,7 +404,7 @@ def _gallery(people: int, per_person: int, seed: int = 0) -> Any:
 
 
 def test_pooled_searches_draw_lists_until_each_cell_rests_on_enough_non_mated_searches() -> None:
-    from lfr_core.calibration import build_curve, pooled_searches
+    from lfr_eval.calibrate import build_curve, pooled_searches
 
     g = _gallery(60, 4)
     few = pooled_searches(g, 50, lists=2, seed=0)
@@ -423,8 +423,8 @@ def test_pooled_searches_draw_lists_until_each_cell_rests_on_enough_non_mated_se
 
 
 def test_production_gain_compares_old_and_new_thresholds_on_the_same_mated_searches() -> None:
-    from lfr_cli.evaluate import production_gain
-    from lfr_core.calibration import CalibrationTable, Pooled
+    from lfr_core.calibration import CalibrationTable
+    from lfr_eval.calibrate import Pooled, production_gain
 
     got = Pooled(np.array([0.1] * 99 + [0.9]), np.array([0.45, 0.55, 0.65, 0.75]), np.array([True] * 4), lists=1)
     old = _table()  # size 10 at 1e-2: threshold 0.40; size 100: 0.50

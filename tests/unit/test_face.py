@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lfr_core.datasets import read_lfw_pairs
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.align import align_face, interocular_px
 from lfr_core.face.detect import Detection, FaceDetector, pick_central
 from lfr_core.face.embed import FaceEmbedder
 from lfr_core.face.image import decode_jpeg, encode_jpeg
+from lfr_eval.datasets import read_lfw_pairs
 
 N_PAIRS = 12  # of each kind, from pairsDevTrain.txt
 

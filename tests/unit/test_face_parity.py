@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lfr_core.datasets import read_lfw_manifest
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.align import align_face, similarity_transform
 from lfr_core.face.detect import DEFAULT_UPSCALE_MIN_SIDE, MAX_UPSCALE, FaceDetector, pick_central, resize_cubic
 from lfr_core.face.embed import FaceEmbedder
 from lfr_core.face.image import decode_image, decode_jpeg, encode_jpeg
+from lfr_eval.datasets import read_lfw_manifest
 from tests.unit.functions_support import require_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

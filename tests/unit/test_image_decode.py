@@ -154,7 +154,7 @@ def test_huge_dimensions_are_refused_from_the_header_before_any_pixel(crop: byte
 
 def test_structure_walk_accepts_every_lfw_dev_photo_it_is_given() -> None:
     require_models()
-    from lfr_core.datasets import read_lfw_manifest
+    from lfr_eval.datasets import read_lfw_manifest
 
     paths: list[Path] = [r.path for r in read_lfw_manifest()[:150]]
     for p in paths:

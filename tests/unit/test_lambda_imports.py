@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_IN_LAMBDA = ("lfr_cli", "tests", "infra", "layers", "lambda_target", "edge_uploader")
+NOT_IN_LAMBDA = ("lfr_cli", "lfr_eval", "tests", "infra", "layers", "lambda_target", "edge_uploader")
 
 
 def _imports(path: Path) -> set[str]:
@@ -41,3 +41,19 @@ def test_the_fakes_and_the_cli_only_officer_code_are_not_under_functions() -> No
     }
     cli_or_test_only = {"InMemoryObjectStore", "InMemoryOfficerRepository", "OfficerAdmin", "outcome_counts"}
     assert not cli_or_test_only & defined
+
+
+def test_the_layer_code_imports_no_evaluation_code() -> None:
+    """lfr_core is copied whole into the Lambda layer: evaluation (lfr_eval) and the CLI stay out of it."""
+    files = sorted((ROOT / "lfr_core").rglob("*.py"))
+    assert len(files) > 10
+    bad = {
+        str(f.relative_to(ROOT)): sorted(m for m in _imports(f) if m.split(".")[0] in NOT_IN_LAMBDA)
+        for f in files
+    }
+    assert {f: m for f, m in bad.items() if m} == {}
+    # What moved out stays out: the metrics, the table building, the datasets.
+    assert not (ROOT / "lfr_core" / "evaluation.py").exists() and not (ROOT / "lfr_core" / "datasets.py").exists()
+    defined = {n.name for f in files for n in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
+               if isinstance(n, ast.ClassDef | ast.FunctionDef)}
+    assert not {"build_curve", "pooled_searches", "Gallery", "OpenSetResult", "clopper_pearson"} & defined

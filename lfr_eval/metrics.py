@@ -11,7 +11,8 @@ of the FPIR denominator by the caller, which can only make FPIR larger (the cons
 
 Intervals are 95% two-sided: Clopper-Pearson (exact, used for every reported rate because false
 positive counts are often 0..5, where normal approximations fail) and Wilson (for comparison).
-Pure numpy and math: this module is imported by the CLI and by tests, never by the Lambda path.
+Pure numpy and math; the alert rule itself is `lfr_core.matching.reaches`, the one the match
+function decides with.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lfr_core.calibration import fpir_key
+from lfr_core.matching import reaches
+
 Z95 = 1.959963984540054
 REPORT_FPIRS: tuple[float, ...] = (1e-2, 1e-3, 2e-4, 1e-4)
-
-
-def fpir_key(fpir: float) -> str:
-    """The JSON key for a target FPIR: 0.0002 -> "0.0002" (never "2e-04")."""
-    return np.format_float_positional(fpir, trim="-")
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -196,11 +195,11 @@ class OpenSetResult:
         return int(self.non_mated_scores.size)
 
     def tpir(self, threshold: float) -> Rate:
-        hits = int(np.sum(self.mated_correct & (self.mated_scores >= threshold)))
+        hits = int(np.sum(self.mated_correct & reaches(self.mated_scores, threshold)))
         return Rate(hits, self.n_mated)
 
     def fpir(self, threshold: float) -> Rate:
-        return Rate(int(np.sum(self.non_mated_scores >= threshold)), self.n_non_mated)
+        return Rate(int(np.sum(reaches(self.non_mated_scores, threshold))), self.n_non_mated)
 
     def rank1(self) -> Rate:
         """Closed-set rank-1 identification rate over mated searches (no threshold)."""

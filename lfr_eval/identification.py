@@ -1,0 +1,336 @@
+"""Open-set 1:N identification on an identity-labelled folder (`lfr eval`), on the production path.
+
+Split: watchlist = the first image(s) of each chosen person with 2+ images (seeded);
+mated searches = their other images; non-mated = every image of people not on the list, plus
+every image of the extra non-mated folders. A search's top-1 (a track's fused top-1) is held to
+the threshold by the match function's own rule (`lfr_core.matching.reaches` / `decide`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
+from lfr_core.calibration import CalibrationTable, fpir_key
+from lfr_core.errors import CalibrationError
+from lfr_core.matching import PRODUCTION_FUSION, WatchlistIndex, reaches
+from lfr_eval.calibrate import tracks_of
+from lfr_eval.datasets import Sample, singletons
+from lfr_eval.embeddings import Embeddings
+from lfr_eval.metrics import OpenSetResult, Rate, summarise
+
+OPERATING_FPIR = 2e-4  # the issue's bar; NPL measured the Met at about 1 in 6,000
+FAIRNESS_FPIRS = (1e-2, 1e-3, OPERATING_FPIR)
+GATES = {"none": None, "production": DEFAULT_MIN_QUALITY, "strict": 0.5}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the techniques; `lfr eval --ablation` compares several on one pass."""
+
+    name: str = "baseline"
+    flip: bool = False
+    gate: float | None = DEFAULT_MIN_QUALITY  # None: match every detected face
+    enrol_images: int = 1
+    template: str = "max"  # several enrolment images: one entry each (max) or their mean
+    probe_from: int | None = None  # index of a listed person's first probe image (default: after enrolment)
+    fusion: int = 1  # crops per track
+    fusion_mode: str = PRODUCTION_FUSION
+
+
+@dataclass
+class WatchlistSplit:
+    """Which people are listed (seeded), and which images enrol, search mated and search non-mated."""
+
+    samples: list[Sample]
+    watchlist_size: int
+    seed: int
+    by_person: dict[str, list[Sample]] = field(default_factory=dict)
+    listed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        by: dict[str, list[Sample]] = defaultdict(list)
+        for s in self.samples:
+            by[s.identity].append(s)
+        self.by_person = dict(by)
+        multi = sorted(p for p, v in by.items() if len(v) >= 2 and not v[0].extra)
+        if not 1 <= self.watchlist_size <= len(multi):
+            raise ValueError(
+                f"watchlist size must be 1..{len(multi)} (people with 2+ images), got {self.watchlist_size}"
+            )
+        self.listed = sorted(random.Random(self.seed).sample(multi, self.watchlist_size))
+
+    def enrol_of(self, person: str, v: Variant) -> list[Sample]:
+        imgs = self.by_person[person]
+        return imgs[: min(v.enrol_images, len(imgs) - 1)]
+
+    def mated_of(self, person: str, v: Variant) -> list[Sample]:
+        start = v.probe_from if v.probe_from is not None else len(self.enrol_of(person, v))
+        return self.by_person[person][start:]
+
+    def non_mated_people(self) -> list[str]:
+        listed = set(self.listed)
+        return [p for p in sorted(self.by_person) if p not in listed]
+
+    def all_enrol_paths(self, variants: Sequence[Variant]) -> list[Path]:
+        return [s.path for v in variants for p in self.listed for s in self.enrol_of(p, v)]
+
+    def all_probe_paths(self, variants: Sequence[Variant]) -> list[Path]:
+        paths = [s.path for v in variants for p in self.listed for s in self.mated_of(p, v)]
+        return paths + [s.path for p in self.non_mated_people() for s in self.by_person[p]]
+
+
+@dataclass
+class SearchOutcome:
+    """One variant's searches on one split (or pooled splits): the results and the failure counts."""
+
+    variant: Variant
+    result: OpenSetResult
+    fte: Rate
+    fta_mated: Rate
+    fta_non_mated: Rate
+    mated_gender: list[str]
+    non_mated_gender: list[str]
+    watchlist_size: int
+    # For each non-mated search: (who was searched, whom they best matched) - names, no biometrics.
+    non_mated_pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def false_alert_pairs(self, target: float = OPERATING_FPIR, top: int = 10) -> dict[str, Any]:
+        """Who the false alerts at the operating threshold are: the pairs that set the FPIR tail."""
+        t = self.result.at_fpir(target).threshold
+        alerted = reaches(self.result.non_mated_scores, t)
+        above = [p for p, hit in zip(self.non_mated_pairs, alerted, strict=True) if hit]
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for p in above:
+            counts[p] += 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {"threshold": round(t, 6), "false_alerts": len(above), "distinct_pairs": len(counts),
+                "top": [{"searched": a, "matched": b, "count": n} for (a, b), n in ranked[:top]]}
+
+    def summary(self) -> dict[str, Any]:
+        out = summarise(self.result)
+        out.update(
+            variant=self.variant.__dict__,
+            watchlist_size=self.watchlist_size,
+            unit="track" if self.variant.fusion > 1 else "image",
+            failure_to_enrol=self.fte.to_dict(),
+            failure_to_acquire={"mated": self.fta_mated.to_dict(), "non_mated": self.fta_non_mated.to_dict()},
+            fairness=self.fairness(),
+            false_alerts_at_operating_point=self.false_alert_pairs(top=30) if self.non_mated_pairs else None,
+            false_alerts_at_1e_3=self.false_alert_pairs(1e-3, top=60) if self.non_mated_pairs else None,
+        )
+        return out
+
+    def fairness(self) -> dict[str, Any]:
+        """FNIR and FPIR per gender at the thresholds for FPIR 1e-2, 1e-3 and the operating point (one
+        threshold for everyone, set on all non-mated searches: no per-group thresholds)."""
+        res = self.result
+        m_g = np.asarray(self.mated_gender)
+        n_g = np.asarray(self.non_mated_gender)
+        out: dict[str, Any] = {}
+        for target in FAIRNESS_FPIRS:
+            t = res.at_fpir(target).threshold
+            groups: dict[str, Any] = {}
+            for g in ("M", "F"):
+                sel_m, sel_n = m_g == g, n_g == g
+                hits = int(np.sum(res.mated_correct[sel_m] & reaches(res.mated_scores[sel_m], t)))
+                fnir = Rate(int(sel_m.sum()) - hits, int(sel_m.sum()))
+                fpir = Rate(int(np.sum(reaches(res.non_mated_scores[sel_n], t))), int(sel_n.sum()))
+                groups[g] = {"fnir": fnir.to_dict(), "fpir": fpir.to_dict()}
+
+            out[fpir_key(target)] = {
+                "threshold": round(t, 6), **groups,
+                "ratio_F_over_M": {m: _ratio(groups["F"][m]["rate"], groups["M"][m]["rate"]) for m in ("fnir", "fpir")},
+            }
+        return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b and b == b and a == a else None  # None when undefined (0 or NaN)
+
+
+def evaluate(proto: WatchlistSplit, emb: Embeddings, v: Variant) -> SearchOutcome:
+    emb.need_flip(v.flip)
+    # Enrol: one index entry per enrolled image (production labels several images of one person
+    # with one label, so top-1 over entries = max over the person's templates), or their mean.
+    ids: list[str] = []
+    labels: list[str] = []
+    vecs: list[np.ndarray] = []
+    failed = 0
+    for person in proto.listed:
+        got = [e for s in proto.enrol_of(person, v) if not isinstance(e := emb.enrolled[s.path], str)]
+        if not got:
+            failed += 1
+            continue
+        person_vecs = [e[1] if v.flip else e[0] for e in got]
+        if v.template == "mean":
+            m = np.mean(person_vecs, axis=0)
+            person_vecs = [m / np.linalg.norm(m)]
+        for j, vec in enumerate(person_vecs):
+            ids.append(f"{person}#{j}")
+            labels.append(person)
+            vecs.append(vec)
+    index = WatchlistIndex(entry_ids=ids, labels=labels, embeddings=np.stack(vecs))
+    rng = random.Random(f"{proto.seed}/tracks")
+
+    def units(samples: list[Sample]) -> list[list[Sample]]:
+        if v.fusion <= 1:
+            return [[s] for s in samples]
+        return [list(t) for t in tracks_of(np.asarray(samples, dtype=object), v.fusion, rng)]
+
+    def search(unit: list[Sample]) -> tuple[str, float] | None:
+        got = [emb.probes[s.path] for s in unit]
+        vecs_ = [p.emb(v.flip) for p in got if p.acquired(v.gate)]
+        if not vecs_:
+            return None
+        q = np.stack(vecs_)
+        if len(unit) == 1:
+            hit = index.top1(q)[0]
+            return hit.label, hit.score
+        hit = index.fused_top1(q, v.fusion_mode)  # the match function's fusion (per person, then crops)
+        return hit.label, hit.score
+
+    m_scores, m_correct, m_gender = [], [], []
+    m_fta = 0
+    for person in proto.listed:
+        for unit in units(proto.mated_of(person, v)):
+            r = search(unit)
+            m_gender.append(unit[0].gender)
+            if r is None:
+                m_fta += 1
+                m_scores.append(-np.inf)
+                m_correct.append(False)
+            else:
+                m_scores.append(r[1])
+                m_correct.append(r[0] == person)
+    n_scores, n_gender = [], []
+    n_pairs: list[tuple[str, str]] = []
+    n_total = 0
+    for person in proto.non_mated_people():
+        for unit in units(proto.by_person[person]):
+            n_total += 1
+            r = search(unit)
+            if r is not None:
+                n_scores.append(r[1])
+                n_gender.append(unit[0].gender)
+                n_pairs.append((person, r[0]))
+    result = OpenSetResult(np.asarray(m_scores), np.asarray(m_correct, bool), np.asarray(n_scores))
+    return SearchOutcome(
+        v, result, Rate(failed, len(proto.listed)), Rate(m_fta, len(m_scores)),
+        Rate(n_total - len(n_scores), n_total), m_gender, n_gender, len(proto.listed) - failed, n_pairs,
+    )
+
+
+def pooled(outcomes: Sequence[SearchOutcome]) -> SearchOutcome:
+    """One variant's outcomes on several seeded watchlists as one: searches and counts pooled.
+
+    Which people are listed moves the FPIR tail a lot at 2e-4 (a few look-alike, kin or mislabelled
+    pairs dominate it), so one list's number is luck; the pool is the expected performance over
+    lists. Its binomial intervals treat searches as independent, which they are not across lists
+    (a person recurs), so they are narrower than the truth.
+    """
+    first = outcomes[0]
+    if len(outcomes) == 1:
+        return first
+
+    def cat(get: Callable[[OpenSetResult], np.ndarray]) -> np.ndarray:
+        return np.concatenate([get(o.result) for o in outcomes])
+
+    def total(get: Callable[[SearchOutcome], Rate]) -> Rate:
+        return Rate(sum(get(o).k for o in outcomes), sum(get(o).n for o in outcomes))
+
+    return SearchOutcome(
+        first.variant,
+        OpenSetResult(cat(lambda r: r.mated_scores), cat(lambda r: r.mated_correct), cat(lambda r: r.non_mated_scores)),
+        total(lambda o: o.fte), total(lambda o: o.fta_mated), total(lambda o: o.fta_non_mated),
+        [g for o in outcomes for g in o.mated_gender], [g for o in outcomes for g in o.non_mated_gender],
+        round(sum(o.watchlist_size for o in outcomes) / len(outcomes)),
+        [p for o in outcomes for p in o.non_mated_pairs],
+    )
+
+
+
+def ablation_variants(base: Variant) -> list[Variant]:
+    """Each technique with and without, the rest held at `base` (same mated/non-mated sets per pair)."""
+    vs = [
+        replace(base, name="baseline (production: 1 image, gate 0.3, no TTA)"),
+        replace(base, name="flip TTA", flip=True),
+        replace(base, name="no quality gate", gate=None),
+        replace(base, name="strict gate 0.5", gate=GATES["strict"]),
+        replace(base, name="enrol 1 (probes from image 4)", probe_from=3),
+        replace(base, name="enrol 3, max over templates", enrol_images=3, probe_from=3),
+        replace(base, name="enrol 3, mean template", enrol_images=3, template="mean", probe_from=3),
+    ]
+    vs.append(replace(base, name="tracks of 2, max fusion", fusion=2, fusion_mode="max"))
+    for mode in ("max", "mean"):
+        vs.append(replace(base, name=f"tracks of 3, {mode} fusion", fusion=3, fusion_mode=mode))
+    vs.append(replace(base, name="tracks of 3, max fusion + flip TTA", fusion=3, fusion_mode="max", flip=True))
+    vs.append(replace(base, name="flip TTA + enrol 3 max", flip=True, enrol_images=3, probe_from=3))
+    return vs
+
+
+
+def at_shipped_threshold(o: SearchOutcome) -> dict[str, Any] | None:
+    """The rates a deployment of this list's size would get from the shipped calibration table
+    (read before this run may rewrite it): the table's threshold, measured on this run's searches."""
+    if o.variant.fusion != 1 or o.variant.flip or o.variant.gate != DEFAULT_MIN_QUALITY:
+        return None  # the table is for the production pipeline's single crops
+    try:
+        t = CalibrationTable.load().threshold(OPERATING_FPIR, max(o.watchlist_size, 1))
+    except CalibrationError:
+        return None
+    return o.result.at_threshold(t, OPERATING_FPIR).to_dict()
+
+
+def digest(o: SearchOutcome) -> dict[str, Any]:
+    s = summarise(o.result)
+    return {"variant": o.variant.name, "mated": o.result.n_mated, "non_mated": o.result.n_non_mated,
+            "rank1": s["rank1"], "tpir_at_fpir": s["tpir_at_fpir"]}
+
+
+
+@dataclass
+class IdentificationRun:
+    """One `lfr eval` measurement: the variants' outcomes (pooled over the lists), with errata
+    applied and, when errata were given, as labelled; the embeddings stay in memory only."""
+
+    splits: list[WatchlistSplit]
+    outcomes: list[SearchOutcome]
+    outcomes_labelled: list[SearchOutcome]  # empty without errata
+    emb: Embeddings
+
+
+def measure(
+    samples: list[Sample], labelled: list[Sample] | None, extras: list[Sample], watchlist_size: int | None,
+    seed: int, lists: int, variants: Sequence[Variant], emb: Embeddings, log: Callable[[str], None],
+) -> IdentificationRun:
+    """`samples` (errata applied, extras included) split `lists` times from `seed`; `labelled`: the
+    same folder as labelled, measured beside it on the same embeddings (errata only drop or
+    relabel images, so each image is embedded once)."""
+    if lists < 1:
+        raise ValueError("--lists must be >= 1")
+
+    def splits(of: list[Sample]) -> list[WatchlistSplit]:
+        multi = len({s.identity for s in of if not s.extra} - singletons(of))
+        return [WatchlistSplit(of, watchlist_size or multi // 2, seed + i) for i in range(lists)]
+
+    protos = splits(samples)
+    protos_labelled = splits(labelled + extras) if labelled is not None else []
+    every = protos + protos_labelled
+    enrol_paths = [p for pr in every for p in pr.all_enrol_paths(variants)]
+    log(f"enrolling {len(set(enrol_paths))} watchlist images ({len(protos)} lists of {len(protos[0].listed)} people)")
+    emb.enrol(enrol_paths)
+    probe_paths = [p for pr in every for p in pr.all_probe_paths(variants)]
+    log(f"probing {len(set(probe_paths))} images{' (degraded: cctv)' if emb.degrade else ''}")
+    emb.probe(probe_paths)
+    outcomes = [pooled([evaluate(pr, emb, v) for pr in protos]) for v in variants]
+    outcomes_labelled = ([pooled([evaluate(pr, emb, v) for pr in protos_labelled]) for v in variants]
+                         if protos_labelled else [])
+    return IdentificationRun(protos, outcomes, outcomes_labelled, emb)

@@ -53,7 +53,7 @@ demo: layer node_modules
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy lfr_core functions edge_uploader infra layers lambda_target lfr_cli aws_emulation tests
+	$(BIN)/mypy lfr_core functions edge_uploader infra layers lambda_target lfr_cli lfr_eval aws_emulation tests
 
 $(CHECKOV_STAMP):
 	rm -rf $(CHECKOV_VENV)

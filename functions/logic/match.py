@@ -190,13 +190,38 @@ class MatchService:
     # -- phase 1: the whole batch ------------------------------------------------------------
 
     def prepare(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Prepared]:
-        """Per SQS messageId, what the record handler should do. Raises nothing per record."""
+        """Per SQS messageId, what the record handler should do. Raises nothing per record.
+
+        The steps, each of which settles some records and passes the rest on: parse; refuse what
+        belongs to no live deployment (before any face is decoded); decode; find each deployment's
+        index; embed every remaining crop in one model run; decide each track against its threshold.
+        """
         results: dict[str, Prepared] = {}
         now = self.clock()
         statuses = self._parse_statuses([r for r in records if is_camera_status(r)], now, results)
-        records = [r for r in records if not is_camera_status(r)]
-        self.metrics.count("CropsReceived", len(records))
+        parsed = self._parse_crops([r for r in records if not is_camera_status(r)], now, results)
+        deployments = self._lookup_deployments(
+            {m.deployment_id for _, m, _ in parsed} | {s.deployment_id for _, s in statuses})
+        self._route_statuses(statuses, deployments, now, results)
+        live = self._refuse_inactive(parsed, deployments, now, results)
+        valid = self._decode(live, results)
+        ready, indexes = self._with_indexes(valid, results)
+        if not ready:
+            return results
+        embeddings = self._embed(ready, results)
+        if embeddings is None:
+            return results
+        self._count_seen(Counter(v.deployment.deployment_id for v in ready))
+        hits = self._search(ready, embeddings, indexes)
+        for v in ready:
+            results[v.sqs_id] = self._decide(v, hits[v.sqs_id])
+        return results
 
+    def _parse_crops(
+        self, records: Sequence[Mapping[str, Any]], now: datetime, results: dict[str, Prepared]
+    ) -> list[tuple[str, CropMessage, int | None]]:
+        """(SQS id, message, sent time) of each record that is a valid `CropMessage`; the rest rejected."""
+        self.metrics.count("CropsReceived", len(records))
         parsed: list[tuple[str, CropMessage, int | None]] = []
         for rec in records:
             sqs_id = str(rec.get("messageId", ""))
@@ -208,12 +233,17 @@ class MatchService:
                 results[sqs_id] = self._reject(sqs_id, rejection_reason(exc))
                 continue
             parsed.append((sqs_id, msg, sent_timestamp_ms(rec)))
+        return parsed
 
-        deployments = self._lookup_deployments(
-            {m.deployment_id for _, m, _ in parsed} | {s.deployment_id for _, s in statuses})
-        self._route_statuses(statuses, deployments, now, results)
-
-        # Refuse BEFORE decoding or embedding: an inactive deployment must not process faces.
+    def _refuse_inactive(
+        self,
+        parsed: Sequence[tuple[str, CropMessage, int | None]],
+        deployments: Mapping[str, DeploymentRecord | Exception | None],
+        now: datetime,
+        results: dict[str, Prepared],
+    ) -> list[tuple[str, CropMessage, DeploymentRecord, int | None]]:
+        """Refuse BEFORE decoding or embedding: an inactive deployment must not process faces.
+        Counts each live camera's messages for the console."""
         refused: Counter[str] = Counter()
         live: list[tuple[str, CropMessage, DeploymentRecord, int | None]] = []
         for sqs_id, msg, sent in parsed:
@@ -231,7 +261,12 @@ class MatchService:
             self.alerts, [(m.deployment_id, m.camera_id, sent) for _, m, _, sent in live], now,
             lambda dep_id: camera_item_expiry_epoch(live_deps[dep_id], now),
         )
+        return live
 
+    def _decode(
+        self, live: Sequence[tuple[str, CropMessage, DeploymentRecord, int | None]], results: dict[str, Prepared]
+    ) -> list[_Valid]:
+        """Each live message's crops decoded; a message with any bad crop is rejected whole."""
         valid: list[_Valid] = []
         for sqs_id, msg, dep, sent in live:
             try:
@@ -254,7 +289,12 @@ class MatchService:
                 results[sqs_id] = self._reject(sqs_id, "undecodable")
             else:
                 valid.append(_Valid(sqs_id, msg, dep, jpeg, images, sent))
+        return valid
 
+    def _with_indexes(
+        self, valid: Sequence[_Valid], results: dict[str, Prepared]
+    ) -> tuple[list[_Valid], dict[str, WatchlistIndex]]:
+        """The messages whose deployment's index loaded, and those indexes; the others held."""
         indexes: dict[str, WatchlistIndex] = {}
         index_errors: dict[str, WatchlistIndexError | TransientStorageError] = {}
         fresh: set[str] = set()  # deployments whose index was just read from S3 (not the cache)
@@ -282,9 +322,10 @@ class MatchService:
             else:
                 ready.append(v)
         self._index_health(live_deps, index_errors, fresh, held)
-        if not ready:
-            return results
+        return ready, indexes
 
+    def _embed(self, ready: Sequence[_Valid], results: dict[str, Prepared]) -> np.ndarray | None:
+        """One model run for every crop of every ready message; None (all held) if the model fails."""
         try:
             started = self.monotonic()
             embeddings = self.embedder.embed(np.stack([img for v in ready for img in v.images]))
@@ -293,44 +334,37 @@ class MatchService:
             logger.exception("embedding failed", extra={"error_type": type(exc).__name__})
             for v in ready:
                 results[v.sqs_id] = Prepared(error=exc)
-            return results
+            return None
         self.metrics.count("CropsEmbedded", len(embeddings))
+        return embeddings
 
-        seen: Counter[str] = Counter(v.deployment.deployment_id for v in ready)
-        self._count_seen(seen)
-        hits = self._search(ready, embeddings, indexes)
-        for v in ready:
-            dep = v.deployment
-            hit = hits[v.sqs_id]
-            rows = v.images
-            # One decision per track: its crops' scores fused per person, against the threshold
-            # calibrated for that many crops.
-            decision = decide(hit.score, len(rows), dep.thresholds)
-            if decision.alert:
-                entry = self._entries_for(dep).get(hit.entry_id) or {}
-                results[v.sqs_id] = Prepared(
-                    alert=PendingAlert(
-                        message=v.message,
-                        jpeg=v.jpeg,
-                        entry_id=hit.entry_id,
-                        label=hit.label,
-                        similarity=float(hit.score),
-                        threshold=decision.threshold,
-                        sent_timestamp_ms=v.sent_ms,
-                        retention_days=dep.alert_retention_days,
-                        reference=entry.get("reference"),
-                        reason=entry.get("reason"),
-                        image_key=(
-                            watchlist_images_prefix(dep.deployment_id) + str(entry["file"])
-                            if entry.get("file") else None
-                        ),
-                        crops_fused=len(rows),
-                    )
-                )
-            else:
-                # Below threshold: nothing about this face leaves this function.
-                results[v.sqs_id] = Prepared(outcome=Outcome.NO_MATCH)
-        return results
+    def _decide(self, v: _Valid, hit: Hit) -> Prepared:
+        """One decision per track: its crops' scores fused per person, against the threshold
+        calibrated for that many crops (lfr_core.matching.decide)."""
+        dep = v.deployment
+        decision = decide(hit.score, len(v.images), dep.thresholds)
+        if not decision.alert:
+            # Below threshold: nothing about this face leaves this function.
+            return Prepared(outcome=Outcome.NO_MATCH)
+        entry = self._entries_for(dep).get(hit.entry_id) or {}
+        return Prepared(
+            alert=PendingAlert(
+                message=v.message,
+                jpeg=v.jpeg,
+                entry_id=hit.entry_id,
+                label=hit.label,
+                similarity=float(hit.score),
+                threshold=decision.threshold,
+                sent_timestamp_ms=v.sent_ms,
+                retention_days=dep.alert_retention_days,
+                reference=entry.get("reference"),
+                reason=entry.get("reason"),
+                image_key=(
+                    watchlist_images_prefix(dep.deployment_id) + str(entry["file"]) if entry.get("file") else None
+                ),
+                crops_fused=len(v.images),
+            )
+        )
 
     def _parse_statuses(
         self, records: Sequence[Mapping[str, Any]], now: datetime, results: dict[str, Prepared]

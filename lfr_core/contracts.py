@@ -64,18 +64,24 @@ def validation_context(now: datetime) -> dict[str, datetime]:
     return {"now": now}
 
 
-def _check_capture_time(v: datetime, info: ValidationInfo) -> datetime:
+def _check_live_time(v: datetime, info: ValidationInfo, max_age: timedelta) -> datetime:
+    """A time an edge stamped: after any deployment could exist, not ahead of the receiver's clock
+    (beyond skew), and, when the receiver gives its clock, not older than `max_age`."""
     ctx = info.context if isinstance(info.context, dict) else {}
     now = ctx.get("now")
     if not isinstance(now, datetime):
         now = datetime.now(UTC)
     if v < EARLIEST_CAPTURE:
-        raise ValueError("captured before any deployment could exist")
+        raise ValueError("before any deployment could exist")
     if v > now + MAX_CLOCK_SKEW:
-        raise ValueError("captured in the future")
-    if "now" in ctx and v < now - MAX_CAPTURE_AGE:
-        raise ValueError("captured too long ago to be live")
+        raise ValueError("in the future")
+    if "now" in ctx and v < now - max_age:
+        raise ValueError(f"older than {max_age}: not live")
     return v
+
+
+def _check_capture_time(v: datetime, info: ValidationInfo) -> datetime:
+    return _check_live_time(v, info, MAX_CAPTURE_AGE)
 
 
 def rejection_reason(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
@@ -239,17 +245,7 @@ class CameraState(StrEnum):
 
 
 def _check_status_time(v: datetime, info: ValidationInfo) -> datetime:
-    ctx = info.context if isinstance(info.context, dict) else {}
-    now = ctx.get("now")
-    if not isinstance(now, datetime):
-        now = datetime.now(UTC)
-    if v < EARLIEST_CAPTURE:
-        raise ValueError("before any deployment could exist")
-    if v > now + MAX_CLOCK_SKEW:
-        raise ValueError("in the future")
-    if "now" in ctx and v < now - MAX_STATUS_AGE:
-        raise ValueError("too old to describe the camera now")
-    return v
+    return _check_live_time(v, info, MAX_STATUS_AGE)
 
 
 class CameraStatus(_Frozen):

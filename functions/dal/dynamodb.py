@@ -341,32 +341,38 @@ class DynamoAlertRepository(AlertRepository):
         # encounter on its next extend. Three rounds: a fourth would need a window to close and
         # reopen within one call.
         for _ in range(3):
-            with transient("alerts.extend_encounter"):
-                try:
-                    resp = self._ddb.client.update_item(
-                        TableName=self.table, Key=key,
-                        UpdateExpression="SET last_seen_ms = :now, expires_at_epoch = :e, watchlist_entry_id = :entry",
-                        ConditionExpression="attribute_exists(alert_id) AND last_seen_ms >= :cutoff",
-                        ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
-                    )
-                    return self._encounter(deployment_id, resp["Attributes"], opened=False)
-                except ClientError as exc:
-                    if error_code(exc) != _CONDITION_FAILED:
-                        raise
-            with transient("alerts.open_encounter"):
-                try:
-                    resp = self._ddb.client.update_item(
-                        TableName=self.table, Key=key,
-                        UpdateExpression="SET opened_at_ms = :now, last_seen_ms = :now, expires_at_epoch = :e,"
-                        " watchlist_entry_id = :entry",
-                        ConditionExpression="attribute_not_exists(alert_id) OR last_seen_ms < :cutoff",
-                        ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
-                    )
-                    return self._encounter(deployment_id, resp["Attributes"], opened=True)
-                except ClientError as exc:
-                    if error_code(exc) != _CONDITION_FAILED:
-                        raise
+            extended = self._update_if(
+                "alerts.extend_encounter", key, values,
+                "SET last_seen_ms = :now, expires_at_epoch = :e, watchlist_entry_id = :entry",
+                "attribute_exists(alert_id) AND last_seen_ms >= :cutoff",
+            )
+            if extended is not None:
+                return self._encounter(deployment_id, extended, opened=False)
+            opened = self._update_if(
+                "alerts.open_encounter", key, values,
+                "SET opened_at_ms = :now, last_seen_ms = :now, expires_at_epoch = :e, watchlist_entry_id = :entry",
+                "attribute_not_exists(alert_id) OR last_seen_ms < :cutoff",
+            )
+            if opened is not None:
+                return self._encounter(deployment_id, opened, opened=True)
         raise TransientStorageError("alerts.sight_encounter: no stable encounter after 3 rounds")
+
+    def _update_if(
+        self, op: str, key: dict[str, Any], values: dict[str, Any], update: str, condition: str
+    ) -> Mapping[str, Any] | None:
+        """The item after a conditional update, or None if its condition did not hold."""
+        with transient(op):
+            try:
+                resp = self._ddb.client.update_item(
+                    TableName=self.table, Key=key, UpdateExpression=update, ConditionExpression=condition,
+                    ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+                return None
+        attrs: Mapping[str, Any] = resp["Attributes"]
+        return attrs
 
     @staticmethod
     def _encounter(deployment_id: str, attrs: Mapping[str, Any], opened: bool) -> EncounterState:

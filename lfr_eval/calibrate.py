@@ -125,18 +125,6 @@ def pooled_searches(
 _EMPTY = np.zeros((0, 1), np.float32)
 
 
-def pooled_non_mated(
-    gallery: Gallery,
-    size: int,
-    lists: int,
-    seed: int,
-    fusion: tuple[int, str] | None = None,
-    pool: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Top-1 (or fused-track) non-mated scores pooled over `lists` random lists of `size` people."""
-    return pooled_searches(gallery, size, lists, seed, fusion, pool).non_mated
-
-
 def tracks_of(embs: np.ndarray, n: int, rng: random.Random) -> list[np.ndarray]:
     """Disjoint tracks of n crops of one person, in a seeded random order (a person yields len//n)."""
     order = list(range(len(embs)))

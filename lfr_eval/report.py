@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,12 +51,7 @@ def write_det(outcomes: Sequence[SearchOutcome], path: Path, title: str) -> None
     ax.set_xlabel("FPIR (non-mated searches alerting)")
     ax.set_ylabel("FNIR (mated searches missed)")
     ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def write_det_by_group(o: SearchOutcome, path: Path, title: str) -> None:
@@ -92,6 +88,13 @@ def write_det_by_group(o: SearchOutcome, path: Path, title: str) -> None:
     ax.set_xlabel("FPIR within the group (non-mated searches alerting)")
     ax.set_ylabel("FNIR within the group (mated searches missed)")
     ax.set_title(title + "\ndots: the one threshold for everyone at FPIR 1e-2, 1e-3, 2e-4", fontsize=8)
+    _save(fig, ax, path)
+
+
+def _save(fig: Any, ax: Any, path: Path) -> None:
+    """Grid, legend, and the figure written to `path` (its folder made)."""
+    import matplotlib.pyplot as plt  # matplotlib only where a plot is drawn (slow import)
+
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)

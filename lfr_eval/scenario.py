@@ -273,17 +273,24 @@ def people_from_dirs(dirs: Sequence[Path]) -> list[Person]:
     return people
 
 
-def track_identity(truth: dict[str, Any], frame_index: int, box: Sequence[float],
-                   min_iou: float = 0.3) -> str | None:
-    """Who the ground truth says is at `box` in frame `frame_index` (best IoU), or None."""
+def truth_at(truth: dict[str, Any], frame_index: int, box: Sequence[float],
+             min_iou: float = 0.3) -> dict[str, Any] | None:
+    """The ground truth's entry at `box` in frame `frame_index` (best IoU of at least `min_iou`), or None."""
     if not 0 <= frame_index < len(truth["frames"]):
         return None
     best, best_iou = None, min_iou
     for entry in truth["frames"][frame_index]:
         iou = box_iou(box, entry["box"])
         if iou >= best_iou:
-            best, best_iou = entry["identity"], iou
+            best, best_iou = entry, iou
     return best
+
+
+def track_identity(truth: dict[str, Any], frame_index: int, box: Sequence[float],
+                   min_iou: float = 0.3) -> str | None:
+    """Who (by name) the ground truth says is at `box` in frame `frame_index`, or None."""
+    entry = truth_at(truth, frame_index, box, min_iou)
+    return None if entry is None else str(entry["identity"])
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -322,14 +329,8 @@ class Fragmentation:
 
 def track_person(truth: dict[str, Any], frame_index: int, box: Sequence[float], min_iou: float = 0.3) -> int | None:
     """Which person (index in the truth's `people`) is at `box` in frame `frame_index`, or None."""
-    if not 0 <= frame_index < len(truth["frames"]):
-        return None
-    best, best_iou = None, min_iou
-    for entry in truth["frames"][frame_index]:
-        iou = box_iou(box, entry["box"])
-        if iou >= best_iou:
-            best, best_iou = int(entry["person"]), iou
-    return best
+    entry = truth_at(truth, frame_index, box, min_iou)
+    return None if entry is None else int(entry["person"])
 
 
 def fragmentation(observations: Iterable[tuple[int, str, Sequence[float]]], truth: dict[str, Any],

@@ -19,7 +19,7 @@ import pytest
 
 from lfr_cli.main import main
 from lfr_core.calibration import CalibrationTable
-from lfr_eval.calibrate import Gallery, calibrate_table, pooled_non_mated
+from lfr_eval.calibrate import Gallery, calibrate_table, pooled_searches
 from lfr_eval.datasets import LfwImage, load_folder, read_lfw_manifest
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.metrics import Rate
@@ -159,7 +159,7 @@ def test_calibrated_threshold_gives_its_target_fpir_on_held_apart_people(
         else np.zeros((0, 128), np.float32)
         for p, paths in by.items()
     }
-    scores = pooled_non_mated(Gallery(enrol, probes), size, lists=30, seed=2)
+    scores = pooled_searches(Gallery(enrol, probes), size, lists=30, seed=2).non_mated
     measured = Rate(int(np.sum(scores >= threshold)), int(scores.size))
     lo, hi = measured.ci
     assert measured.n >= 2000
@@ -169,7 +169,7 @@ def test_calibrated_threshold_gives_its_target_fpir_on_held_apart_people(
     # one-crop threshold these tracks alert about twice as often (16/810 here), which fails this.
     track_t = table.threshold(target, size, crops=2)
     assert track_t >= threshold
-    tracks = pooled_non_mated(Gallery(enrol, probes), size, lists=30, seed=2, fusion=(2, "max"))
+    tracks = pooled_searches(Gallery(enrol, probes), size, lists=30, seed=2, fusion=(2, "max")).non_mated
     fused = Rate(int(np.sum(tracks >= track_t)), int(tracks.size))
     assert fused.n >= 500
     assert fused.ci[0] <= target, f"tracks of 2: measured FPIR {fused} above target {target} at {track_t:.3f}"

@@ -89,6 +89,7 @@ class FunctionConfig:
     timeout_s: float
     memory_mb: int
     code_dir: Path
+    runtime: str  # the deployed Runtime, e.g. python3.12 (what AWS_EXECUTION_ENV names)
     reserved_concurrency: int | None = None  # the template's ReservedConcurrentExecutions, if set
 
     @property
@@ -337,6 +338,7 @@ class LocalRuntime:
                 memory_mb=int(cfg.get("MemorySize", 128)),
                 code_dir=self._code_dir(code),
                 reserved_concurrency=_reserved(resources.get(res.logical_id, {})),
+                runtime=cfg["Runtime"],
             )
             self.functions[fn.name] = fn
             for alias in (fn.name, fn.arn, fn.logical_id, f"{fn.arn}:$LATEST"):
@@ -373,7 +375,7 @@ class LocalRuntime:
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": f"local/{uuid.uuid4().hex}",
-                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.runtime}",
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
                 "LAMBDA_TASK_ROOT": str(fn.code_dir),
                 "LFR_LOCAL_FUNCTION_ARN": fn.arn,

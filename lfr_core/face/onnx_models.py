@@ -13,6 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Lambda gives a function one vCPU's worth of time per 1,769 MB of memory (AWS Lambda docs,
 # "Memory and computing power"), while the process sees every core of the host (2 at 2,048 MB).
 LAMBDA_MB_PER_VCPU = 1769
+# Where `make models` writes them in a checkout: lambda_target.MODELS_SRC_DIR, restated because
+# lfr_core ships in the layer and must not import the build's package (tests/unit/test_build_imports.py).
 DEFAULT_MODEL_DIR = REPO_ROOT / "build" / "models"
 
 

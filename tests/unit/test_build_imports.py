@@ -38,3 +38,12 @@ def test_the_scan_sees_an_import_of_either(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("import layers.build\nfrom infra.constants import SERVICE_NAME\n", encoding="utf-8")
     assert {"layers", "infra"} <= {m.split(".")[0] for m in _imports(probe)}
+
+
+def test_the_layers_default_model_folder_is_the_builds() -> None:
+    """lfr_core restates where `make models` writes (it ships in the layer and cannot import the
+    build's package); the two must name the same folder."""
+    from lambda_target import MODELS_SRC_DIR
+    from lfr_core.face.onnx_models import DEFAULT_MODEL_DIR
+
+    assert DEFAULT_MODEL_DIR == MODELS_SRC_DIR

@@ -9,10 +9,11 @@ import pytest
 
 from aws_emulation import runtime
 from aws_emulation.runtime import DEFAULT_MAX_WORKERS, FunctionConfig, _reserved
+from lambda_target import LAMBDA_RUNTIME_NAME
 
 
 def _fn(reserved: int | None) -> FunctionConfig:
-    return FunctionConfig("f", "arn", "F", "h.handler", {}, 3.0, 128, Path("."), reserved)
+    return FunctionConfig("f", "arn", "F", "h.handler", {}, 3.0, 128, Path("."), LAMBDA_RUNTIME_NAME, reserved)
 
 
 @pytest.mark.parametrize(("cores", "reserved", "expected"), [

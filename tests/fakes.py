@@ -24,6 +24,7 @@ from functions.dal.ports import (
     RecordAcks,
     WatchlistStore,
 )
+from functions.dal.queue_stats import QueueStats
 from functions.exceptions import DeploymentNotFoundError, ObjectNotFoundError, StateConflictError
 from functions.models.officers import OfficerRecord
 from functions.models.records import (
@@ -450,3 +451,13 @@ class InMemoryOfficerRepository(OfficerRepository):
 class InMemoryEvidenceLinks(EvidenceLinks):
     def presign(self, bucket: str, key: str, expires_s: int) -> str:
         return f"https://{bucket}.example/{quote(key)}?expires={int(expires_s)}"
+
+
+class InMemoryQueueStats(QueueStats):
+    """A crop queue of a fixed depth (what the console reads from SQS's attributes)."""
+
+    def __init__(self, waiting: int = 3, in_flight: int = 1) -> None:
+        self.waiting, self.in_flight = waiting, in_flight
+
+    def depth(self) -> dict[str, Any]:
+        return {"waiting": self.waiting, "in_flight": self.in_flight}

@@ -132,7 +132,7 @@ class Console:
     alerts: AlertRepository
     links: EvidenceLinks
     alerts_bucket: str
-    queue: QueueStats | None
+    queue: QueueStats
     clock: Callable[[], datetime]
 
     @property
@@ -144,11 +144,10 @@ class Console:
         alerts = sorted(self.alerts.list_for_deployment(dep.deployment_id), key=lambda a: a.alerted_at, reverse=True)
         cameras = [camera_view(c, now) for c in self.alerts.camera_activity(dep.deployment_id)]
         queue: dict[str, Any] = {"waiting": None, "in_flight": None}
-        if self.queue is not None:
-            try:
-                queue = self.queue.depth()
-            except TransientStorageError:
-                logger.warning("queue depth unavailable", extra={"deployment_id": dep.deployment_id})
+        try:
+            queue = self.queue.depth()
+        except TransientStorageError:
+            logger.warning("queue depth unavailable", extra={"deployment_id": dep.deployment_id})
         lags = [c["queue_lag_ms"] for c in cameras if c["queue_lag_ms"] is not None and c["up"]]
         queue["last_wait_ms"] = max(lags) if lags else None
         counts = {s: 0 for s in STATE_OF.values()}

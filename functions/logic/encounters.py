@@ -63,8 +63,8 @@ class Encounters:
     publisher: AlertPublisher
     metrics: MetricsSink
     clock: Callable[[], datetime]
-    audit: AuditLog | None = None
-    page_link: Callable[[str, str], str | None] | None = None
+    audit: AuditLog
+    page_link: Callable[[str, str], str | None]
 
     def raise_alert(self, p: PendingAlert, window_s: int) -> str:
         """Record one matched track in its person's encounter; publish if that is new or changed.
@@ -166,19 +166,16 @@ class Encounters:
         q_ms = None
         if p.sent_timestamp_ms is not None:
             q_ms = max(0.0, published_at.timestamp() * 1000.0 - p.sent_timestamp_ms)
-        link = None
-        if self.page_link is not None:
-            link = self.page_link(msg.deployment_id, record.alert_id)
+        link = self.page_link(msg.deployment_id, record.alert_id)
         alert = record.to_alert().model_copy(update={"queue_to_publish_ms": q_ms, "page_url": link})
         self.publisher.publish(alert)
-        if self.audit is not None:
-            # Before mark_published: a failed audit write retries the record (at-least-once,
-            # like the SNS publish), so no published alert goes unaudited. Ids only.
-            self.audit.record(
-                "match-function", AuditAction.ALERT, msg.deployment_id,
-                alert_id=record.alert_id, camera_id=msg.camera_id, watchlist_entry_id=p.entry_id,
-                revision=record.revision, sightings=record.sightings,
-            )
+        # Before mark_published: a failed audit write retries the record (at-least-once,
+        # like the SNS publish), so no published alert goes unaudited. Ids only.
+        self.audit.record(
+            "match-function", AuditAction.ALERT, msg.deployment_id,
+            alert_id=record.alert_id, camera_id=msg.camera_id, watchlist_entry_id=p.entry_id,
+            revision=record.revision, sightings=record.sightings,
+        )
         self.alerts.mark_published(msg.deployment_id, record.alert_id, published_at, q_ms)
         self.metrics.count("AlertsPublished" if record.revision == 1 else "AlertUpdatesPublished", 1)
         if q_ms is not None:

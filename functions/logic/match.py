@@ -166,12 +166,13 @@ class MatchService:
         publisher: AlertPublisher,
         embedder: Embedder | Callable[[], Embedder],
         metrics: MetricsSink,
+        audit: AuditLog,
+        page_links: Callable[[str, str], str],
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         deployment_cache_ttl_s: float = DEPLOYMENT_CACHE_TTL_S,
-        audit: AuditLog | None = None,
-        page_links: Callable[[str, str], str] | None = None,
     ) -> None:
+        # Every alert and index fault is audited: not optional, so no wiring can leave it out.
         self.audit = audit
         # (deployment_id, alert_id) -> short-lived alert page link for the notification.
         self.page_links = page_links
@@ -554,7 +555,7 @@ class MatchService:
         except TransientStorageError:
             logger.warning("index fault not recorded", extra={"deployment_id": dep_id})
             return  # the metric counted it; the next batch tries again
-        if not changed or self.audit is None:
+        if not changed:
             return
         before = dep.index_fault
         try:
@@ -618,8 +619,6 @@ class MatchService:
         return prepared.outcome
 
     def _page_link(self, deployment_id: str, alert_id: str) -> str | None:
-        if self.page_links is None:
-            return None
         try:
             return self.page_links(deployment_id, alert_id)
         except Exception as exc:  # a missing link must not hold the alert back

@@ -94,7 +94,7 @@ class OfficerAccess:
     deployments: DeploymentRepository
     officers: OfficerRepository
     key: Callable[[], bytes]
-    audit: AuditLog | None
+    audit: AuditLog
     clock: Callable[[], datetime]
     metrics: MetricsSink
 
@@ -156,7 +156,7 @@ class OfficerAccess:
         now = self.clock()
         dep, alert = _safe_id(deployment_id), _safe_id(alert_id)
         refusals = None
-        if reason.identified and officer_id and self.audit is not None:
+        if reason.identified and officer_id:
             refusals = self.failed_access.admit((officer_id, dep or "", reason.value), now)
         # One call: the sink counts the total series and the per-reason one (functions/observability.py).
         self.metrics.count(FAILED_ACCESS_METRIC, dimensions={"reason": reason.value})
@@ -166,7 +166,7 @@ class OfficerAccess:
             extra={"reason": reason.value, "deployment_id": dep, "alert_id": alert, "officer_id": officer_id,
                    "source_ip": source_ip or None, "audited": refusals is not None},
         )
-        if refusals is not None and self.audit is not None:
+        if refusals is not None:
             self.audit.record(
                 f"officer:{officer_id}",
                 AuditAction.FAILED_ACCESS,

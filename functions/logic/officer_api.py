@@ -112,10 +112,10 @@ class OfficerApi:
         key: Callable[[], bytes],
         alerts_bucket: str,
         watchlist_bucket: str,
-        audit: AuditLog | None = None,
+        audit: AuditLog,
+        console: Console,
         clock: Callable[[], datetime] = utcnow,
-        metrics: MetricsSink | None = None,
-        console: Console | None = None,
+        metrics: MetricsSink | None = None,  # Powertools' own unless a test records them
     ) -> None:
         self.console = console
         self.deployments = deployments
@@ -150,9 +150,8 @@ class OfficerApi:
         app.get(COGNITO_ALERT_RESOURCE)(lambda: self._get_alert(cognito=True))
         app.post(TOKEN_DECISION_RESOURCE)(lambda: self._decide(cognito=False))
         app.post(COGNITO_DECISION_RESOURCE)(lambda: self._decide(cognito=True))
-        if self.console is not None:
-            app.get(CONSOLE_PAGE_RESOURCE)(self._console_page)
-            app.get(TOKEN_CONSOLE_RESOURCE)(self._console_state)
+        app.get(CONSOLE_PAGE_RESOURCE)(self._console_page)
+        app.get(TOKEN_CONSOLE_RESOURCE)(self._console_state)
         app.exception_handler([TokenError, AccessRefusedError])(self._refused)
         app.exception_handler(RequestNotFoundError)(lambda _: _response(404, NOT_FOUND))
         app.not_found(lambda _: _response(404, NOT_FOUND))
@@ -183,13 +182,11 @@ class OfficerApi:
         return _response(200, self.page, HTML)
 
     def _console_page(self) -> Response:
-        assert self.console is not None
         # Static too; the CSP allows only its own inline script and style (by hash).
         html = self.console.page
         return _response(200, html, HTML, {"Content-Security-Policy": content_security_policy(html)})
 
     def _console_state(self) -> Response:
-        assert self.console is not None
         dep_id, _ = self._ids()
         self.access.authorise(self._event(), dep_id, cognito=False)
         dep = self.deployments.get(dep_id)
@@ -271,12 +268,8 @@ class OfficerApi:
                 "message": "already decided",
                 "decision": current.decision.value if current and current.decision else None,
             })
-        if self.audit is not None:
-            self.audit.record(
-                actor, AuditAction.ADJUDICATION, dep_id, alert_id=alert_id, decision=req.decision.value, via=claims.via
-            )
-        else:
-            # Hook: stacks without the audit bucket keep the decision on the alert record only.
-            logger.warning("decision not audited: no audit log configured", extra={"deployment_id": dep_id})
+        self.audit.record(
+            actor, AuditAction.ADJUDICATION, dep_id, alert_id=alert_id, decision=req.decision.value, via=claims.via
+        )
         logger.info("alert decided", extra={"deployment_id": dep_id, "alert_id": alert_id, "decision": req.decision})
         return _response(200, {"alert_id": alert_id, "decision": req.decision.value, "decided_at": now.isoformat()})

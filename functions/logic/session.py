@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from functions.dal.ports import AlertRepository, CropQueues, DeploymentRepository, QueuePurge, WatchlistStore
+from functions.dal.ports import AlertRepository, CropQueues, DeploymentRepository, WatchlistStore
 from functions.exceptions import (
     AuditAppendError,
     AuthorisationError,
@@ -84,11 +84,13 @@ class SessionService:
         watchlists: WatchlistStore,
         clock: Callable[[], datetime] = utcnow,
         *,
-        audit: AuditLog | None = None,
-        queues: CropQueues | None = None,
+        audit: AuditLog,
+        queues: CropQueues,
+        alerts: AlertRepository,
         max_duration_s: int = MAX_SESSION_DURATION_S,
-        alerts: AlertRepository | None = None,
     ) -> None:
+        # None of the three is optional: a session whose transitions went unaudited, or whose purge
+        # skipped the queues or the encounter state, would break the safeguards it exists to keep.
         self.alerts = alerts  # encounter state and camera activity go with the deployment
         self.deployments = deployments
         self.watchlists = watchlists
@@ -100,8 +102,7 @@ class SessionService:
     def _audit(self, action: AuditAction, deployment_id: str, **details: AuditValue) -> None:
         # Written before the task reports success: a transition the log cannot record fails
         # the task (and so the session), rather than happening unrecorded.
-        if self.audit is not None:
-            self.audit.record(ACTOR, action, deployment_id, **details)
+        self.audit.record(ACTOR, action, deployment_id, **details)
 
     def handle(self, request: SessionRequest) -> dict[str, Any]:
         A = SessionAction
@@ -244,20 +245,19 @@ class SessionService:
         # Who was in an open encounter (functions/logic/encounters.py) need not outlive the session.
         # Before any deletion: an outage of its table then fails the attempt before it has deleted
         # anything, rather than after, when the deletions would never reach the audit log below.
-        state_deleted = self.alerts.purge_state(deployment_id) if self.alerts else 0
+        state_deleted = self.alerts.purge_state(deployment_id)
         deleted = self.watchlists.delete_prefix(prefix)
         # Pending crops and DLQ copies of this deployment go too: a crop must not outlive its session.
         # The queues are drained until their own counts show nothing of it visible or in flight.
         try:
-            drained = self.queues.purge_deployment(deployment_id) if self.queues else QueuePurge(0, 0, True)
+            drained = self.queues.purge_deployment(deployment_id)
             remaining = self.watchlists.count_prefix(prefix)  # verify by listing, not by trusting the delete
         except Exception:
             # This attempt has deleted: audit it before failing, or the retry (finding nothing left)
             # would leave the audit log short of what was deleted.
             self._audit(
                 AuditAction.PURGE, deployment_id, prefix=prefix, objects_deleted=deleted, queue_messages_deleted=0,
-                dlq_messages_deleted=0, queues_verified=False,
-                **({"encounter_state_deleted": state_deleted} if self.alerts is not None else {}),
+                dlq_messages_deleted=0, queues_verified=False, encounter_state_deleted=state_deleted,
                 verified=False,
             )
             raise
@@ -285,7 +285,7 @@ class SessionService:
             queue_messages_deleted=drained.queue_deleted,
             dlq_messages_deleted=drained.dlq_deleted,
             queues_verified=drained.verified,
-            **({"encounter_state_deleted": state_deleted} if self.alerts is not None else {}),
+            encounter_state_deleted=state_deleted,
             verified=verified,
             seconds_after_end=round((self.clock() - ended).total_seconds(), 1) if ended else None,
         )

@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import pytest
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.logic.audit_log import AuditLog
+from functions.logic.console import Console
 from functions.models.records import DeploymentRecord
 from functions.observability import logger as fn_logger
 from lfr_core.contracts import CropMessage, DeploymentState, InlineJpeg, Quality, TrackCrop
@@ -237,3 +239,23 @@ def require_models() -> None:
 
 def dumps(obj: object) -> str:
     return json.dumps(obj, default=str)
+
+
+def page_link(deployment_id: str, alert_id: str) -> str:
+    """What the officers' page link signer gives a notification (tests need no signing key)."""
+    return f"https://officers.example.test/a/{deployment_id}/{alert_id}"
+
+
+def audit_log(clock: Clock | None = None) -> AuditLog:
+    """An audit chain on an in-memory store: every alert is audited, as in production."""
+    from tests.fakes import InMemoryAuditStore
+
+    return AuditLog(InMemoryAuditStore(), clock=clock) if clock is not None else AuditLog(InMemoryAuditStore())
+
+
+def console_over(deployments: Any, alerts: Any, links: Any, clock: Clock) -> Console:
+    """The van's console over the test's own stores and a queue of fixed depth."""
+    from tests.fakes import InMemoryQueueStats
+
+    return Console(deployments=deployments, alerts=alerts, links=links, alerts_bucket="alerts",
+                   queue=InMemoryQueueStats(), clock=clock)

@@ -27,6 +27,7 @@ from functions.observability import (
 from lfr_core.contracts import DeploymentState
 from lfr_core.layout import watchlist_index_key
 from tests.fakes import (
+    InMemoryAlertRepository,
     InMemoryAuditStore,
     InMemoryCropQueues,
     InMemoryDeploymentRepository,
@@ -79,7 +80,7 @@ def test_a_purge_that_does_not_finish_is_counted_for_its_alarm(capsys: pytest.Ca
     store.put_object(watchlist_index_key("dep-purge"), b"x")
     store.undeletable.add(watchlist_index_key("dep-purge"))  # a purge that cannot finish
     svc = SessionService(repo, store, clock=clock, audit=AuditLog(InMemoryAuditStore(), clock=clock),
-                         queues=InMemoryCropQueues())
+                         queues=InMemoryCropQueues(), alerts=InMemoryAlertRepository())
     session_handler.set_service(svc)
     try:
         capsys.readouterr()

@@ -41,9 +41,11 @@ from tests.unit.functions_support import (
     NOW,
     Clock,
     RecordingMetrics,
+    audit_log,
     crop_message,
     deployment,
     lambda_context,
+    page_link,
     sqs_record,
 )
 
@@ -131,7 +133,7 @@ class World:
         self.service = MatchService(
             deployments=self.deployments, alerts=self.alerts, watchlists=InMemoryObjectStore("watchlist"),
             crops=InMemoryObjectStore("alerts"), publisher=InMemoryAlertPublisher(), embedder=NoModel(),
-            metrics=self.metrics, clock=self.clock,
+            metrics=self.metrics, clock=self.clock, audit=audit_log(self.clock), page_links=page_link,
         )
 
     def send(self, *bodies: tuple[str, str, bool]) -> list[str]:

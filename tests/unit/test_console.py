@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from functions.dal.queue_stats import QueueStats
 from functions.logic.audit_log import AuditLog, read_events
 from functions.logic.console import Console
 from functions.logic.encounters import record_camera_activity
@@ -27,17 +26,13 @@ from tests.fakes import (
     InMemoryDeploymentRepository,
     InMemoryEvidenceLinks,
     InMemoryOfficerRepository,
+    InMemoryQueueStats,
 )
 from tests.unit.functions_support import NOW, Clock, deployment
 
 KEY = b"k" * 64
 DEP, OTHER = "dep-a", "dep-b"
 EXPIRY = int(NOW.timestamp()) + 31 * 86400  # what the match function would pass for a 31-day item
-
-
-class FixedQueue(QueueStats):
-    def depth(self) -> dict[str, Any]:
-        return {"waiting": 3, "in_flight": 1}
 
 
 def _alert(alert_id: str, label: str, **kw: Any) -> AlertRecord:
@@ -66,8 +61,8 @@ def world() -> tuple[OfficerApi, InMemoryAlertRepository, InMemoryAuditStore, Cl
     api = OfficerApi(
         deployments=deps, alerts=alerts, officers=officers, links=links, key=lambda: KEY,
         alerts_bucket="alerts", watchlist_bucket="watchlist", audit=AuditLog(store, clock=clock), clock=clock,
-        console=Console(deployments=deps, alerts=alerts, links=links, alerts_bucket="alerts", queue=FixedQueue(),
-                        clock=clock),
+        console=Console(deployments=deps, alerts=alerts, links=links, alerts_bucket="alerts",
+                        queue=InMemoryQueueStats(), clock=clock),
     )
     return api, alerts, store, clock
 

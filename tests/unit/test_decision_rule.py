@@ -38,9 +38,11 @@ from tests.unit.functions_support import (
     NOW,
     Clock,
     RecordingMetrics,
+    audit_log,
     crop_message,
     deployment,
     lambda_context,
+    page_link,
     require_models,
     sqs_event,
 )
@@ -112,6 +114,7 @@ def _match_path(n: int, thresholds: Thresholds) -> tuple[bool, float | None]:
     service = MatchService(
         deployments=deployments, alerts=alerts, watchlists=wl, crops=InMemoryObjectStore("alerts"),
         publisher=InMemoryAlertPublisher(), embedder=embedder, metrics=RecordingMetrics(), clock=Clock(NOW),
+        audit=audit_log(), page_links=page_link,
     )
     match_handler.set_service(service)
     try:

@@ -13,7 +13,14 @@ from functions.models.records import ENCOUNTER_WINDOW_S, Decision
 from lfr_core.contracts import AuditAction, CropMessage
 from tests.fakes import InMemoryAuditStore, InMemoryDeploymentRepository
 from tests.unit import test_match_logic as match_tests
-from tests.unit.functions_support import crop_jpeg, crop_message, lfw_image, single_image_people, sqs_event
+from tests.unit.functions_support import (
+    console_over,
+    crop_jpeg,
+    crop_message,
+    lfw_image,
+    single_image_people,
+    sqs_event,
+)
 from tests.unit.test_match_logic import DEP, World
 
 index_npz = match_tests.index_npz
@@ -122,6 +129,7 @@ def test_a_decision_applies_to_the_whole_encounter(world: World) -> None:
         deployments=InMemoryDeploymentRepository(), alerts=world.alerts, officers=None,  # type: ignore[arg-type]
         links=None, key=lambda: b"k", alerts_bucket="a", watchlist_bucket="w",  # type: ignore[arg-type]
         audit=AuditLog(audit_store), clock=world.clock,
+        console=console_over(InMemoryDeploymentRepository(), world.alerts, None, world.clock),
     )
     from functions.models.officers import Claims
 

@@ -14,8 +14,12 @@ from functions.dal.dynamodb import DynamoAlertRepository
 from functions.logic.encounters import ALERTED, DUPLICATE, Encounters, encounter_alert_id, record_camera_activity
 from functions.logic.match import PendingAlert
 from lfr_cli.local.server import MotoServer
-from tests.fakes import InMemoryAlertPublisher, InMemoryObjectStore
-from tests.unit.functions_support import NOW, Clock, RecordingMetrics, crop_message
+from tests.fakes import (
+    InMemoryAlertPublisher,
+    InMemoryCropQueues,
+    InMemoryObjectStore,
+)
+from tests.unit.functions_support import NOW, Clock, RecordingMetrics, audit_log, crop_message, page_link
 
 EXPIRY = int(NOW.timestamp()) + 31 * 86400  # what the match function would pass for a 31-day item
 DEP = "dep-enc"
@@ -56,7 +60,7 @@ def pending(track: str, similarity: float = 0.6, camera: str = "cam-1") -> Pendi
 def service(repo: DynamoAlertRepository, clock: Clock) -> tuple[Encounters, InMemoryAlertPublisher]:
     pub = InMemoryAlertPublisher()
     return Encounters(alerts=repo, crops=InMemoryObjectStore("alerts"), publisher=pub,
-                      metrics=RecordingMetrics(), clock=clock), pub
+                      metrics=RecordingMetrics(), clock=clock, audit=audit_log(clock), page_link=page_link), pub
 
 
 def test_concurrent_tracks_of_one_person_race_to_one_encounter(repo: DynamoAlertRepository) -> None:
@@ -70,7 +74,7 @@ def test_concurrent_tracks_of_one_person_race_to_one_encounter(repo: DynamoAlert
     def work(i: int) -> None:
         # Each worker its own client, as separate Lambda invocations would have.
         mine = Encounters(alerts=DynamoAlertRepository(TABLE, repo._ddb.client), crops=enc.crops,
-                          publisher=pub, metrics=enc.metrics, clock=clock)
+                          publisher=pub, metrics=enc.metrics, clock=clock, audit=enc.audit, page_link=page_link)
         barrier.wait()
         try:
             results.append(mine.raise_alert(pending(f"t{i}", similarity=0.6), 120))
@@ -115,7 +119,7 @@ def test_the_loser_of_the_open_race_joins_the_winners_encounter(repo: DynamoAler
     raw = repo._ddb.client
     a_repo = DynamoAlertRepository(TABLE, _OpenRace(raw, lambda: b_result.append(b_enc.raise_alert(pending("b"), 120))))
     a_enc = Encounters(alerts=a_repo, crops=b_enc.crops, publisher=pub, metrics=b_enc.metrics,
-                       clock=lambda: NOW + timedelta(milliseconds=5))
+                       clock=lambda: NOW + timedelta(milliseconds=5), audit=b_enc.audit, page_link=page_link)
     assert a_enc.raise_alert(pending("a", similarity=0.55), 120) == DUPLICATE  # joined, nothing new to push
     assert b_result == [ALERTED]
     (rec,) = repo.list_for_deployment(DEP)
@@ -180,7 +184,8 @@ def test_purge_of_the_deployment_deletes_its_encounter_state_not_its_alerts(repo
     deps = InMemoryDeploymentRepository()
     deps.create(deployment(DEP, DeploymentState.EXPIRED))
     audit = InMemoryAuditStore()
-    svc = SessionService(deps, InMemoryObjectStore("watchlist"), clock=Clock(NOW), audit=AuditLog(audit), alerts=repo)
+    svc = SessionService(deps, InMemoryObjectStore("watchlist"), clock=Clock(NOW), audit=AuditLog(audit), alerts=repo,
+                         queues=InMemoryCropQueues())
     svc.purge(DEP)
     client = repo._ddb.client
     keys = {(i["deployment_id"]["S"], i["alert_id"]["S"]) for i in client.scan(TableName=TABLE)["Items"]}

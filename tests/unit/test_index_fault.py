@@ -43,6 +43,7 @@ from tests.unit.functions_support import (
     deployment,
     lambda_context,
     lfw_image,
+    page_link,
     real_embedder,
     require_models,
     single_image_people,
@@ -106,6 +107,7 @@ def world(index_npz: bytes) -> Iterator[World]:
         metrics=metrics,
         clock=clock,
         audit=AuditLog(audit_store, clock=clock),
+        page_links=page_link,
         deployment_cache_ttl_s=0.0,  # every batch reads the record, as a cold container would
     )
     match_handler.set_service(service)

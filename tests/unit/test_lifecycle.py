@@ -37,6 +37,7 @@ from lfr_core.lifecycle import (
     sources_of,
 )
 from tests.fakes import (
+    InMemoryAlertRepository,
     InMemoryAuditStore,
     InMemoryCropQueues,
     InMemoryDeploymentRepository,
@@ -121,7 +122,8 @@ class World:
         self.clock = Clock()
         self.store = InMemoryObjectStore("watchlist")
         audit = AuditLog(InMemoryAuditStore(), clock=self.clock)
-        self.session = SessionService(repo, self.store, clock=self.clock, audit=audit, queues=InMemoryCropQueues())
+        self.session = SessionService(repo, self.store, clock=self.clock, audit=audit, queues=InMemoryCropQueues(),
+                                      alerts=InMemoryAlertRepository())
         self.build = BuildService(repo, self.store, detector=self._detector(), embedder=real_embedder)
         self.n = 0
 

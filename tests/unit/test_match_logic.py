@@ -33,12 +33,14 @@ from tests.unit.functions_support import (
     Clock,
     LogCapture,
     RecordingMetrics,
+    audit_log,
     capture_logs,
     crop_jpeg,
     crop_message,
     deployment,
     lambda_context,
     lfw_image,
+    page_link,
     real_embedder,
     require_models,
     single_image_people,
@@ -130,6 +132,8 @@ def world(index_npz: bytes) -> Iterator[World]:
         embedder=w.embedder,
         metrics=w.metrics,
         clock=clock,
+        audit=audit_log(clock),
+        page_links=page_link,
     )
     match_handler.set_service(w.service)
     yield w

@@ -23,7 +23,12 @@ from tests.fakes import (
     InMemoryEvidenceLinks,
     InMemoryOfficerRepository,
 )
-from tests.unit.functions_support import NOW, Clock, deployment
+from tests.unit.functions_support import (
+    NOW,
+    Clock,
+    console_over,
+    deployment,
+)
 
 KEY = b"k" * 64
 DEP, OTHER = "dep-a", "dep-b"
@@ -53,8 +58,9 @@ def api() -> tuple[OfficerApi, InMemoryAlertRepository, InMemoryAuditStore, Cloc
     store = InMemoryAuditStore()
     clock = Clock(NOW)
     service = OfficerApi(
-        deployments=deps, alerts=alerts, officers=officers, links=InMemoryEvidenceLinks(), key=lambda: KEY,
+        deployments=deps, alerts=alerts, officers=officers, links=(links := InMemoryEvidenceLinks()), key=lambda: KEY,
         alerts_bucket="alerts", watchlist_bucket="watchlist", audit=AuditLog(store, clock=clock), clock=clock,
+        console=console_over(deps, alerts, links, clock),
     )
     return service, alerts, store, clock
 

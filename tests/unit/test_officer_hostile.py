@@ -45,7 +45,13 @@ from tests.fakes import (
     InMemoryEvidenceLinks,
     InMemoryOfficerRepository,
 )
-from tests.unit.functions_support import NOW, Clock, RecordingMetrics, deployment
+from tests.unit.functions_support import (
+    NOW,
+    Clock,
+    RecordingMetrics,
+    console_over,
+    deployment,
+)
 
 KEY = b"k" * 64
 DEP, OTHER = "dep-a", "dep-b"
@@ -94,6 +100,7 @@ class Env:
             deployments=self.deployments, alerts=self.alerts, officers=officers, links=InMemoryEvidenceLinks(),
             key=lambda: KEY, alerts_bucket="alerts", watchlist_bucket="watchlist",
             audit=AuditLog(self.store, clock=self.clock), clock=self.clock, metrics=self.metrics,
+            console=console_over(self.deployments, self.alerts, InMemoryEvidenceLinks(), self.clock),
         )
 
     def call(self, event: dict[str, Any]) -> dict[str, Any]:

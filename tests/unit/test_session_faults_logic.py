@@ -26,6 +26,7 @@ from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import watchlist_images_prefix, watchlist_index_key
 from lfr_core.lifecycle import SessionAction
 from tests.fakes import (
+    InMemoryAlertRepository,
     InMemoryAuditStore,
     InMemoryCropQueues,
     InMemoryDeploymentRepository,
@@ -63,7 +64,8 @@ class FlakyRepo(InMemoryDeploymentRepository):
 def env() -> tuple[SessionService, FlakyRepo, InMemoryObjectStore, Clock, FlakyAudit, InMemoryCropQueues]:
     repo, store, clock, audit, queues = FlakyRepo(), InMemoryObjectStore("watchlist"), Clock(), FlakyAudit(), \
         InMemoryCropQueues()
-    svc = SessionService(repo, store, clock=clock, audit=AuditLog(audit, clock=clock), queues=queues)
+    svc = SessionService(repo, store, clock=clock, audit=AuditLog(audit, clock=clock), queues=queues,
+                         alerts=InMemoryAlertRepository())
     rec = deployment(DEP, S.BUILDING, duration_s=20, index_etag='"abc"', watchlist_size=1)
     repo.create(rec.model_copy(update={"authorisation": authorisation(Clock())}))
     store.objects[watchlist_images_prefix(DEP) + "A_0001.jpg"] = b"img"

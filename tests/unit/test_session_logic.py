@@ -23,6 +23,7 @@ from lfr_core.contracts import DeploymentState as S
 from lfr_core.layout import deployment_prefix, watchlist_images_prefix, watchlist_index_key
 from lfr_core.lifecycle import SessionAction
 from tests.fakes import (
+    InMemoryAlertRepository,
     InMemoryAuditStore,
     InMemoryCropQueues,
     InMemoryDeploymentRepository,
@@ -44,7 +45,8 @@ def env() -> tuple[SessionService, InMemoryDeploymentRepository, InMemoryObjectS
     store = InMemoryObjectStore("watchlist")
     clock = Clock()
     AUDIT, QUEUES = InMemoryAuditStore(), InMemoryCropQueues()
-    svc = SessionService(repo, store, clock=clock, audit=AuditLog(AUDIT, clock=clock), queues=QUEUES)
+    svc = SessionService(repo, store, clock=clock, audit=AuditLog(AUDIT, clock=clock), queues=QUEUES,
+                         alerts=InMemoryAlertRepository())
     return svc, repo, store, clock
 
 

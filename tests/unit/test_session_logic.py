@@ -266,7 +266,7 @@ def test_purge_removes_queue_and_dlq_messages_and_audits_counts(env) -> None:
     assert purge == {
         "prefix": deployment_prefix(DEP), "objects_deleted": 2, "objects_remaining": 0,
         "queue_messages_deleted": 1, "dlq_messages_deleted": 2, "queues_verified": True, "verified": True,
-        "seconds_after_end": 10.0,
+        "encounter_state_deleted": 0, "seconds_after_end": 10.0,
     }
     assert verify_chain(AUDIT.entries()).ok
 

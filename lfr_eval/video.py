@@ -39,8 +39,8 @@ from lfr_eval.metrics import Rate
 from lfr_eval.scenario import Person, make_scenario, track_identity
 
 
-class _Collect:
-    """The uploader's sink: messages kept in memory for the evaluation (the van would send them)."""
+class CollectingSink:
+    """An uploader sink that keeps its messages in memory (for evaluation and tests; the van sends them)."""
 
     def __init__(self) -> None:
         self.messages: list[CropMessage] = []
@@ -165,7 +165,7 @@ def measure_video(
     index = WatchlistIndex([p for p, _ in enrolled], [p for p, _ in enrolled], np.stack([e[0] for _, e in enrolled]))
     say(f"enrolled {len(index)} of {len(listed)} listed people; walking {len(walkers)} past the camera")
 
-    sink = _Collect()
+    sink = CollectingSink()
     who: dict[str, str | None] = {}
     with tempfile.TemporaryDirectory(prefix="lfr-eval-video-") as tmp:
         video, truth_path = Path(tmp) / "walk.mp4", Path(tmp) / "truth.json"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,25 @@ from lfr_cli.aws import AwsContext
 from lfr_cli.demo import PhoneStandIn
 from lfr_cli.local.stack import EmbeddedStack
 from lfr_eval.datasets import LfwImage
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"  # screenshots for the report
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, installed by `make browser`
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium through Playwright (the officers' pages are tested in a real browser)."""
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (run `make browser`)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,13 @@ from lfr_core.contracts import CameraState, CameraStatus, CropMessage, Deploymen
 from lfr_core.face.detect import Detection
 from lfr_eval.datasets import LfwImage, read_lfw_manifest
 from lfr_eval.scenario import make_scenario, people_from_lfw
+from tests.integration.conftest import ARTIFACTS
 from tests.unit.test_edge_rtsp import RtspServer, free_port, rtsp_server_present
 
 pytestmark = pytest.mark.integration
 SESSION_S = 10 * 60  # ended early by a stop once the camera has been seen down and up again
 INTERVAL_S = 1.0  # the edge's status interval here (15 s in a van): silent after 3 s
 CAMERA = "cam-van"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 WALKERS_SEED = 4
 
 
@@ -100,15 +97,6 @@ def token(ctx: AwsContext, deployment: str) -> str:
     return str(json.loads(out.getvalue())["token"])
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (run `make browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 class ConsoleApi:

@@ -14,7 +14,6 @@ import http.client
 import io
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,10 @@ from lfr_cli.officer_admin import filter_policy
 from lfr_cli.officers import officer_admin
 from lfr_core.contracts import Alert, CropMessage, DeploymentState, utcnow
 from lfr_eval.datasets import LfwImage, read_lfw_manifest
+from tests.integration.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.integration
 SESSION_S = 20 * 60
-ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}  # an iPhone 12-14 sized viewport
 
 
@@ -209,15 +203,6 @@ def test_published_message_carries_apns_and_fcm_payloads(deployments: list[str],
 # -- the alert page in headless Chromium --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (run `make browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -259,3 +259,14 @@ def console_over(deployments: Any, alerts: Any, links: Any, clock: Clock) -> Con
 
     return Console(deployments=deployments, alerts=alerts, links=links, alerts_bucket="alerts",
                    queue=InMemoryQueueStats(), clock=clock)
+
+
+def create_alerts_table(client: Any, name: str) -> None:
+    """The alerts table's key schema as the template declares it (infra/constructs/tables.py)."""
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "deployment_id", "AttributeType": "S"},
+                              {"AttributeName": "alert_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "deployment_id", "KeyType": "HASH"},
+                   {"AttributeName": "alert_id", "KeyType": "RANGE"}],
+    )

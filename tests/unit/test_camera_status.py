@@ -42,6 +42,7 @@ from tests.unit.functions_support import (
     Clock,
     RecordingMetrics,
     audit_log,
+    create_alerts_table,
     crop_message,
     deployment,
     lambda_context,
@@ -60,13 +61,7 @@ def ddb() -> Iterator[Any]:
     from lfr_cli.local.server import MotoServer
 
     with MotoServer() as server:
-        server.client("dynamodb").create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "deployment_id", "AttributeType": "S"},
-                                  {"AttributeName": "alert_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "deployment_id", "KeyType": "HASH"},
-                       {"AttributeName": "alert_id", "KeyType": "RANGE"}],
-        )
+        create_alerts_table(server.client("dynamodb"), TABLE)
         yield server
 
 

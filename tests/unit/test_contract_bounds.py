@@ -31,6 +31,7 @@ from lfr_core.contracts import (
     validation_context,
 )
 from lfr_core.face.detect import Detection
+from lfr_eval.video import CollectingSink
 from tests.unit import test_match_logic as match_world
 from tests.unit.functions_support import NOW, LogCapture, capture_logs, crop_jpeg, crop_message, lfw_image, sqs_record
 from tests.unit.test_match_logic import DEP, MATED_PROBE, World
@@ -183,22 +184,8 @@ def test_edge_cannot_build_what_the_cloud_would_refuse(edge_crop: Crop) -> None:
         InlineJpeg.from_bytes(b"")
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.messages: list[CropMessage] = []
-
-    def deployment_expired(self) -> bool:
-        return False
-
-    def submit(self, msg: CropMessage) -> None:
-        self.messages.append(msg)
-
-    def stats(self) -> None:
-        return None
-
-
 def test_uploader_counts_an_invalid_track_and_keeps_running(edge_crop: Crop) -> None:
-    sink = ListSink()
+    sink = CollectingSink()
     up = Uploader(cropper=None, delivery=sink, deployment_id=DEP, camera_id="cam-1")  # type: ignore[arg-type]
     now = utcnow()
     good = Frame(0, 0.0, edge_crop.aligned_bgr, now)

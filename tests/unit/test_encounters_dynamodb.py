@@ -19,7 +19,15 @@ from tests.fakes import (
     InMemoryCropQueues,
     InMemoryObjectStore,
 )
-from tests.unit.functions_support import NOW, Clock, RecordingMetrics, audit_log, crop_message, page_link
+from tests.unit.functions_support import (
+    NOW,
+    Clock,
+    RecordingMetrics,
+    audit_log,
+    create_alerts_table,
+    crop_message,
+    page_link,
+)
 
 EXPIRY = int(NOW.timestamp()) + 31 * 86400  # what the match function would pass for a 31-day item
 DEP = "dep-enc"
@@ -31,13 +39,7 @@ TABLE = "alerts-encounters-test"
 def ddb() -> Iterator[Any]:
     with MotoServer() as server:
         client = server.client("dynamodb")
-        client.create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "deployment_id", "AttributeType": "S"},
-                                  {"AttributeName": "alert_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "deployment_id", "KeyType": "HASH"},
-                       {"AttributeName": "alert_id", "KeyType": "RANGE"}],
-        )
+        create_alerts_table(client, TABLE)
         yield server
 
 

@@ -523,7 +523,7 @@ def measure_throughput(
     say("throughput: starting the embedded stack and deploying the template ...")
     points: list[RatePoint] = []
     checks: dict[str, Any] = {}
-    with EmbeddedStack(run_dir=out / "local") as stack:
+    with EmbeddedStack(run_dir=(out / "local").resolve()) as stack:  # cdk runs the app from its own cwd
         ctx = AwsContext(region=stack.region, endpoint_url=stack.endpoint)
         admin = Admin(ctx, actor="cli:bench")
         match_fn = next(

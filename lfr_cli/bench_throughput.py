@@ -55,6 +55,11 @@ QUICK_RATES = ("2", "1.2x")
 FULL_SECONDS = 60.0
 QUICK_SECONDS = 10.0
 CEILING_SECONDS = 10.0
+# Offering stops early once this many messages wait: the embedded stack's SQS (moto) slows as its
+# queue grows (a receive scans every message), so an unbounded backlog measures moto, not the stack,
+# and would take hours to drain. Measured: offered 24 messages/s for 10 minutes, it fell from 8.9
+# to 1.2-2.5 processed/s within minutes, with match invocations timing out.
+MAX_BACKLOG = 300
 # A queue is bounded when the oldest unfinished message in the run's last third is no older than
 # twice the first third's plus this floor: an overloaded queue's age grows linearly with time.
 AGE_FLOOR_S = 1.0
@@ -237,6 +242,7 @@ class RatePoint:
     bounded: bool
     drain_s: float  # after the last send, until the queue was empty
     drained: bool
+    backlog_capped: bool  # offering stopped early: more than MAX_BACKLOG messages waited
     load_avg: list[float] = field(default_factory=list)  # 1-min load average before and after
     # Where the cores went during the run (offer + drain): CPU seconds of the match workers and of
     # this process (moto, the pollers, the sender), and the match function's own embedding time
@@ -255,6 +261,7 @@ class _Offer:
         self.acked = 0
         self.sent_at: list[float] = []
         self.samples: list[QueueSample] = []
+        self.capped = False
 
     def sample(self, t0: float) -> QueueSample:
         with self._lock:
@@ -274,7 +281,9 @@ class _Offer:
             self.sent_at.extend([now] * len(bodies))
 
     def run(self, make_body: Callable[[int], str], n: int, rate: float, drain_timeout_s: float) -> tuple[float, bool]:
-        """Offer `n` messages at `rate`/s; returns (drain seconds, drained)."""
+        """Offer `n` messages at `rate`/s (fewer if the backlog passes `MAX_BACKLOG`: `capped`);
+        returns (drain seconds, drained)."""
+        self.capped = False
         t0 = time.monotonic()
         stop = threading.Event()
 
@@ -288,6 +297,9 @@ class _Offer:
         try:
             i = 0
             while i < n:
+                if self.samples and self.samples[-1].depth > MAX_BACKLOG:
+                    self.capped = True
+                    break
                 due = min(n, int((time.monotonic() - t0) * rate) + 1)
                 if due <= i:
                     time.sleep(max(0.0, (i / rate) - (time.monotonic() - t0)))
@@ -385,6 +397,7 @@ def analyse(rate: str, offered: float, ceiling: Ceiling, seconds: float, offer: 
         bounded=last_max <= 2 * first_max + AGE_FLOOR_S,
         drain_s=drain[0],
         drained=drain[1],
+        backlog_capped=offer.capped,
         load_avg=load,
     )
 
@@ -636,7 +649,8 @@ def rate_line(p: RatePoint, ceiling: Ceiling) -> str:
     e, q = p.end_to_end_ms, p.queue_to_publish_ms
     return (
         f"{p.offered_per_s:5.2f} msg/s offered ({p.rate}, {p.offered_fraction_of_ceiling:.2f}x ceiling) for "
-        f"{p.seconds:.0f} s: {p.processed_per_s:.2f} processed/s = {p.crops_per_s:.1f} crops/s = "
+        f"{p.seconds:.0f} s{f' (stopped at {p.messages_sent} sent: backlog over {MAX_BACKLOG})' * p.backlog_capped}"
+        f": {p.processed_per_s:.2f} processed/s = {p.crops_per_s:.1f} crops/s = "
         f"{100 * p.fraction_of_ceiling:.0f}% of {ceiling.crops_per_s:.1f}; end-to-end p50 {_ms(e['p50'])} "
         f"p95 {_ms(e['p95'])} ms; queue-to-publish p50 {_ms(q['p50'])} p95 {_ms(q['p95'])} ms ({q['n']} alerts); "
         f"queue max {p.max_depth} msgs, age max {p.max_age_s:.1f} s (first third {p.first_third_max_age_s:.1f}, "

@@ -78,7 +78,8 @@ def test_quick_bench_reports_every_measurement(tmp_path: Path) -> None:
     assert rates[0]["offered_per_s"] == 2.0
     assert rates[1]["offered_per_s"] == pytest.approx(1.2 * ceiling["messages_per_s"])
     for r in rates:
-        assert r["messages_sent"] == round(r["offered_per_s"] * r["seconds"])
+        planned = round(r["offered_per_s"] * r["seconds"])
+        assert r["messages_sent"] == planned or (r["backlog_capped"] and 0 < r["messages_sent"] < planned)
         assert r["drained"] and r["end_to_end_ms"]["finished"] == r["messages_sent"]  # every one finished
         e2e = r["end_to_end_ms"]
         assert 0 <= e2e["p50"] <= e2e["p95"] <= e2e["max"]

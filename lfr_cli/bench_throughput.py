@@ -465,7 +465,7 @@ class CpuWatch:
 # -- the whole measurement ------------------------------------------------------------------------------
 
 
-def _bodies(plan: FacePlan, deployment_id: str, seed: int) -> Callable[[int], str]:
+def _bodies(plan: FacePlan, deployment_id: str, seed: int, listed_share: float) -> Callable[[int], str]:
     """Message i's JSON: fresh ids and capture times on templates encoded once (so the bench spends
     its CPU on sending, not on JPEG encoding). Listed people's messages each come from another
     camera, so each republishes its encounter's alert and gives a queue-to-publish figure."""
@@ -484,7 +484,7 @@ def _bodies(plan: FacePlan, deployment_id: str, seed: int) -> Callable[[int], st
     run = new_id()[:8]
 
     def body(i: int) -> str:
-        is_listed = rng.random() < LISTED_SHARE
+        is_listed = rng.random() < listed_share
         base = rng.choice(listed if is_listed else strangers)
         now: datetime = utcnow()
         msg = base.model_copy(update={
@@ -504,7 +504,7 @@ def stranger_jpegs(plan: FacePlan) -> list[bytes]:
 
 
 def measure_throughput(
-    out: Path, rates: Sequence[str], seconds: float, leak_scan: bool = True,
+    out: Path, rates: Sequence[str], seconds: float, leak_scan: bool = True, listed_share: float = LISTED_SHARE,
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     """The ceiling, then the embedded stack at each rate; returns report["throughput"]."""
@@ -557,7 +557,7 @@ def measure_throughput(
             sqs = ctx.client("sqs")
             url = ctx.outputs[C.OUTPUT_CROP_QUEUE_URL]
             stats = SqsQueueStats(url, sqs)
-            body = _bodies(plan, dep, THROUGHPUT_SEED)
+            body = _bodies(plan, dep, THROUGHPUT_SEED, listed_share)
             cw = ctx.client("cloudwatch")
 
             def worker_pids() -> list[int]:
@@ -618,7 +618,7 @@ def measure_throughput(
         "signal": "crop queue depth (SQS ApproximateNumberOfMessages + NotVisible) every "
                   f"{SAMPLE_S} s against SendMessageBatch acknowledgements; per-message times first in, first out",
         "sample_s": SAMPLE_S,
-        "listed_share": LISTED_SHARE,
+        "listed_share": listed_share,
         "watchlist_size": len(plan.watchlist),
         "ceiling": asdict(ceiling),
         "ceiling_after": asdict(ceiling_after),
@@ -696,7 +696,9 @@ def summary_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_throughput(out: Path, as_json: bool, rates: Sequence[str], seconds: float) -> int:
+def run_throughput(
+    out: Path, as_json: bool, rates: Sequence[str], seconds: float, listed_share: float = LISTED_SHARE
+) -> int:
     """`lfr bench --throughput`: only this section; writes `throughput.json` in `out`."""
     import json
 
@@ -704,7 +706,7 @@ def run_throughput(out: Path, as_json: bool, rates: Sequence[str], seconds: floa
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "throughput": measure_throughput(out, rates, seconds),
+        "throughput": measure_throughput(out, rates, seconds, listed_share=listed_share),
     }
     (out / "throughput.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report) if as_json else "\n".join(summary_lines(report["throughput"])))

@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="track messages/s to offer, comma-separated; '0.8x' = 0.8 x the raw inference "
                             "ceiling, '0.8x@600' for 600 s (default 2,5,10,0.8x,1.2x; quick: 2,1.2x)")
     bench.add_argument("--seconds", type=float, default=None, help="seconds per rate (default 60; quick: 10)")
+    bench.add_argument("--listed-share", type=float, default=None,
+                       help="with --throughput: share of messages showing a listed person (default 0.2)")
     cal = sub.add_parser("calibrate", help="rebuild the threshold table (target FPIR x watchlist size)")
     cal.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
     cal.add_argument("--sizes", default="1,5,10,20,50,100,200,500,1000,2000")
@@ -159,10 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             rates = tp.parse_rates(args.rates) if args.rates is not None else None
             if args.seconds is not None and not args.seconds > 0:
                 raise ValueError("--seconds must be positive")
+            share = tp.LISTED_SHARE if args.listed_share is None else args.listed_share
+            if not 0 <= share <= 1:
+                raise ValueError("--listed-share must be within 0..1")
             if args.throughput:
                 return tp.run_throughput(
                     args.out or BENCH_OUT, args.json, rates or (tp.QUICK_RATES if args.quick else tp.FULL_RATES),
-                    args.seconds or (tp.QUICK_SECONDS if args.quick else tp.FULL_SECONDS),
+                    args.seconds or (tp.QUICK_SECONDS if args.quick else tp.FULL_SECONDS), share,
                 )
             return run_bench(args.quick, args.out or BENCH_OUT, args.json,
                              throughput_rates=rates, throughput_seconds=args.seconds)

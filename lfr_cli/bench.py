@@ -377,8 +377,12 @@ def plot(points: list[SearchPoint], path: Path) -> None:
     plt.close(fig)
 
 
-def run_bench(quick: bool, out: Path, as_json: bool, graph_from: int | None = None) -> int:
-    """Quick mode (tests): 200 photos, 1k and 10k entries, the graph measured at 10k."""
+def run_bench(
+    quick: bool, out: Path, as_json: bool, graph_from: int | None = None,
+    throughput_rates: Sequence[str] | None = None, throughput_seconds: float | None = None,
+) -> int:
+    """Quick mode (tests): 200 photos, 1k and 10k entries, the graph measured at 10k; the local
+    stack's throughput at `throughput_rates` for `throughput_seconds` each (lfr_cli/bench_throughput.py)."""
     if graph_from is None:
         graph_from = QUICK_SIZES[-1] if quick else min(ANN_MIN_ENTRIES, 100_000)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # "one core": the match function's share
@@ -414,6 +418,14 @@ def run_bench(quick: bool, out: Path, as_json: bool, graph_from: int | None = No
         },
         "seconds": time.monotonic() - started,
     }
+    from lfr_cli import bench_throughput
+
+    report["throughput"] = bench_throughput.measure_throughput(
+        out,
+        throughput_rates or (bench_throughput.QUICK_RATES if quick else bench_throughput.FULL_RATES),
+        throughput_seconds or (bench_throughput.QUICK_SECONDS if quick else bench_throughput.FULL_SECONDS),
+    )
+    report["seconds"] = time.monotonic() - started
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     plot(points, out / "search-scaling.png")
     if as_json:
@@ -447,4 +459,8 @@ def summary(report: dict[str, Any]) -> str:
     for h in report["cost_per_camera_hour"]["rates"]:
         lines.append(f"{h['messages_per_s']:>4} msg/s: ${h['usd_total']:.4f} per camera-hour "
                      f"(Rekognition: ${h['rekognition_usd']:.2f})")
+    if "throughput" in report:
+        from lfr_cli.bench_throughput import summary_lines
+
+        lines += summary_lines(report["throughput"])
     return "\n".join(lines)

@@ -86,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes (what the tests run)")
     bench.add_argument("--out", type=Path, default=None, help="output folder (default build/bench)")
     bench.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    bench.add_argument("--throughput", action="store_true",
+                       help="only the local stack's throughput (ceiling, then each rate); writes throughput.json")
+    bench.add_argument("--rates", default=None,
+                       help="track messages/s to offer, comma-separated; '0.8x' = 0.8 x the raw inference "
+                            "ceiling, '0.8x@600' for 600 s (default 2,5,10,0.8x,1.2x; quick: 2,1.2x)")
+    bench.add_argument("--seconds", type=float, default=None, help="seconds per rate (default 60; quick: 10)")
+    bench.add_argument("--listed-share", type=float, default=None,
+                       help="with --throughput: share of messages showing a listed person (default 0.2)")
     cal = sub.add_parser("calibrate", help="rebuild the threshold table (target FPIR x watchlist size)")
     cal.add_argument("--dataset", type=Path, help="LFW-layout folder (default: lfw-dev)")
     cal.add_argument("--sizes", default="1,5,10,20,50,100,200,500,1000,2000")
@@ -146,10 +154,23 @@ def main(argv: list[str] | None = None) -> int:
             return run_eval_video(args.watchlist_size, args.listed_walkers, args.strangers, args.seed,
                                   args.target_fpir, args.out or DEFAULT_OUT, args.json)
         if args.command == "bench":
+            from lfr_cli import bench_throughput as tp
             from lfr_cli.bench import DEFAULT_OUT as BENCH_OUT
             from lfr_cli.bench import run_bench
 
-            return run_bench(args.quick, args.out or BENCH_OUT, args.json)
+            rates = tp.parse_rates(args.rates) if args.rates is not None else None
+            if args.seconds is not None and not args.seconds > 0:
+                raise ValueError("--seconds must be positive")
+            share = tp.LISTED_SHARE if args.listed_share is None else args.listed_share
+            if not 0 <= share <= 1:
+                raise ValueError("--listed-share must be within 0..1")
+            if args.throughput:
+                return tp.run_throughput(
+                    args.out or BENCH_OUT, args.json, rates or (tp.QUICK_RATES if args.quick else tp.FULL_RATES),
+                    args.seconds or (tp.QUICK_SECONDS if args.quick else tp.FULL_SECONDS), share,
+                )
+            return run_bench(args.quick, args.out or BENCH_OUT, args.json,
+                             throughput_rates=rates, throughput_seconds=args.seconds)
         if args.command == "calibrate":
             from lfr_cli.evaluate import run_calibrate
             from lfr_core.calibration import TABLE_PATH

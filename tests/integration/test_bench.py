@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_quick_bench_reports_every_measurement(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "lfr_cli.main", "bench", "--quick", "--json", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=1500,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -63,3 +63,39 @@ def test_quick_bench_reports_every_measurement(tmp_path: Path) -> None:
     assert totals == sorted(totals) and all(t > 0 for t in totals)
     assert all(r["usd_total"] < r["rekognition_usd"] for r in rates)
     assert rates[0]["rekognition_usd"] == pytest.approx(3.6)
+
+    # Throughput on the embedded stack: the ceiling, then each quick rate (2 messages/s and 1.2x the
+    # ceiling, which must saturate). Shape and the facts that do not depend on the machine's speed.
+    tp = report["throughput"]
+    ceiling = tp["ceiling"]
+    assert ceiling["processes"] >= 1 and len(ceiling["crops_per_s_each"]) == ceiling["processes"]
+    assert ceiling["crops_per_s"] == pytest.approx(sum(ceiling["crops_per_s_each"]))
+    assert ceiling["messages_per_s"] == pytest.approx(ceiling["crops_per_s"] / 3)
+    assert tp["stack"]["match_workers"] == ceiling["processes"]  # one container per core, as measured
+    assert tp["watchlist_size"] == 20
+    rates = tp["rates"]
+    assert [r["rate"] for r in rates] == ["2", "1.2x"]
+    assert rates[0]["offered_per_s"] == 2.0
+    assert rates[1]["offered_per_s"] == pytest.approx(1.2 * ceiling["messages_per_s"])
+    for r in rates:
+        planned = round(r["offered_per_s"] * r["seconds"])
+        assert r["messages_sent"] == planned or (r["backlog_capped"] and 0 < r["messages_sent"] < planned)
+        assert r["drained"] and r["end_to_end_ms"]["finished"] == r["messages_sent"]  # every one finished
+        e2e = r["end_to_end_ms"]
+        assert 0 <= e2e["p50"] <= e2e["p95"] <= e2e["max"]
+        assert r["max_depth"] >= 0 and r["max_age_s"] >= 0
+        assert r["fraction_of_ceiling"] == pytest.approx(r["crops_per_s"] / ceiling["crops_per_s"])
+        assert r["cpu"]["wall_s"] > 0 and r["cpu"]["stack_process_cpu_s"] > 0
+    assert tp["saturation"]["offered_per_s"] == rates[1]["offered_per_s"]
+    # Listed people's other photos raise alerts, each with the function's queue-to-publish figure.
+    assert sum(r["queue_to_publish_ms"]["n"] for r in rates) >= 1
+    checks = tp["checks"]
+    # Every message was compared with the watchlist once (the deployment's counter), none failed or
+    # reached the DLQ, the session closed with its watchlist purged, and nothing of a stranger's
+    # face is anywhere in the stack (buckets, tables, queues, executions, function logs).
+    assert checks["faces_seen"] == checks["messages_sent"]
+    assert checks["dlq_messages"] == 0 and checks["crop_queue_messages"] == 0
+    assert checks["failed_invocations"] == 0
+    assert checks["final_state"] == "CLOSED" and checks["objects_remaining"] == 0
+    assert checks["leak_findings"] == []
+

@@ -166,7 +166,7 @@ def plan_faces(seed: int = THROUGHPUT_SEED, shown: int = 8, unseen: int = 12, st
     import cv2
 
     from edge_uploader.pipeline import FaceCropper
-    from lfr_core.datasets import LfwImage, read_lfw_manifest
+    from lfr_eval.datasets import LfwImage, read_lfw_manifest
 
     by_id: dict[str, list[LfwImage]] = {}
     for img in read_lfw_manifest():

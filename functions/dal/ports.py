@@ -56,7 +56,8 @@ class DeploymentRepository(ABC):
 
     @abstractmethod
     def add_faces_seen(self, deployment_id: str, count: int) -> None:
-        """Atomic ADD to `faces_seen` (crops compared with the watchlist); nothing for an unknown id."""
+        """Atomic ADD to `faces_seen` (track messages compared with the watchlist: one per face, whatever
+        its crops); nothing for an unknown id."""
 
     @abstractmethod
     def set_index_fault(self, deployment_id: str, fault: IndexFault | None) -> bool:

@@ -367,7 +367,8 @@ class InMemoryAuditStore(_Faults, AuditStore):
 
     def last_seq(self, after: int = 0) -> int:
         self._enter("last_seq")
-        return max(self.objects, default=0)
+        with self._lock:  # concurrent writers (threads standing in for invocations) insert meanwhile
+            return max(self.objects, default=0)
 
     def get_entry(self, seq: int) -> bytes:
         self._enter("get_entry")
@@ -386,7 +387,8 @@ class InMemoryAuditStore(_Faults, AuditStore):
 
     def entries(self) -> list[tuple[int, bytes]]:
         self._enter("entries")
-        return sorted(self.objects.items())
+        with self._lock:
+            return sorted(self.objects.items())
 
     def anomalies(self) -> list[str]:
         return [f"entry {s} has been overwritten" for s in sorted(self.overwritten)]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from functions.dal.dynamodb import DynamoAlertRepository
+from functions.logic.audit_log import AuditLog
 from functions.logic.encounters import ALERTED, DUPLICATE, Encounters, encounter_alert_id, record_camera_activity
 from functions.logic.match import PendingAlert
 from lfr_cli.local.server import MotoServer
@@ -76,7 +77,8 @@ def test_concurrent_tracks_of_one_person_race_to_one_encounter(repo: DynamoAlert
     def work(i: int) -> None:
         # Each worker its own client, as separate Lambda invocations would have.
         mine = Encounters(alerts=DynamoAlertRepository(TABLE, repo._ddb.client), crops=enc.crops,
-                          publisher=pub, metrics=enc.metrics, clock=clock, audit=enc.audit, page_link=page_link)
+                          publisher=pub, metrics=enc.metrics, clock=clock, audit=AuditLog(enc.audit.store, clock=clock),
+                          page_link=page_link)
         barrier.wait()
         try:
             results.append(mine.raise_alert(pending(f"t{i}", similarity=0.6), 120))
@@ -173,7 +175,7 @@ def test_camera_activity_is_one_counter_update_per_camera(repo: DynamoAlertRepos
 
 
 def test_purge_of_the_deployment_deletes_its_encounter_state_not_its_alerts(repo: DynamoAlertRepository) -> None:
-    from functions.logic.audit_log import AuditLog, read_events
+    from functions.logic.audit_log import read_events
     from functions.logic.session import SessionService
     from lfr_core.contracts import AuditAction, DeploymentState
     from tests.fakes import InMemoryAuditStore, InMemoryDeploymentRepository

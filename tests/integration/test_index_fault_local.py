@@ -135,7 +135,10 @@ def test_deleted_index_holds_crops_shows_the_fault_and_a_restored_index_alerts_o
     names = {a["name"] for a in health["alarms"]}
     prefix = alarm_name_prefix(stack.stack_name)
     assert prefix + ALARM_INDEX_MISSING in names and len(names) >= 8  # 7 in Alarms + the session's
-    assert health["metrics_in_window"][METRIC_INDEX_MISSING] >= 3
+    # The record's fault is written mid-invocation, the metric when the invocation's metrics flush
+    # (as in CloudWatch, a moment later): wait for it rather than race it.
+    wait_until("IndexMissing in the status", lambda: json.loads(cli(stack, "deployment", "status", dep)[1])
+               ["health"]["metrics_in_window"][METRIC_INDEX_MISSING] >= 3, timeout_s=60)
     assert health["queues"]["crop_queue"]["waiting"] + health["queues"]["crop_queue"]["in_flight"] == 3
 
     # Every template alarm exists locally, watching this stack's resources and notifying the ops topic.

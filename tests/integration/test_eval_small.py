@@ -192,6 +192,11 @@ def test_lfr_eval_video_decides_real_tracks_at_the_deployments_thresholds(
     tpir, false = production["tpir_tracks"], production["false_alert_tracks"]
     assert tpir["n"] >= 7 and false["n"] >= 6  # every placed walker's track was decided
     assert tpir["rate"] >= 0.5 and false["k"] <= 1  # sane at FPIR 2e-4 on a 20-person list
-    assert len(rules) == 4
+    assert len(rules) == 6
+    # The candidate fusions (lfr_eval.fusion) decide the same tracks, at the one-crop threshold.
+    for name in ("feature fusion (mean embedding) at the one-crop threshold",
+                 "quality-weighted fusion at the one-crop threshold"):
+        assert rules[name]["tpir_tracks"]["n"] == tpir["n"] and rules[name]["false_alert_tracks"]["n"] == false["n"]
+        assert rules[name]["threshold"] == production["threshold"].split()[0].removeprefix("1:")
     # Only counts and rates are kept: no video, no crops.
     assert [p.name for p in out.iterdir()] == ["eval-video-s1.json"]

@@ -25,7 +25,7 @@ from lfr_eval.calibrate import tracks_of
 from lfr_eval.datasets import Sample, singletons
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.fusion import track_top1
-from lfr_eval.metrics import OpenSetResult, Rate, summarise
+from lfr_eval.metrics import REPORT_FPIRS, OpenSetResult, Rate, difference_interval, summarise
 
 OPERATING_FPIR = 2e-4  # the issue's bar; NPL measured the Met at about 1 in 6,000
 FAIRNESS_FPIRS = (1e-2, 1e-3, OPERATING_FPIR)
@@ -282,6 +282,36 @@ def ablation_variants(base: Variant) -> list[Variant]:
     vs.append(replace(base, name="flip TTA + enrol 3 mean", flip=True, enrol_images=3, template="mean", probe_from=3))
     return vs
 
+
+
+def reference_of(v: Variant, variants: Sequence[Variant]) -> Variant | None:
+    """The production configuration measured on the same searches as `v` (same track size and
+    probe images): single crops, gate 0.3, no TTA, one enrolment photo, the production fusion."""
+    for r in variants:
+        if (r != v and r.fusion == v.fusion and r.probe_from == v.probe_from and not r.flip
+                and r.gate == DEFAULT_MIN_QUALITY and r.enrol_images == 1 and r.template == "max"
+                and r.fusion_mode == PRODUCTION_FUSION):
+            return r
+    return None
+
+
+def gains(outcomes: Sequence[SearchOutcome], fpirs: Sequence[float] = REPORT_FPIRS[1:3]) -> list[dict[str, Any]]:
+    """Each variant's TPIR gain over its reference (`reference_of`) at each target FPIR, with the
+    gain's 95% interval (`difference_interval`); each side at its own threshold for that FPIR."""
+    by = {o.variant: o for o in outcomes}
+    out = []
+    for o in outcomes:
+        ref = reference_of(o.variant, list(by))
+        if ref is None:
+            continue
+        cells = {}
+        for f in fpirs:
+            a, b = o.result.at_fpir(f), by[ref].result.at_fpir(f)
+            d, lo, hi = difference_interval(a.tpir, b.tpir)
+            cells[fpir_key(f)] = {"gain": round(d, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                                  "resolvable": f * a.fpir.n >= 1.0 and f * b.fpir.n >= 1.0}
+        out.append({"variant": o.variant.name, "reference": ref.name, "tpir_gain": cells})
+    return out
 
 
 def at_shipped_threshold(o: SearchOutcome) -> dict[str, Any] | None:

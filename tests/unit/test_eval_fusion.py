@@ -159,3 +159,40 @@ def test_the_ablation_holds_each_candidate_as_a_variant() -> None:
     assert modes == {"max", "mean", "feature", "quality"}
     assert any(v.flip and v.fusion == 1 and v.enrol_images == 1 for v in vs.values())
     assert any(v.template == "mean" and v.enrol_images == 3 and not v.flip for v in vs.values())
+
+
+def test_gain_intervals_match_newcombes_published_values() -> None:
+    from lfr_eval.metrics import Rate, difference_interval
+
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, method 10.
+    for (a, b), (lo, hi) in {((56, 70), (48, 80)): (0.0524, 0.3339), ((9, 10), (3, 10)): (0.1705, 0.8090),
+                             ((5, 56), (0, 29)): (-0.0381, 0.1926)}.items():
+        d, low, high = difference_interval(Rate(a[0], a[1]), Rate(b[0], b[1]))
+        assert d == pytest.approx(a[0] / a[1] - b[0] / b[1])
+        assert (round(low, 4), round(high, 4)) == (lo, hi)
+    with pytest.raises(ValueError, match="both sides"):
+        difference_interval(Rate(0, 0), Rate(1, 2))
+
+
+def test_each_candidate_gains_over_production_on_the_same_searches() -> None:
+    from lfr_eval.identification import gains, reference_of
+
+    vs = ablation_variants(Variant())
+    refs = {v.name: (r.name if (r := reference_of(v, vs)) else None) for v in vs}
+    assert refs["flip TTA"] == refs["gate 0.2"] == "baseline (production: 1 image, gate 0.3, no TTA)"
+    assert refs["enrol 3, mean template"] == refs["flip TTA + enrol 3 mean"] == "enrol 1 (probes from image 4)"
+    assert refs["tracks of 3, feature fusion (mean embedding)"] == "tracks of 3, max fusion"
+    assert refs["baseline (production: 1 image, gate 0.3, no TTA)"] is None
+    # On one split: the gate sweep's gain is measured against production at each side's own threshold.
+    split, emb = _split_and_emb(np.random.default_rng(8), quality=0.9)
+    for i, path in enumerate(sorted(emb.probes)):
+        if i % 2:
+            emb.probes[path].quality = 0.35  # passes the production gate (0.3), not 0.4
+    got = [evaluate(split, emb, v) for v in vs[:1] + [v for v in vs if v.name == "gate 0.4"]]  # type: ignore[arg-type]
+    (g,) = gains(got)
+    assert g["variant"] == "gate 0.4" and g["reference"] == vs[0].name
+    prod, strict = (o.result.at_fpir(1e-3).tpir for o in got)
+    assert strict.n == prod.n and strict.k < prod.k  # the same mated searches, fewer acquired
+    cell = g["tpir_gain"]["0.001"]
+    assert cell["gain"] == pytest.approx(strict.value - prod.value, abs=1e-4) and cell["gain"] < 0
+    assert cell["ci95"][0] < cell["gain"] < cell["ci95"][1] and not cell["resolvable"]

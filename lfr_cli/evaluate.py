@@ -24,6 +24,7 @@ from lfr_eval.identification import (
     ablation_variants,
     at_shipped_threshold,
     digest,
+    gains,
     measure,
 )
 from lfr_eval.report import TABLE_HEAD, table_line, write_det, write_det_by_group
@@ -99,6 +100,7 @@ def run_eval(
         summary["at_shipped_threshold"] = shipped
     if ablation:
         summary["ablation"] = [o.summary() for o in outcomes[1:]]
+        summary["gains"] = gains(outcomes[1:])
     if fix:
         summary["as_labelled"] = outcomes_labelled[0].summary()
         if ablation:
@@ -121,6 +123,10 @@ def run_eval(
                         f"{e['people']['labelled']} -> {e['people']['after']} people):")
     else:
         table(outcomes, "as labelled (no errata):")
+    for g in summary.get("gains", []):
+        cells = "; ".join(f"{k}: {c['gain']:+.3f} ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})"
+                          for k, c in g["tpir_gain"].items())
+        print(f"TPIR gain of {g['variant']} over {g['reference']}: {cells}")
     for key, fair in summary["fairness"].items() if has_gender else ():
         cells = "; ".join(
             f"{m.upper()} F {fair['F'][m]['k']}/{fair['F'][m]['n']} vs M {fair['M'][m]['k']}/{fair['M'][m]['n']} "

@@ -13,6 +13,7 @@ from lfr_cli.durations import parse_duration
 from lfr_cli.officers import add_officer_parsers, run_officers
 from lfr_core.errors import DatasetNotFoundError
 from lfr_core.matching import PRODUCTION_FUSION
+from lfr_eval.fusion import ALL_FUSIONS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--watchlist-size", type=int, help="people listed (default: half of those with 2+ images)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--fusion", type=int, default=1, help="crops per track (1 = single-crop decisions)")
-    ev.add_argument("--fusion-mode", choices=["mean", "max"], default=PRODUCTION_FUSION)
+    ev.add_argument("--fusion-mode", choices=list(ALL_FUSIONS), default=PRODUCTION_FUSION)
     ev.add_argument("--degrade", choices=["cctv"], help="apply surveillance conditions to probes")
     ev.add_argument("--flip-tta", action="store_true", help="horizontal-flip test-time augmentation")
     ev.add_argument("--gate", choices=["production", "none", "strict"], default="production")

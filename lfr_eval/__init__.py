@@ -5,6 +5,7 @@ lfr_core and functions only; tests/unit/test_lambda_imports.py checks).
 - datasets: the shared datasets and identity-labelled folders; errata: reviewed label corrections applied to them
 - degrade: CCTV-like probe degradation; embeddings: the production-path embedding cache
 - identification: the open-set protocol (watchlist splits, mated/non-mated searches, variants)
+- fusion: candidate track fusion rules (feature-level, quality-weighted) measured beside production's
 - metrics: TPIR/FPIR with exact intervals, thresholds at a target FPIR; report: tables, DET plots
 - calibrate: building the calibration table that lfr_core.calibration reads
 - scenario: synthetic walk-by videos and their truth; tracks: tracker fragmentation on them;

@@ -42,6 +42,22 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def difference_interval(a: Rate, b: Rate, z: float = Z95) -> tuple[float, float, float]:
+    """The gain a - b of two rates with its 95% interval: (gain, low, high).
+
+    Newcombe's hybrid score interval (1998, method 10), built from each rate's Wilson interval.
+    It treats the two as independent samples; for two variants measured on the same searches the
+    samples are positively correlated, so the true interval is narrower (this one is conservative).
+    """
+    if not a.n or not b.n:
+        raise ValueError("a difference of rates needs searches on both sides")
+    p1, p2 = a.k / a.n, b.k / b.n
+    l1, u1 = wilson_interval(a.k, a.n, z)
+    l2, u2 = wilson_interval(b.k, b.n, z)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
 def _binom_cdf(k: int, n: int, p: float) -> float:
     """P[X <= k] for X ~ Bin(n, p), summed in log space (stable for n in the millions at small k)."""
     if p <= 0.0:

@@ -77,6 +77,35 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png", ".png"]
 
 
+def test_lfr_eval_ablation_under_cctv_measures_every_candidate_with_its_gain(
+    built_models: Path, lfw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _subset(tmp_path / "data", n_multi=16, n_single=30, seed=7)
+    rc = main(["eval", "--dataset", str(data), "--watchlist-size", "8", "--degrade", "cctv", "--ablation",
+               "--out", str(tmp_path / "out"), "--json", "--threads", "1"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    full = json.loads((tmp_path / "out" / "eval-cctv-s0.json").read_text())
+    names = [d["variant"] for d in summary["ablation"]]
+    for candidate in ("flip TTA", "gate 0.2", "gate 0.4", "enrol 3, mean template", "flip TTA + enrol 3 mean",
+                      "tracks of 3, feature fusion (mean embedding)", "tracks of 3, quality-weighted score fusion"):
+        assert candidate in names
+    gains = {g["variant"]: g for g in full["gains"]}
+    assert gains["gate 0.2"]["reference"].startswith("baseline")
+    assert not any(g.startswith("baseline") for g in gains)  # production is the reference, not a candidate
+    assert gains["tracks of 3, feature fusion (mean embedding)"]["reference"] == "tracks of 3, max fusion"
+    for g in gains.values():
+        for cell in g["tpir_gain"].values():
+            assert cell["ci95"][0] <= cell["gain"] <= cell["ci95"][1]
+    rows = {r["variant"]["name"]: r for r in full["ablation"]}
+    # The gate sweep is monotone in what it discards; the tracks under every rule are the same tracks.
+    fta = [rows[n]["failure_to_acquire"]["mated"]["k"] for n in ("no quality gate", "gate 0.2", "gate 0.4",
+                                                                  "strict gate 0.5")]
+    assert fta == sorted(fta) and fta[0] == 0
+    tracks = {rows[n]["mated"] for n in rows if n.startswith("tracks of 3")}
+    assert len(tracks) == 1
+
+
 def test_lfr_eval_pools_seeded_lists_and_rebuilds_the_table_from_the_same_pass(
     built_models: Path, lfw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -192,6 +221,11 @@ def test_lfr_eval_video_decides_real_tracks_at_the_deployments_thresholds(
     tpir, false = production["tpir_tracks"], production["false_alert_tracks"]
     assert tpir["n"] >= 7 and false["n"] >= 6  # every placed walker's track was decided
     assert tpir["rate"] >= 0.5 and false["k"] <= 1  # sane at FPIR 2e-4 on a 20-person list
-    assert len(rules) == 4
+    assert len(rules) == 6
+    # The candidate fusions (lfr_eval.fusion) decide the same tracks, at the one-crop threshold.
+    for name in ("feature fusion (mean embedding) at the one-crop threshold",
+                 "quality-weighted fusion at the one-crop threshold"):
+        assert rules[name]["tpir_tracks"]["n"] == tpir["n"] and rules[name]["false_alert_tracks"]["n"] == false["n"]
+        assert rules[name]["threshold"] == production["threshold"].split()[0].removeprefix("1:")
     # Only counts and rates are kept: no video, no crops.
     assert [p.name for p in out.iterdir()] == ["eval-video-s1.json"]

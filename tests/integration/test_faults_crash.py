@@ -87,12 +87,9 @@ def people() -> dict[str, list[LfwImage]]:
 
 
 @pytest.fixture(scope="module")
-def deployment(ctx: AwsContext, people: dict[str, list[LfwImage]], tmp_path_factory: pytest.TempPathFactory) -> str:
-    wl = tmp_path_factory.mktemp("watchlist")
-    for img in people["watchlist"]:
-        (wl / img.file).symlink_to(img.path)  # links: the dataset is never copied
+def deployment(ctx: AwsContext, watchlist_dir: Path) -> str:
     admin = Admin(ctx)
-    rec = admin.create_authorise_start("faults-crash", wl, duration_s=3600)
+    rec = admin.create_authorise_start("faults-crash", watchlist_dir, duration_s=3600)
     return admin.wait_for(rec.deployment_id, {DeploymentState.ACTIVE}, timeout_s=300).deployment_id
 
 

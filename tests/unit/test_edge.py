@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from edge_uploader.pipeline import FaceCropper, GateCounts, SourceError, image_f
 from edge_uploader.quality import assess, frontalness
 from edge_uploader.sender import SqsSender
 from lfr_cli.durations import parse_duration
-from lfr_cli.local.server import MotoServer, make_client
 from lfr_core.contracts import CropMessage
 from lfr_core.face.image import decode_jpeg
 from lfr_eval.datasets import read_lfw_manifest
@@ -32,18 +30,6 @@ def lfw_sample() -> list[Path]:
 @pytest.fixture(scope="module")
 def cropper() -> FaceCropper:
     return FaceCropper()
-
-
-@pytest.fixture(scope="module")
-def sqs() -> Iterator[tuple[Any, str]]:
-    server = MotoServer()
-    endpoint = server.start()
-    try:
-        client = make_client("sqs", endpoint)
-        url = client.create_queue(QueueName="crops")["QueueUrl"]
-        yield client, url
-    finally:
-        server.stop()
 
 
 def test_list_images_rejects_missing_and_empty(tmp_path: Path) -> None:

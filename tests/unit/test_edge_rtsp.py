@@ -13,7 +13,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from edge_uploader.pipeline import FaceCropper
 from edge_uploader.runner import Uploader
 from edge_uploader.sources import FrameSource, SourceStatus
 from edge_uploader.spool import Spool
-from lfr_cli.local.server import MotoServer, make_client
 from lfr_core.contracts import CropMessage
 from lfr_eval.scenario import make_scenario, people_from_lfw
 
@@ -102,17 +100,6 @@ class RecordingDelivery(Delivery):
     def submit(self, msg: CropMessage) -> None:
         self.submitted.append((time.monotonic(), msg))
         super().submit(msg)
-
-
-@pytest.fixture(scope="module")
-def sqs() -> Iterator[tuple[Any, str]]:
-    server = MotoServer()
-    endpoint = server.start()
-    try:
-        client = make_client("sqs", endpoint)
-        yield client, client.create_queue(QueueName="crops")["QueueUrl"]
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ with the watchlist at build time and restored in milliseconds. Measured recall a
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # Above this many entries the builder adds a graph to the index artifact. Set above the largest
@@ -29,6 +31,16 @@ ANN_CONNECTIVITY = 16
 ANN_EXPANSION_ADD = 128
 
 
+def _import_usearch() -> Any:
+    # onnxruntime first: importing it after usearch kills the process with SIGSEGV (onnxruntime
+    # 1.32, usearch 2.26; tests/unit/test_matching.py), and a match function may read a large
+    # list's index before its first embedding.
+    import onnxruntime  # noqa: F401
+    from usearch.index import Index  # imported only where a large watchlist needs it
+
+    return Index
+
+
 class GraphCandidates:
     """HNSW over L2-normalised embeddings (inner product), stored as f16 in the graph."""
 
@@ -37,9 +49,7 @@ class GraphCandidates:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, threads: int = 0) -> GraphCandidates:
-        from usearch.index import Index  # imported only where a large watchlist needs it
-
-        graph = Index(
+        graph = _import_usearch()(
             ndim=embeddings.shape[1],
             metric="ip",
             dtype="f16",
@@ -52,12 +62,10 @@ class GraphCandidates:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> GraphCandidates:
-        from usearch.index import Index
-
-        graph = Index.restore(data)
+        graph = _import_usearch().restore(data)
         if graph is None:
             raise ValueError("not a usearch graph")
-        graph.expansion_search = ANN_EXPANSION_SEARCH  # type: ignore[misc]  # a setter usearch's hints miss
+        graph.expansion_search = ANN_EXPANSION_SEARCH
         return cls(graph)
 
     def to_bytes(self) -> bytes:

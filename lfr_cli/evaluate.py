@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lfr_core.calibration import fpir_key
-from lfr_core.matching import PRODUCTION_FUSION, FusionMode
+from lfr_core.matching import PRODUCTION_FLIP_TTA, PRODUCTION_FUSION, FusionMode, TemplateMode
 from lfr_eval.calibrate import DEFAULT_SIZES, RebuiltTable, rebuild_table
 from lfr_eval.datasets import REPO_ROOT, Sample, errata_note, lfw_root, load_folder, resolve_errata
 from lfr_eval.embeddings import Embeddings
@@ -47,7 +47,7 @@ def run_eval(
     flip: bool,
     gate: str,
     enrol_images: int,
-    template: str,
+    template: TemplateMode,
     ablation: bool,
     out: Path,
     as_json: bool,
@@ -66,7 +66,7 @@ def run_eval(
         name="this run", flip=flip, gate=GATES[gate], enrol_images=enrol_images, template=template,
         fusion=fusion, fusion_mode=fusion_mode,
     )
-    variants = [base, *ablation_variants(replace(base, flip=False, fusion=1))] if ablation else [base]
+    variants = [base, *ablation_variants(replace(base, fusion=1))] if ablation else [base]
     emb = Embeddings(degrade=degrade, seed=seed, threads=threads, log=log, with_flip=any(v.flip for v in variants))
     started = time.monotonic()
     run = measure(samples, labelled if fix else None, extras, watchlist_size, seed, lists, variants, emb, log)
@@ -173,7 +173,7 @@ def run_calibrate(
     labelled = load_folder(root)
     fix = resolve_errata(errata, dataset)
     samples = fix.apply(labelled) if fix else labelled
-    emb = Embeddings(threads=threads, log=_stderr_log, with_flip=False)
+    emb = Embeddings(threads=threads, log=_stderr_log, with_flip=PRODUCTION_FLIP_TTA)
     _calibrate_with(root, samples, emb, sizes, lists, seed, fusion_mode, out, errata=fix)
     return 0
 

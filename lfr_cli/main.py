@@ -12,7 +12,8 @@ from lfr_cli.aws import AwsContext, StackNotFoundError
 from lfr_cli.durations import parse_duration
 from lfr_cli.officers import add_officer_parsers, run_officers
 from lfr_core.errors import DatasetNotFoundError
-from lfr_core.matching import PRODUCTION_FUSION
+from lfr_core.matching import PRODUCTION_FLIP_TTA, PRODUCTION_FUSION, PRODUCTION_TEMPLATE, TEMPLATE_MODES
+from lfr_eval.calibrate import ENROL_PHOTOS
 from lfr_eval.fusion import ALL_FUSIONS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -70,10 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--fusion", type=int, default=1, help="crops per track (1 = single-crop decisions)")
     ev.add_argument("--fusion-mode", choices=list(ALL_FUSIONS), default=PRODUCTION_FUSION)
     ev.add_argument("--degrade", choices=["cctv"], help="apply surveillance conditions to probes")
-    ev.add_argument("--flip-tta", action="store_true", help="horizontal-flip test-time augmentation")
+    ev.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=PRODUCTION_FLIP_TTA,
+                    help="horizontal-flip test-time augmentation (default: as production)")
     ev.add_argument("--gate", choices=["production", "none", "strict"], default="production")
-    ev.add_argument("--enrol-images", type=int, default=1, help="images enrolled per listed person")
-    ev.add_argument("--template", choices=["max", "mean"], default="max")
+    ev.add_argument("--enrol-images", type=int, default=ENROL_PHOTOS,
+                    help="images enrolled per listed person, at most (one is always left to search)")
+    ev.add_argument("--template", choices=list(TEMPLATE_MODES), default=PRODUCTION_TEMPLATE,
+                    help="several enrolment images: an entry each, or one mean template (default: as production)")
     ev.add_argument("--ablation", action="store_true", help="also measure each technique with and without")
     ev.add_argument("--out", type=Path, help="output folder (default build/eval)")
     ev.add_argument("--threads", type=int, help="onnxruntime threads")

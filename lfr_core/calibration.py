@@ -37,7 +37,7 @@ import numpy as np
 
 from lfr_core.contracts import MAX_TRACK_CROPS
 from lfr_core.errors import CalibrationError
-from lfr_core.matching import FUSION_MODES, FusionMode
+from lfr_core.matching import FUSION_MODES, PRODUCTION_FLIP_TTA, PRODUCTION_TEMPLATE, FusionMode
 
 TABLE_PATH = Path(__file__).with_name("calibration.json")
 FORMAT_VERSION = 2  # 2: fused thresholds per track size (2..MAX_TRACK_CROPS) and one fusion mode
@@ -239,9 +239,22 @@ class CalibrationTable:
         return cls.from_dict(raw)
 
 
+def production_pipeline() -> dict[str, Any]:
+    """What a table's scores must have been made with for production's thresholds to hold: the
+    match function's flip TTA and the watchlist build's template rule (`lfr_core.matching`)."""
+    return {"flip_tta": PRODUCTION_FLIP_TTA, "template": PRODUCTION_TEMPLATE}
+
+
 @lru_cache(maxsize=1)
 def shipped_table() -> CalibrationTable:
-    return CalibrationTable.load(TABLE_PATH)
+    """The table deployments take their thresholds from; refused if its scores were made another
+    way than production makes them (a threshold is only a false-alert rate for the same scores)."""
+    table = CalibrationTable.load(TABLE_PATH)
+    differs = {k: table.pipeline.get(k) for k, v in production_pipeline().items() if table.pipeline.get(k) != v}
+    if differs:
+        raise CalibrationError(f"the shipped table was made with {differs}, production uses "
+                               f"{production_pipeline()}: rebuild it (`lfr calibrate`)")
+    return table
 
 
 def threshold_for(target_fpir: float, watchlist_size: int, crops: int = 1) -> float:

@@ -18,10 +18,18 @@ from typing import Any
 import numpy as np
 
 from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
-from lfr_core.calibration import CalibrationTable, fpir_key
+from lfr_core.calibration import fpir_key, shipped_table
 from lfr_core.errors import CalibrationError
-from lfr_core.matching import PRODUCTION_FUSION, WatchlistIndex, reaches
-from lfr_eval.calibrate import tracks_of
+from lfr_core.matching import (
+    PRODUCTION_FLIP_TTA,
+    PRODUCTION_FUSION,
+    PRODUCTION_TEMPLATE,
+    TemplateMode,
+    WatchlistIndex,
+    person_templates,
+    reaches,
+)
+from lfr_eval.calibrate import ENROL_PHOTOS, tracks_of
 from lfr_eval.datasets import Sample, singletons
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.fusion import track_top1
@@ -37,11 +45,11 @@ GATE_SWEEP = (0.2, 0.4)  # around the production gate (0.3), for a gate chosen b
 class Variant:
     """One configuration of the techniques; `lfr eval --ablation` compares several on one pass."""
 
-    name: str = "baseline"
-    flip: bool = False
+    name: str = "production"
+    flip: bool = PRODUCTION_FLIP_TTA
     gate: float | None = DEFAULT_MIN_QUALITY  # None: match every detected face
-    enrol_images: int = 1
-    template: str = "max"  # several enrolment images: one entry each (max) or their mean
+    enrol_images: int = ENROL_PHOTOS  # up to this many, leaving one to search
+    template: TemplateMode = PRODUCTION_TEMPLATE  # several enrolment images: one entry "each", or their "mean"
     probe_from: int | None = None  # index of a listed person's first probe image (default: after enrolment)
     fusion: int = 1  # crops per track
     fusion_mode: str = PRODUCTION_FUSION  # production's (max, mean) or lfr_eval.fusion's (feature, quality)
@@ -160,8 +168,8 @@ def _ratio(a: float, b: float) -> float | None:
 
 def evaluate(proto: WatchlistSplit, emb: Embeddings, v: Variant) -> SearchOutcome:
     emb.need_flip(v.flip)
-    # Enrol: one index entry per enrolled image (production labels several images of one person
-    # with one label, so top-1 over entries = max over the person's templates), or their mean.
+    # Enrol by the watchlist build's rule (`person_templates`): one entry per image (top-1 over
+    # entries = max over the person's templates), or one mean template per person.
     ids: list[str] = []
     labels: list[str] = []
     vecs: list[np.ndarray] = []
@@ -171,10 +179,8 @@ def evaluate(proto: WatchlistSplit, emb: Embeddings, v: Variant) -> SearchOutcom
         if not got:
             failed += 1
             continue
-        person_vecs = [e[1] if v.flip else e[0] for e in got]
-        if v.template == "mean":
-            m = np.mean(person_vecs, axis=0)
-            person_vecs = [m / np.linalg.norm(m)]
+        person_vecs = person_templates([person] * len(got), [person] * len(got),
+                                       np.stack([e[1] if v.flip else e[0] for e in got]), v.template)[2]
         for j, vec in enumerate(person_vecs):
             ids.append(f"{person}#{j}")
             labels.append(person)
@@ -260,14 +266,16 @@ def pooled(outcomes: Sequence[SearchOutcome]) -> SearchOutcome:
 
 
 def ablation_variants(base: Variant) -> list[Variant]:
-    """Each technique with and without, the rest held at `base` (same mated/non-mated sets per pair)."""
+    """Each technique with and without, from one enrolment photo without TTA (the reference,
+    `reference_of`) and the rest held at `base` (same mated/non-mated sets per pair)."""
+    base = replace(base, flip=False, enrol_images=1, template="each")
     vs = [
-        replace(base, name="baseline (production: 1 image, gate 0.3, no TTA)"),
+        replace(base, name="one photo, gate 0.3, no TTA (the earlier production)"),
         replace(base, name="flip TTA", flip=True),
         replace(base, name="no quality gate", gate=None),
         replace(base, name="strict gate 0.5", gate=GATES["strict"]),
         replace(base, name="enrol 1 (probes from image 4)", probe_from=3),
-        replace(base, name="enrol 3, max over templates", enrol_images=3, probe_from=3),
+        replace(base, name="enrol 3, max over templates", enrol_images=3, template="each", probe_from=3),
         replace(base, name="enrol 3, mean template", enrol_images=3, template="mean", probe_from=3),
     ]
     vs += [replace(base, name=f"gate {g}", gate=g) for g in GATE_SWEEP]
@@ -279,17 +287,19 @@ def ablation_variants(base: Variant) -> list[Variant]:
     vs.append(replace(base, name="tracks of 3, max fusion + flip TTA", fusion=3, fusion_mode="max", flip=True))
     vs.append(replace(base, name="tracks of 3, feature fusion + flip TTA", fusion=3, fusion_mode="feature", flip=True))
     vs.append(replace(base, name="flip TTA + enrol 3 max", flip=True, enrol_images=3, probe_from=3))
-    vs.append(replace(base, name="flip TTA + enrol 3 mean", flip=True, enrol_images=3, template="mean", probe_from=3))
+    vs.append(replace(base, name="flip TTA + enrol 3 mean (production)", flip=True, enrol_images=3, template="mean",
+                      probe_from=3))
     return vs
 
 
 
 def reference_of(v: Variant, variants: Sequence[Variant]) -> Variant | None:
     """The production configuration measured on the same searches as `v` (same track size and
-    probe images): single crops, gate 0.3, no TTA, one enrolment photo, the production fusion."""
+    probe images) before mean templates and flip TTA: gate 0.3, no TTA, one enrolment photo, the
+    production fusion."""
     for r in variants:
         if (r != v and r.fusion == v.fusion and r.probe_from == v.probe_from and not r.flip
-                and r.gate == DEFAULT_MIN_QUALITY and r.enrol_images == 1 and r.template == "max"
+                and r.gate == DEFAULT_MIN_QUALITY and r.enrol_images == 1 and r.template == "each"
                 and r.fusion_mode == PRODUCTION_FUSION):
             return r
     return None
@@ -317,10 +327,12 @@ def gains(outcomes: Sequence[SearchOutcome], fpirs: Sequence[float] = REPORT_FPI
 def at_shipped_threshold(o: SearchOutcome) -> dict[str, Any] | None:
     """The rates a deployment of this list's size would get from the shipped calibration table
     (read before this run may rewrite it): the table's threshold, measured on this run's searches."""
-    if o.variant.fusion != 1 or o.variant.flip or o.variant.gate != DEFAULT_MIN_QUALITY:
+    v = o.variant
+    if (v.fusion != 1 or v.flip != PRODUCTION_FLIP_TTA or v.template != PRODUCTION_TEMPLATE
+            or v.gate != DEFAULT_MIN_QUALITY):
         return None  # the table is for the production pipeline's single crops
     try:
-        t = CalibrationTable.load().threshold(OPERATING_FPIR, max(o.watchlist_size, 1))
+        t = shipped_table().threshold(OPERATING_FPIR, max(o.watchlist_size, 1))
     except CalibrationError:
         return None
     return o.result.at_threshold(t, OPERATING_FPIR).to_dict()

@@ -32,7 +32,17 @@ from lfr_core.calibration import shipped_table
 from lfr_core.contracts import CropMessage
 from lfr_core.face.detect import Detection
 from lfr_core.face.image import decode_jpeg
-from lfr_core.matching import FUSION_MODES, Decision, Thresholds, WatchlistIndex, decide
+from lfr_core.matching import (
+    FUSION_MODES,
+    PRODUCTION_FLIP_TTA,
+    PRODUCTION_TEMPLATE,
+    Decision,
+    Thresholds,
+    WatchlistIndex,
+    decide,
+    person_templates,
+)
+from lfr_eval.calibrate import ENROL_PHOTOS
 from lfr_eval.datasets import read_lfw_manifest
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.fusion import track_top1
@@ -171,10 +181,20 @@ def measure_video(
     rng.shuffle(walkers)
 
     emb = Embeddings(log=say)
-    emb.enrol(by_id[p][0] for p in listed)
-    enrolled = [(p, e) for p in listed if not isinstance(e := emb.enrolled[by_id[p][0]], str)]
-    index = WatchlistIndex([p for p, _ in enrolled], [p for p, _ in enrolled], np.stack([e[0] for _, e in enrolled]))
-    say(f"enrolled {len(index)} of {len(listed)} listed people; walking {len(walkers)} past the camera")
+
+    def enrol_photos(person: str) -> list[Path]:
+        # Enrolled as production enrols (`person_templates`): up to ENROL_PHOTOS, never the walking photo.
+        return [by_id[person][0], *by_id[person][2 : ENROL_PHOTOS + 1]]
+
+    emb.enrol(s for p in listed for s in enrol_photos(p))
+    ids, vecs = [], []
+    for p in listed:
+        for e in (e for s in enrol_photos(p) if not isinstance(e := emb.enrolled[s], str)):
+            ids.append(p)
+            vecs.append(e[1] if PRODUCTION_FLIP_TTA else e[0])
+    index = WatchlistIndex(*person_templates(ids, ids, np.stack(vecs), PRODUCTION_TEMPLATE))
+    say(f"enrolled {len(index)} of {len(listed)} listed people from {len(ids)} photos; "
+        f"walking {len(walkers)} past the camera")
 
     sink = CollectingSink()
     who: dict[str, str | None] = {}

@@ -1,8 +1,9 @@
 """Build a deployment's watchlist index from the images uploaded under its prefix.
 
 Per image: decode (any size) -> detect -> central face -> size check -> align; then one
-embedding call per chunk. Images that do not yield a usable face are recorded as
-`enrol_rejects` (file + reason, no biometric) instead of failing the build; no usable
+embedding call per chunk; then one template per person (`lfr_core.matching.PRODUCTION_TEMPLATE`:
+the mean of the person's photos, under their first photo's entry id). Images that do not yield a
+usable face are recorded as `enrol_rejects` (file + reason, no biometric) instead of failing the build; no usable
 face at all raises `NoUsableFacesError`, which the state machine routes to purge + Fail.
 """
 
@@ -36,6 +37,7 @@ from lfr_core.face.detect import Detection, pick_central
 from lfr_core.face.image import decode_image
 from lfr_core.layout import watchlist_entries_key, watchlist_images_prefix, watchlist_index_key
 from lfr_core.lifecycle import can_move, sources_of
+from lfr_core.matching import PRODUCTION_TEMPLATE, person_templates
 
 S = DeploymentState
 MANIFEST_NAME = "manifest.json"
@@ -62,11 +64,12 @@ class ManifestEntry(BaseModel):
 
 @dataclass(frozen=True)
 class BuildResult:
-    watchlist_size: int
+    watchlist_size: int  # people listed (index entries)
     rejected: int
+    images: int  # enrolment photos that yielded a face
 
     def to_dict(self) -> dict[str, int]:
-        return {"watchlist_size": self.watchlist_size, "rejected": self.rejected}
+        return {"watchlist_size": self.watchlist_size, "rejected": self.rejected, "images": self.images}
 
 
 def label_for(file_name: str) -> tuple[str, str]:
@@ -154,7 +157,7 @@ class BuildService:
             )
             raise NoUsableFacesError(f"none of {len(files)} watchlist image(s) yielded a usable face")
 
-        index = watchlist.build_index(entry_ids, labels, np.concatenate(chunks, axis=0))
+        index = watchlist.build_index(*person_templates(entry_ids, labels, np.concatenate(chunks), PRODUCTION_TEMPLATE))
         # Hygiene before the session starts: pairs of people the matcher will confuse at this
         # deployment's threshold (admin sees them in `lfr deployment start --wait` / status).
         confusable = index.confusable_pairs(rec.threshold)
@@ -167,7 +170,7 @@ class BuildService:
         self.deployments.update(
             deployment_id,
             {
-                "watchlist_size": len(entry_ids), "enrol_rejects": reject_docs, "index_etag": etag,
+                "watchlist_size": len(index), "enrol_rejects": reject_docs, "index_etag": etag,
                 "confusable": confusable_docs, "confusable_count": len(confusable),
             },
             expect_states=(S.BUILDING,),  # not a transition: only while still BUILDING (a stop wins)
@@ -176,12 +179,13 @@ class BuildService:
             "watchlist built",
             extra={
                 "deployment_id": deployment_id,
-                "watchlist_size": len(entry_ids),
+                "watchlist_size": len(index),
+                "images": len(entry_ids),
                 "rejected": len(rejects),
                 "confusable_pairs": len(confusable),
             },
         )
-        return BuildResult(watchlist_size=len(entry_ids), rejected=len(rejects))
+        return BuildResult(watchlist_size=len(index), rejected=len(rejects), images=len(entry_ids))
 
     def _manifest(self, key: str) -> dict[str, ManifestEntry]:
         try:

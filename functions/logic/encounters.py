@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 ENCOUNTER_ID_NAMESPACE = uuid.UUID("5d1b3a8e-2f4c-4b7a-9a61-3c0e8f2d7b15")
 ALERTED = "alerted"
 DUPLICATE = "duplicate"
+# A sighting's crop replaces the alert's only when it scores better by more than this: the same
+# crop embedded in another batch differs in the last float digits (onnxruntime's kernels depend
+# on the batch, and flip TTA adds two runs), and a replay must not republish as "a better crop".
+BETTER_CROP_MARGIN = 1e-4
 
 
 def encounter_alert_id(deployment_id: str, entry_id: str, opened_at: datetime) -> str:
@@ -136,7 +140,7 @@ class Encounters:
         if before is None:
             raise TransientStorageError("alerts.add_sighting: encounter alert vanished")
         if before.decision is None:
-            if p.similarity > before.similarity:
+            if p.similarity > before.similarity + BETTER_CROP_MARGIN:
                 better = {
                     "camera_id": msg.camera_id,
                     "track_id": msg.track_id,

@@ -11,6 +11,7 @@ from lfr_core.face.align import CROP_SIZE
 from lfr_core.face.onnx_models import cpu_session
 from lfr_core.face.onnx_models import model_path as _model_path
 from lfr_core.layout import MODEL_SFACE
+from lfr_core.matching import PRODUCTION_FLIP_TTA
 
 EMBEDDING_DIM = 128
 
@@ -33,11 +34,13 @@ class FaceEmbedder:
     """Holds one onnxruntime session; `embed` does one session.run per call, whatever the batch size."""
 
     def __init__(
-        self, model_path: str | Path | None = None, intra_op_threads: int | None = None, flip_tta: bool = False
+        self, model_path: str | Path | None = None, intra_op_threads: int | None = None,
+        flip_tta: bool = PRODUCTION_FLIP_TTA,
     ) -> None:
         # flip_tta: embed each crop and its mirror image in the same run and add the two raw
-        # features before normalising (test-time augmentation). Off by default: what it gains on
-        # lfw-dev is measured by `lfr eval --ablation` (README "Accuracy"), and it doubles the cost.
+        # features before normalising (test-time augmentation). As production by default, so the
+        # match function, the watchlist build and `lfr bench` score and cost what the calibration
+        # table was made with (`lfr_core.calibration.shipped_table` checks the table's side).
         self.flip_tta = flip_tta
         path = Path(model_path) if model_path is not None else _model_path(MODEL_SFACE)
         self._session = cpu_session(path, intra_op_threads)

@@ -87,12 +87,14 @@ def test_lfr_eval_ablation_under_cctv_measures_every_candidate_with_its_gain(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     full = json.loads((tmp_path / "out" / "eval-cctv-s0.json").read_text())
     names = [d["variant"] for d in summary["ablation"]]
-    for candidate in ("flip TTA", "gate 0.2", "gate 0.4", "enrol 3, mean template", "flip TTA + enrol 3 mean",
+    for candidate in ("flip TTA", "gate 0.2", "gate 0.4", "enrol 3, mean template",
+                      "flip TTA + enrol 3 mean (production)",
                       "tracks of 3, feature fusion (mean embedding)", "tracks of 3, quality-weighted score fusion"):
         assert candidate in names
     gains = {g["variant"]: g for g in full["gains"]}
-    assert gains["gate 0.2"]["reference"].startswith("baseline")
-    assert not any(g.startswith("baseline") for g in gains)  # production is the reference, not a candidate
+    earlier = "one photo, gate 0.3, no TTA (the earlier production)"
+    assert gains["gate 0.2"]["reference"] == earlier
+    assert earlier not in gains  # the reference, not a candidate
     assert gains["tracks of 3, feature fusion (mean embedding)"]["reference"] == "tracks of 3, max fusion"
     for g in gains.values():
         for cell in g["tpir_gain"].values():
@@ -125,6 +127,8 @@ def test_lfr_eval_pools_seeded_lists_and_rebuilds_the_table_from_the_same_pass(
     assert (out / "eval-fusion2-s3x3.json").is_file()
     table = CalibrationTable.load(table_path)
     assert table.fusion_mode == "max" and sorted(table.fused) == [2, 3]
+    # Made as production scores (`shipped_table` refuses a table made any other way).
+    assert table.pipeline["flip_tta"] is True and table.pipeline["template"] == "mean"
     for size in table.single.sizes:  # max fusion: a track of more crops needs at least the same score
         assert table.threshold(1e-2, size, 3) >= table.threshold(1e-2, size, 2) - 0.02
 

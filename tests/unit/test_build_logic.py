@@ -56,7 +56,7 @@ def test_build_indexes_faces_and_records_rejects(setup) -> None:
     store.objects[prefix + "tiny.jpg"] = _jpeg(tiny)
 
     result = build_handler_result(svc, DEP)
-    assert result == {"watchlist_size": 3, "rejected": 3}
+    assert result == {"watchlist_size": 3, "rejected": 3, "images": 3}
 
     rec = repo.get(DEP)
     assert rec is not None and rec.state == S.BUILDING  # stays until Activate
@@ -121,25 +121,30 @@ def test_build_refused_once_active(setup) -> None:
         svc.build(DEP)
 
 
-def test_several_images_of_one_person_enrol_as_templates_of_one_label(setup) -> None:
-    """Multi-image enrolment: each image is a template of its person; a probe is scored against the
-    best of them (max over templates, README "Accuracy"), so more photos can only raise a mated score."""
+def test_several_images_of_one_person_enrol_as_one_mean_template(setup) -> None:
+    """Multi-image enrolment: a person's photos become one entry, the re-normalised mean of their
+    embeddings (README "Accuracy"), under the first photo's entry id; the list's size is people."""
     from tests.unit.functions_support import aligned_crop
 
-    svc, _repo, store = setup
+    svc, repo, store = setup
     prefix = watchlist_images_prefix(DEP)
     for n in (1, 2, 3):
         store.objects[prefix + f"Colin_Powell_000{n}.jpg"] = lfw_image("Colin_Powell", n).read_bytes()
     store.objects[prefix + "Ariel_Sharon_0001.jpg"] = lfw_image("Ariel_Sharon", 1).read_bytes()
-    assert build_handler_result(svc, DEP) == {"watchlist_size": 4, "rejected": 0}
+    assert build_handler_result(svc, DEP) == {"watchlist_size": 2, "rejected": 0, "images": 4}
+    rec = repo.get(DEP)
+    assert rec is not None and rec.watchlist_size == 2
 
     index = watchlist.load_index(store.get_with_etag(watchlist_index_key(DEP))[0])
-    assert sorted(index.labels) == ["Ariel_Sharon", "Colin_Powell", "Colin_Powell", "Colin_Powell"]
+    assert sorted(zip(index.labels, index.entry_ids, strict=True)) == [("Ariel_Sharon", "Ariel_Sharon_0001"),
+                                                                      ("Colin_Powell", "Colin_Powell_0001")]
+    photos = real_embedder().embed(np.stack([aligned_crop(lfw_image("Colin_Powell", n)) for n in (1, 2, 3)]))
+    mean = photos.sum(axis=0) / np.linalg.norm(photos.sum(axis=0))
+    template = index.embeddings[index.entry_ids.index("Colin_Powell_0001")]
+    assert np.allclose(template, mean, atol=1e-3)
     probe = real_embedder().embed(aligned_crop(lfw_image("Colin_Powell", 4))[None])
     (best,) = index.top1(probe)
-    assert best.label == "Colin_Powell"
-    first_only = float(index.embeddings[index.entry_ids.index("Colin_Powell_0001")] @ probe[0])
-    assert best.score >= first_only
+    assert best.label == "Colin_Powell" and best.entry_id == "Colin_Powell_0001"
 
 
 def test_build_lists_one_person_enrolled_under_two_names_for_the_admin(setup) -> None:

@@ -43,7 +43,7 @@ def test_poison_enrolment_files_are_rejected_one_by_one(setup: Any) -> None:
 
     result = build_world.build_handler_result(svc, DEP)
 
-    assert result == {"watchlist_size": 3, "rejected": len(bad)}
+    assert result == {"watchlist_size": 3, "rejected": len(bad), "images": 3}
     rec = repo.get(DEP)
     assert rec is not None
     assert {r.file: r.reason for r in rec.enrol_rejects} == dict.fromkeys(bad, "undecodable")

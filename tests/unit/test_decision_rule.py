@@ -136,12 +136,12 @@ def _identification_path(n: int, thresholds: Thresholds, tmp: Path) -> bool:
     listed = [Sample("A", tmp / "a0.jpg")] + [Sample("A", tmp / f"a{i + 1}.jpg") for i in range(n)]
     stranger = [Sample("B", tmp / "b0.jpg")]
     split = WatchlistSplit(listed + stranger, watchlist_size=1, seed=0)
-    emb = Embeddings(with_flip=False)
+    emb = Embeddings()
     emb.enrolled[listed[0].path] = (ENTRY, ENTRY)
     for s, v in zip(listed[1:], _crops(n), strict=True):
         emb.probes[s.path] = Probe(plain=v, flip=v, quality=1.0, iod=100.0)
     emb.probes[stranger[0].path] = Probe(plain=STRANGER, flip=STRANGER, quality=1.0, iod=100.0)
-    outcome = evaluate(split, emb, Variant(gate=None, fusion=n, fusion_mode="max"))
+    outcome = evaluate(split, emb, Variant(gate=None, enrol_images=1, fusion=n, fusion_mode="max"))
     assert outcome.result.n_mated == 1 and outcome.result.mated_correct.all()
     return outcome.result.tpir(thresholds.for_crops(n)).k == 1
 

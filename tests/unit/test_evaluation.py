@@ -202,15 +202,35 @@ def test_shipped_table_is_monotone_and_covers_the_operating_point() -> None:
     assert 0.3 < threshold_for(2e-4, 600) < 0.8
 
 
-def test_flip_tta_is_mirror_invariant_and_off_by_default(built_models: Path) -> None:
+def test_a_table_made_another_way_than_production_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lfr_core.calibration as calibration
+
+    # Thresholds are false-alert rates only for scores made as production makes them.
+    assert {k: shipped_table().pipeline[k] for k in calibration.production_pipeline()} \
+        == calibration.production_pipeline()
+    for pipeline in ({"flip_tta": False, "template": "mean"}, {"flip_tta": True, "template": "each"}, {}):
+        replace(_table(), pipeline=pipeline).write(tmp_path / "t.json")
+        monkeypatch.setattr(calibration, "TABLE_PATH", tmp_path / "t.json")
+        shipped_table.cache_clear()
+        try:
+            with pytest.raises(CalibrationError, match="rebuild it"):
+                threshold_for(2e-4, 20)
+        finally:
+            monkeypatch.undo()
+            shipped_table.cache_clear()
+
+
+def test_flip_tta_is_mirror_invariant_and_on_as_production_is(built_models: Path) -> None:
     from lfr_core.face.embed import FaceEmbedder
+    from lfr_core.matching import PRODUCTION_FLIP_TTA
 
     rng = np.random.default_rng(1)
     crops = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
-    plain = FaceEmbedder()
-    tta = FaceEmbedder(flip_tta=True)
+    plain = FaceEmbedder(flip_tta=False)
+    tta = FaceEmbedder()
+    assert tta.flip_tta is PRODUCTION_FLIP_TTA is True  # what the match function and the build run
     both = plain.embed_both(crops)
-    assert np.array_equal(plain.embed(crops), both[0])  # the default path is unchanged
+    assert np.array_equal(plain.embed(crops), both[0])
     assert np.allclose(tta.embed(crops), both[1], atol=1e-6)
     # With TTA a crop and its mirror image embed to the same vector.
     assert np.allclose(tta.embed(crops), tta.embed(crops[:, :, ::-1]), atol=1e-5)
@@ -313,7 +333,7 @@ def test_errata_change_the_protocol_counts_accordingly(tmp_path: Path) -> None:
 
     def counts(samples: list[Any], size: int) -> tuple[int, int, list[str]]:
         p = WatchlistSplit(samples, size, seed=0)
-        mated = sum(len(p.mated_of(x, Variant())) for x in p.listed)
+        mated = sum(len(p.mated_of(x, Variant(enrol_images=1))) for x in p.listed)
         return mated, sum(len(p.by_person[x]) for x in p.non_mated_people()), p.listed
 
     # As labelled: Ann, Bea, Cy_Dee, Jo have 2+ images; listing all four leaves Dee_Cy and Solo.
@@ -428,8 +448,9 @@ def test_production_gain_compares_old_and_new_thresholds_on_the_same_mated_searc
 
     got = Pooled(np.array([0.1] * 99 + [0.9]), np.array([0.45, 0.55, 0.65, 0.75]), np.array([True] * 4), lists=1)
     old = _table()  # size 10 at 1e-2: threshold 0.40; size 100: 0.50
-    new = CalibrationTable("m.onnx", {}, Curve((10, 100), (1e-3, 1e-2), {"0.001": (0.5, 0.6), "0.01": (0.3, 0.7)},
-                                               (1, 1)), old.fused, "max", {})
+    new = CalibrationTable("m.onnx", dict(old.pipeline),
+                           Curve((10, 100), (1e-3, 1e-2), {"0.001": (0.5, 0.6), "0.01": (0.3, 0.7)}, (1, 1)),
+                           old.fused, "max", {})
     rows = production_gain(new, old, {1: {10: got, 100: got}}, sizes=(10, 100, 1000), targets=(1e-2,))
     by = {r["size"]: r for r in rows}
     assert set(by) == {10, 100}  # no pooled searches for 1000: no row
@@ -437,5 +458,10 @@ def test_production_gain_compares_old_and_new_thresholds_on_the_same_mated_searc
     assert by[100]["before"]["threshold"] == pytest.approx(0.5) and by[100]["before"]["tpir"]["k"] == 3
     assert by[100]["after"]["threshold"] == pytest.approx(0.7) and by[100]["after"]["tpir"]["k"] == 1
     assert by[100]["after"]["fpir"]["k"] == 1 and by[100]["after"]["fpir"]["n"] == 100
+    # A table whose scores were made another way (here: with flip TTA) has no comparable thresholds.
+    tta = replace(new, pipeline={"flip_tta": True})
+    other = production_gain(tta, old, {1: {10: got}}, sizes=(10,), targets=(1e-2,))
+    assert other[0]["before"]["threshold"] is None and "pipeline" in other[0]["before"]["why"]
+    assert other[0]["after"]["tpir"]["k"] == 4
     outside = production_gain(new, None, {1: {1000: got}}, sizes=(1000,), targets=(1e-2,))
     assert outside[0]["after"]["threshold"] is None and "above the largest" in outside[0]["after"]["why"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -271,3 +272,56 @@ def test_confusable_pairs_name_different_people_who_score_as_one() -> None:
     # The graph's candidates find the same pair.
     twins.with_graph()
     assert [(p.entry_id, p.other_entry_id) for p in twins.confusable_pairs(threshold=0.9)] == [("e14", "e18")]
+
+
+def test_mean_templates_make_one_entry_per_person_under_the_first_photo() -> None:
+    from lfr_core.matching import person_templates
+
+    rng = np.random.default_rng(11)
+    emb = rng.normal(size=(5, 128)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids, labels = ["b1", "a1", "b2", "a2", "c1"], ["B", "A", "B", "A", "C"]
+    got_ids, got_labels, got = person_templates(ids, labels, emb, "mean")
+    assert (got_ids, got_labels) == (["b1", "a1", "c1"], ["B", "A", "C"])  # first appearance order
+    b = emb[0] + emb[2]
+    assert np.allclose(got[0], b / np.linalg.norm(b), atol=1e-6)
+    assert np.allclose(got[2], emb[4], atol=1e-6)  # one photo: that photo
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    WatchlistIndex(entry_ids=got_ids, labels=got_labels, embeddings=got)  # a valid index
+    each = person_templates(ids, labels, emb, "each")
+    assert each[0] == ids and each[1] == labels and np.array_equal(each[2], emb)
+    with pytest.raises(InvalidIndexError, match="cancel out"):
+        person_templates(["x1", "x2"], ["X", "X"], np.stack([emb[0], -emb[0]]), "mean")
+    with pytest.raises(InvalidIndexError, match="3 embeddings but 2 entry ids"):
+        person_templates(["x1", "x2"], ["X", "X", "Y"], emb[:3], "mean")
+    with pytest.raises(ValueError, match="unknown template mode"):
+        person_templates(ids, labels, emb, "median")  # type: ignore[arg-type]
+
+
+def test_an_index_with_a_graph_loaded_before_the_model_does_not_crash_the_process(
+    tmp_path: Path, built_models: Path
+) -> None:
+    """The match function may read a large list's index (usearch) before its first embedding
+    (onnxruntime): that order once killed the process at onnxruntime's import (SIGSEGV)."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(50, 128)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"e{i}" for i in range(50)]
+    (tmp_path / "index.npz").write_bytes(WatchlistIndex(ids, ids, emb).with_graph(threads=1).to_npz_bytes())
+    script = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from lfr_core.matching import WatchlistIndex\n"
+        "index = WatchlistIndex.from_npz_bytes(Path(sys.argv[1]).read_bytes())\n"
+        "assert index.graph is not None\n"
+        "from lfr_core.face.embed import FaceEmbedder\n"
+        "crop = np.zeros((1, 112, 112, 3), np.uint8)\n"
+        "print(index.fused_top1_batch([FaceEmbedder().embed(crop)], 'max')[0].entry_id)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "index.npz")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-500:]}"
+    assert run.stdout.strip() in ids

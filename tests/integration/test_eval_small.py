@@ -54,7 +54,8 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
     rc = main(["eval", "--dataset", str(data), "--watchlist-size", "12", "--seed", "3", "--out", str(out), "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["mated"] >= 30 and summary["non_mated"] >= 100
+    # Up to 3 photos enrol each listed person (as production), at least one is left to search.
+    assert summary["mated"] >= 12 and summary["non_mated"] >= 100
     assert set(summary["tpir_at_fpir"]) == {"0.01", "0.001", "0.0002", "0.0001"}
     # SFace on LFW: rank-1 well above chance (1/12) and TPIR at FPIR 1e-2 high on a 12-person list.
     assert summary["rank1"] >= 0.85

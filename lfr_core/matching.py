@@ -31,7 +31,7 @@ FUSION_MODES: tuple[FusionMode, ...] = ("max", "mean")
 PRODUCTION_FUSION: FusionMode = "max"
 # How a person's enrolment photos become index entries: "each" photo its own entry (a crop is
 # held to the person's best photo), or their "mean", one entry per person (README "Accuracy",
-# "Enrolment and flip TTA": +0.19 TPIR at FPIR 2e-4 on held-apart people for 3 photos over 1).
+# "Production": +0.19 TPIR at FPIR 2e-4 on held-apart people for 3 photos over 1).
 TemplateMode = Literal["each", "mean"]
 TEMPLATE_MODES: tuple[TemplateMode, ...] = ("each", "mean")
 PRODUCTION_TEMPLATE: TemplateMode = "mean"

@@ -50,6 +50,11 @@ OPERATING_FPIR = 2e-4  # the issue's bar; NPL measured the Met at about 1 in 6,0
 ENROL_PHOTOS = 3
 
 
+def enrolled_count(images: int, photos: int = ENROL_PHOTOS) -> int:
+    """How many of a listed person's first images enrol: up to `photos`, leaving one to search."""
+    return max(1, min(photos, images - 1))
+
+
 @dataclass(frozen=True)
 class Gallery:
     """Embeddings to calibrate on, in memory only: one enrolment per person, probes per person."""
@@ -214,7 +219,7 @@ def calibrate_table(
         raise CalibrationError("calibration enrols 1+ photos as a mean template, or 1 photo as it is")
 
     def enrolled_from(p: str) -> int:
-        return min(enrol_photos, len(by[p]) - 1) if len(by[p]) > 1 else 1
+        return enrolled_count(len(by[p]), enrol_photos)
 
     emb.enrol(s.path for p in candidates for s in by[p][: enrolled_from(p)])
     emb.probe([s.path for s in samples])

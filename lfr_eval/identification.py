@@ -29,7 +29,7 @@ from lfr_core.matching import (
     person_templates,
     reaches,
 )
-from lfr_eval.calibrate import ENROL_PHOTOS, tracks_of
+from lfr_eval.calibrate import ENROL_PHOTOS, enrolled_count, tracks_of
 from lfr_eval.datasets import Sample, singletons
 from lfr_eval.embeddings import Embeddings
 from lfr_eval.fusion import track_top1
@@ -79,7 +79,7 @@ class WatchlistSplit:
 
     def enrol_of(self, person: str, v: Variant) -> list[Sample]:
         imgs = self.by_person[person]
-        return imgs[: min(v.enrol_images, len(imgs) - 1)]
+        return imgs[: enrolled_count(len(imgs), v.enrol_images)]
 
     def mated_of(self, person: str, v: Variant) -> list[Sample]:
         start = v.probe_from if v.probe_from is not None else len(self.enrol_of(person, v))

@@ -123,10 +123,15 @@ def run_eval(
                         f"{e['people']['labelled']} -> {e['people']['after']} people):")
     else:
         table(outcomes, "as labelled (no errata):")
+    gate_of = {o.variant.name: o.variant.gate for o in outcomes}
     for g in summary.get("gains", []):
         cells = "; ".join(f"{k}: {c['gain']:+.3f} ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})"
                           for k, c in g["tpir_gain"].items())
         print(f"TPIR gain of {g['variant']} over {g['reference']}: {cells}")
+        if gate_of.get(g["variant"]) != gate_of.get(g["reference"]):
+            cells = "; ".join(f"{k}: {c['gain']:+.3f} ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})"
+                              for k, c in g["tpir_gain_per_stranger"].items())
+            print(f"  ... with FPIR per stranger walking past (gated-out strangers cannot alert): {cells}")
     for key, fair in summary["fairness"].items() if has_gender else ():
         cells = "; ".join(
             f"{m.upper()} F {fair['F'][m]['k']}/{fair['F'][m]['n']} vs M {fair['M'][m]['k']}/{fair['M'][m]['n']} "

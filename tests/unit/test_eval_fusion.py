@@ -198,3 +198,26 @@ def test_each_candidate_gains_over_production_on_the_same_searches() -> None:
     cell = g["tpir_gain"]["0.001"]
     assert cell["gain"] == pytest.approx(strict.value - prod.value, abs=1e-4) and cell["gain"] < 0
     assert cell["ci95"][0] < cell["gain"] < cell["ci95"][1] and not cell["resolvable"]
+
+
+def test_per_stranger_fpir_counts_gated_out_strangers_as_passers_by_who_did_not_alert() -> None:
+    from lfr_eval.identification import gains
+
+    split, emb = _split_and_emb(np.random.default_rng(9), quality=0.9)
+    for i, path in enumerate(sorted(emb.probes)):
+        if i % 2:
+            emb.probes[path].quality = 0.35  # passes gate 0.3, not 0.4
+    vs = ablation_variants(Variant())
+    prod, strict = (evaluate(split, emb, v) for v in [vs[0], next(v for v in vs if v.name == "gate 0.4")])
+    assert strict.fta_non_mated.k > prod.fta_non_mated.k  # the stricter gate drops more strangers
+    for o in (prod, strict):
+        walked = o.per_stranger()
+        # Every stranger who walked past is in the denominator, whichever gate dropped them...
+        assert walked.n_non_mated == o.result.n_non_mated + o.fta_non_mated.k == o.fta_non_mated.n
+        # ...and a dropped one never alerts: the false alerts at any threshold are the same.
+        for t in (0.0, 0.3, 0.6):
+            assert walked.fpir(t).k == o.result.fpir(t).k
+        assert np.array_equal(walked.mated_scores, o.result.mated_scores)
+    assert prod.per_stranger().n_non_mated == strict.per_stranger().n_non_mated  # one set of passers-by
+    (g,) = gains([prod, strict])
+    assert set(g["tpir_gain_per_stranger"]) == set(g["tpir_gain"])

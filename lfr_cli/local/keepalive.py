@@ -51,6 +51,11 @@ class KeepAliveRequestHandler(MotoRequestHandler):
             track.discard(self.connection)
         super().finish()
 
+    def log_error(self, format: str, *args: Any) -> None:
+        # An idle kept-alive connection reaching IDLE_TIMEOUT_S is a normal close, not an error.
+        if not format.startswith("Request timed out"):
+            super().log_error(format, *args)
+
     def run_wsgi(self) -> None:
         length = self.headers.get("Content-Length", "0").strip()
         if (

@@ -28,6 +28,17 @@ moto's server routes each service's requests through the `url_paths` of `moto.<s
    instead of re-checking within the authorised window. `install()` replaces that one parser
    (`IsTimestamp.string_to_timestamp`); `tests/unit/test_moto_ext.py` asserts moto still has the fault.
 
+4. Cost per request, not behaviour (measured with `lfr bench --throughput`; same answers, less CPU).
+   moto 5.2's server lists its own package directory (`list_of_moto_modules`: ~200 `isdir` calls)
+   on every request to route it; the list is read once here. Its SQS `Queue` counts visible,
+   in-flight and delayed messages by reading the clock once per message per count, and computes
+   every attribute (three such scans) for each message sent and three times for each message
+   received (`is_message_valid_based_on_retention_period` reads one attribute through
+   `get_queue_attributes`): with a few hundred messages waiting, a receive of 5 cost ~15 full
+   scans. `install()` counts with one clock read per call and reads the retention period
+   directly. `tests/unit/test_moto_ext.py` checks the counts and the retention rule against
+   moto's own code.
+
 Not a patch: moto's Step Functions engine is switched on with its documented config
 (`/moto-api/config`, `stepfunctions.execute_state_machine`), see `server.enable_state_machine_execution`.
 """
@@ -161,6 +172,54 @@ def rfc3339_timestamp(value: str) -> datetime | None:
     return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
+def _visible_messages(queue: Any) -> list[Any]:
+    """`Queue.messages` (visible and not delayed), one clock read for the whole scan."""
+    from moto.sqs import models
+
+    now = models.unix_time_millis()
+    return [m for m in queue._messages if now > m.visible_at and not now < m.delayed_until]
+
+
+def _count_not_visible(queue: Any) -> int:
+    from moto.sqs import models
+
+    now = models.unix_time_millis()
+    return sum(1 for m in queue._messages if not now > m.visible_at)
+
+
+def _count_delayed(queue: Any) -> int:
+    from moto.sqs import models
+
+    now = models.unix_time_millis()
+    return sum(1 for m in queue._messages if now < m.delayed_until)
+
+
+def _retention_ok(backend: Any, queue_name: str, message: Any) -> bool:
+    """moto's `is_message_valid_based_on_retention_period`, reading the one attribute it needs."""
+    from moto.sqs import models
+
+    retention_period = backend.get_queue(queue_name).message_retention_period
+    return bool(retention_period + message.sent_timestamp / 1000 > models.unix_time())
+
+
+def _install_cost_patches() -> None:
+    from moto import backends
+    from moto.sqs import models
+
+    if "list_of_moto_modules" not in _upstream:
+        _upstream["list_of_moto_modules"] = backends.list_of_moto_modules
+        modules = tuple(backends.list_of_moto_modules())  # moto's installed package: fixed while running
+        backends.list_of_moto_modules = lambda: modules
+    queue = models.Queue
+    if "queue_messages" not in _upstream:
+        _upstream["queue_messages"] = queue.messages.fget  # type: ignore[attr-defined]
+        _upstream["retention_ok"] = models.SQSBackend.is_message_valid_based_on_retention_period
+        queue.messages = property(_visible_messages)  # type: ignore[method-assign,assignment]
+        queue.approximate_number_of_messages_not_visible = property(_count_not_visible)  # type: ignore[method-assign,assignment]
+        queue.approximate_number_of_messages_delayed = property(_count_delayed)  # type: ignore[method-assign,assignment]
+        models.SQSBackend.is_message_valid_based_on_retention_period = _retention_ok  # type: ignore[method-assign,assignment]
+
+
 def install() -> None:
     """Register the subclasses in moto's URL maps; idempotent, before the server handles a request."""
     from moto.awslambda import urls as lambda_urls
@@ -174,6 +233,7 @@ def install() -> None:
         _upstream["string_to_timestamp"] = current  # kept for the upstream-fault test
     is_operator.IsTimestamp.string_to_timestamp = staticmethod(rfc3339_timestamp)  # type: ignore[method-assign,assignment]
 
+    _install_cost_patches()
     cfn_urls.url_paths["{0}/$"] = LocalCloudFormationResponse.dispatch
     for path in list(lambda_urls.url_paths):
         if "/invocations" in path:

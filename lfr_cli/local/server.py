@@ -64,7 +64,7 @@ def make_client(service: str, endpoint: str, region: str = REGION, **config: Any
 
 
 class MotoServer:
-    """moto's threaded server on a free loopback port, in this process.
+    """moto's threaded server on a free loopback port, in this process (with keep-alive: `keepalive`).
 
     In-process matters: the local stack registers its moto extensions (`moto_ext`: Lambda invokes
     run in the local runtime) and detaches moto's own SQS->Lambda invoker (`esm`).
@@ -77,7 +77,7 @@ class MotoServer:
         self.endpoint = ""
 
     def start(self) -> str:
-        from moto.server import ThreadedMotoServer
+        from lfr_cli.local.keepalive import KeepAliveMotoServer
 
         # One access-log line per SDK call drowns everything else.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -86,7 +86,7 @@ class MotoServer:
 
         moto_ext.install()
         # port 0: the OS picks a free port, so parallel test runs never collide.
-        self._server = ThreadedMotoServer(ip_address=LOOPBACK, port=self._port, verbose=False)
+        self._server = KeepAliveMotoServer(ip_address=LOOPBACK, port=self._port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"

@@ -8,6 +8,7 @@ When one fails, moto has fixed that fault: delete the matching part of `moto_ext
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -19,7 +20,8 @@ from moto.cloudformation.utils import get_stack_from_s3_url
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from lfr_cli.local.moto_ext import path_style_template_url
-from lfr_cli.local.server import MotoServer
+from lfr_cli.local.server import ACCOUNT_ID as ACCOUNT
+from lfr_cli.local.server import MotoServer, moto_config
 
 REGION: Final = "eu-west-2"
 
@@ -164,3 +166,76 @@ def test_choice_timestamps_are_rfc3339_in_utc() -> None:
     assert a is not None and b is not None and a < b and c == b.replace(microsecond=500000)
     for not_one in ("2026-12-03", "2026-12-03T09:05:16", "soon", "2026-12-03t09:05:16Z"):
         assert rfc3339_timestamp(not_one) is None, not_one
+
+
+def test_queue_counts_and_retention_answer_as_motos_own_code() -> None:
+    """install()'s cheaper SQS counts and retention check (moto_ext item 4) give moto's answers."""
+    from moto.sqs.models import sqs_backends
+
+    from lfr_cli.local import moto_ext
+
+    with MotoServer() as server:
+        sqs = server.client("sqs")
+        url = sqs.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+        for i in range(5):
+            sqs.send_message(QueueUrl=url, MessageBody=str(i))
+        sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=30)
+        taken = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2)["Messages"]
+        assert len(taken) == 2
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"],
+                attrs["ApproximateNumberOfMessagesDelayed"]) == ("3", "2", "1")
+        backend = sqs_backends[ACCOUNT][REGION]
+        queue = backend.get_queue("q")
+        assert queue.messages == moto_ext._upstream["queue_messages"](queue)
+        # A message past the queue's retention period is not delivered, by either check.
+        old = queue.messages[0]
+        old.sent_timestamp = int(old.sent_timestamp or 0) - 61_000  # type: ignore[assignment]
+        assert moto_ext._upstream["retention_ok"](backend, "q", old) is False
+        assert backend.is_message_valid_based_on_retention_period("q", old) is False
+        fresh = queue.messages[1]
+        assert moto_ext._upstream["retention_ok"](backend, "q", fresh) is True
+        assert backend.is_message_valid_based_on_retention_period("q", fresh) is True
+
+
+def test_the_server_keeps_connections_alive_and_closes_them_when_stopped() -> None:
+    """Many SDK calls share one connection (lfr_cli/local/keepalive.py); stopping ends it."""
+    import socket
+
+    server = MotoServer()
+    server.start()
+    try:
+        s3 = server.client("s3")
+        s3.create_bucket(Bucket="kept-alive", CreateBucketConfiguration={"LocationConstraint": REGION})
+        body = bytes(range(256)) * 4096  # 1 MiB: bodies are read in full before the next request
+        for i in range(5):
+            s3.put_object(Bucket="kept-alive", Key=f"k{i}", Body=body)
+            assert s3.get_object(Bucket="kept-alive", Key=f"k{i}")["Body"].read() == body
+        assert s3.head_object(Bucket="kept-alive", Key="k0")["ContentLength"] == len(body)
+        with pytest.raises(Exception, match=r"404|Not Found"):
+            s3.head_object(Bucket="kept-alive", Key="missing")
+        assert s3.get_object(Bucket="kept-alive", Key="k1", Range="bytes=0-9")["Body"].read() == body[:10]
+        connections = server._server._server.lfr_connections
+        assert len(connections) == 1
+        # Requests written back to back on one socket, the first with a body: each is answered in
+        # turn (the body was read exactly, not taken for the next request line, nor drained away).
+        host, port = server.endpoint.removeprefix("http://").split(":")
+        update = json.dumps({"batch": {"use_docker": False}}).encode()
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(
+                f"POST /moto-api/config HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(update)}\r\n\r\n".encode() + update
+                + f"GET /moto-api/config HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            )
+            got = b""
+            while got.count(b"HTTP/1.1 201") < 2 or not got.endswith(b"}"):
+                chunk = raw.recv(65536)
+                assert chunk, got
+                got += chunk
+        second = json.loads(got.split(b"\r\n\r\n")[-1])
+        assert second["batch"]["use_docker"] is False
+    finally:
+        moto_config(server.endpoint, {"batch": {"use_docker": True}})  # moto's config is per process
+        server.stop()
+    time.sleep(0.2)
+    assert not connections

@@ -208,7 +208,7 @@ def test_per_stranger_fpir_counts_gated_out_strangers_as_passers_by_who_did_not_
         if i % 2:
             emb.probes[path].quality = 0.35  # passes gate 0.3, not 0.4
     vs = ablation_variants(Variant())
-    prod, strict = (evaluate(split, emb, v) for v in [vs[0], next(v for v in vs if v.name == "gate 0.4")])
+    prod, strict = (evaluate(split, emb, v) for v in [vs[0], next(v for v in vs if v.name == "gate 0.4")])  # type: ignore[arg-type]
     assert strict.fta_non_mated.k > prod.fta_non_mated.k  # the stricter gate drops more strangers
     for o in (prod, strict):
         walked = o.per_stranger()

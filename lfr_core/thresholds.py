@@ -38,6 +38,12 @@ against the calibration table's threshold for that track size at the FPIR 0.55 h
 (`CalibrationTable.track_thresholds`), so a person walking past is no more likely to raise a false
 alert than one crop of them was; each crop alone at 0.55 would have let a track try up to 3 times.
 
+Since production enrols a mean template with flip TTA (`lfr_core.matching`), the table above is
+for the earlier pipeline (one photo, no TTA). Under the current one 0.55 stays on the safe side:
+the rebuilt calibration table gives 0.491 for FPIR 1e-4 at 20 people, so 0.55 is stricter still and
+costs recall (`make demo` found 8 of 10 listed walkers at 0.55). A deployment should state its
+target FPIR (`--target-fpir`) and take the calibrated thresholds instead.
+
 LFW is not representative of the population (few children, older people, women; little ethnic
 diversity); these numbers do not establish fitness for operational use.
 """

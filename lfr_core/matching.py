@@ -259,7 +259,7 @@ class WatchlistIndex:
         if self.graph is not None:
             return [self._fused_top1_candidates(b, mode) for b in self._candidate_blocks(blocks)]
         scores = np.concatenate(blocks) @ self.embeddings.T  # (all crops, entries)
-        per_person = self._per_person(scores)  # (all crops, persons)
+        per_person = self.per_person(scores)  # (all crops, persons)
         codes, _, unique = self._persons()
         hits: list[Hit] = []
         start = 0
@@ -336,14 +336,19 @@ class WatchlistIndex:
         entry = int(entries[mine[np.argmax(scores[:, mine].sum(axis=0))]])
         return Hit(index=entry, entry_id=self.entry_ids[entry], label=self.labels[entry], score=float(fused[best]))
 
-    def _per_person(self, scores: np.ndarray) -> np.ndarray:
-        """(queries, entries) -> (queries, persons): each person's best template per query."""
+    def per_person(self, scores: np.ndarray) -> np.ndarray:
+        """(queries, entries) -> (queries, persons): each person's best template per query, the
+        persons in `person_codes` order."""
         codes, _, unique = self._persons()
         if unique:
             return scores  # entry i is person i: nothing to reduce
         order = self._person_order()
         starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
         return np.maximum.reduceat(scores[:, order], starts, axis=1)
+
+    def person_codes(self) -> np.ndarray:
+        """Each entry's person as an integer (the column of `per_person` that holds them)."""
+        return self._persons()[0]
 
     def _persons(self) -> tuple[np.ndarray, int, bool]:
         """Each entry's person as an integer (first appearance order), their count, and

@@ -51,14 +51,9 @@ def track_top1(index: WatchlistIndex, crops: np.ndarray, qualities: Sequence[flo
         if w.size != len(crops):
             raise ValueError(f"{len(crops)} crops but {w.size} qualities")
         scores = np.asarray(crops, dtype=np.float32) @ index.embeddings.T  # (crops, entries)
-        labels = np.asarray(index.labels)
-        _, codes = np.unique(labels, return_inverse=True)
-        order = np.argsort(codes, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
-        per_person = np.maximum.reduceat(scores[:, order], starts, axis=1)  # each person's best template per crop
-        fused = w @ per_person
+        fused = w @ index.per_person(scores)  # each person's best template per crop, weighted
         best = int(np.argmax(fused))
-        mine = np.flatnonzero(codes == best)
+        mine = np.flatnonzero(index.person_codes() == best)
         entry = int(mine[np.argmax(w @ scores[:, mine])])
         return Hit(index=entry, entry_id=index.entry_ids[entry], label=index.labels[entry], score=float(fused[best]))
     raise ValueError(f"unknown fusion mode {mode!r} ({', '.join(ALL_FUSIONS)})")

@@ -50,7 +50,6 @@ REQUIREMENTS: tuple[str, ...] = (
     "onnxruntime>=1.18",
     "pydantic>=2.7,<3",
     "aws-lambda-powertools>=3.0,<4",
-    "usearch>=2.26,<3",  # 56 MiB with numkong; pynndescent's numba/llvmlite/scipy: 323 MiB (lfr_core/ann.py)
 )
 
 

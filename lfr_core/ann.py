@@ -1,85 +1,182 @@
-"""Approximate candidates for very large watchlists: a usearch HNSW graph over the index's entries.
+"""Candidates for very large watchlists: an int8 copy of the gallery, scanned whole, with a proven
+error bound, so the exact best entry is always among the candidates.
 
-Used only above `ANN_MIN_ENTRIES` (below it one exact matrix product per batch is faster than any
-graph walk: `lfr bench` measures the crossover). The graph proposes candidates; the decision is
-always re-scored exactly over every template of every candidate person
-(`WatchlistIndex.fused_top1_batch`), so it equals exact search's whenever the best entry is among
-the candidates.
+Used only above `SCAN_MIN_ENTRIES` (below it one float32 matrix product per batch is as fast:
+`lfr bench` measures both). The scan reads a quarter of the bytes of the float32 gallery, through
+onnxruntime's int8 matrix product (`MatMulInteger`, the tiny model `layers.face_models` builds:
+numpy has no int8 BLAS). Every score it computes is within `margin` of the exact cosine (the
+quantisation error bound below), so every entry whose int8 score is within two margins of the
+query's best int8 score is a candidate, and the exact best entry is always one of them: the
+decision, re-scored exactly over the candidates' persons (`WatchlistIndex.fused_top1_batch`),
+equals exact search's for every single crop and under max fusion (production's), by construction
+rather than by a measured recall. Measured on real SFace embeddings a query has 1 candidate at
+the median and ~40 at the 99th percentile (README "Performance and cost").
 
-Why usearch and not pynndescent (which the design first named): pynndescent needs numba, llvmlite,
-scipy and scikit-learn, 323 MiB unzipped for Lambda's Python 3.12, over the 250 MiB that a function
-and its layers may hold together, before onnxruntime; and its numba JIT is a cold-start cost.
-usearch (with its numkong kernels, 56 MiB in the layer) has no JIT, and its graph is serialised
-with the watchlist at build time and restored in milliseconds. Measured recall and speed: README "Performance".
+Why not a graph (pynndescent as the design first named, or usearch's HNSW): measured on real
+embeddings among Gaussian distractors, usearch found the exact best entry for only 83% of mated
+queries at 100k and 58% at 1M, which would lose listed people; pynndescent needs numba, llvmlite,
+scipy and scikit-learn, 323 MiB for Lambda's Python, over the 250 MiB a function and its layers
+may hold, and its numba JIT is a cold-start cost. The scan needs nothing beyond onnxruntime.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-# Above this many entries the builder adds a graph to the index artifact. Set above the largest
-# watchlist a deployment may authorise (100,000), so production always searches exactly: measured
-# on real embeddings the graph's recall of the exact best entry was 0.83 at 100k and 0.58 at 1M
-# (README "Performance and cost"), which would lose listed people.
-ANN_MIN_ENTRIES = 200_000
-# Candidates per crop and the graph's search breadth (`lfr bench` measures the recall they give).
-ANN_CANDIDATES = 32
-ANN_EXPANSION_SEARCH = 128
-ANN_CONNECTIVITY = 16
-ANN_EXPANSION_ADD = 128
+from lfr_core.errors import InvalidIndexError
+from lfr_core.layout import MODEL_GALLERY_SCAN
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+# From this many entries the builder adds the int8 scan to the index artifact (measured crossover,
+# README "Performance and cost": at 100k it is already faster, batched and alone); below it the
+# float32 product is as fast and needs no second copy.
+SCAN_MIN_ENTRIES = 100_000
+# Entries per MatMulInteger call: the (crops, block) int32 scores of a 10x3-crop batch stay within
+# a core's cache while they are reduced, instead of a (30, 1M) matrix through memory.
+SCAN_BLOCK = 16_384
+# The query's int8 codes are unsigned with this zero point (MatMulInteger takes uint8 x int8).
+_QUERY_ZERO_POINT = 128
+# Float32 re-scoring rounds differently from the full product (summation order): a cut this much
+# looser keeps the exact best a candidate whatever the order.
+_ROUNDING_SLACK = 1e-5
 
 
-def _import_usearch() -> Any:
-    # onnxruntime first: importing it after usearch kills the process with SIGSEGV (onnxruntime
-    # 1.32, usearch 2.26; tests/unit/test_matching.py), and a match function may read a large
-    # list's index before its first embedding.
-    import onnxruntime  # noqa: F401
-    from usearch.index import Index  # imported only where a large watchlist needs it
+@dataclass(frozen=True)
+class ScanBounds:
+    """What the proof of the margin needs about the gallery, fixed when it is quantised."""
 
-    return Index
+    scale: float  # int8 code = rint(value * scale)
+    max_component_error: float  # max |value - code / scale| over the whole gallery
+    max_code_l1: float  # max over entries of sum |code / scale|
 
-
-class GraphCandidates:
-    """HNSW over L2-normalised embeddings (inner product), stored as f16 in the graph."""
-
-    def __init__(self, graph: object) -> None:
-        self._graph = graph
+    def as_array(self) -> np.ndarray:
+        return np.array([self.scale, self.max_component_error, self.max_code_l1], dtype=np.float64)
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, threads: int = 0) -> GraphCandidates:
-        graph = _import_usearch()(
-            ndim=embeddings.shape[1],
-            metric="ip",
-            dtype="f16",
-            connectivity=ANN_CONNECTIVITY,
-            expansion_add=ANN_EXPANSION_ADD,
-            expansion_search=ANN_EXPANSION_SEARCH,
+    def from_array(cls, values: np.ndarray) -> ScanBounds:
+        if values.shape != (3,) or not np.all(np.isfinite(values)) or values[0] <= 0 or np.any(values < 0):
+            raise InvalidIndexError("int8 scan bounds must be three finite non-negative numbers, scale > 0")
+        return cls(float(values[0]), float(values[1]), float(values[2]))
+
+
+class QuantisedScan:
+    """The gallery as int8 blocks `(blocks, dim, SCAN_BLOCK)` (transposed for MatMulInteger, the
+    last block padded with zero codes that are never reported)."""
+
+    def __init__(self, blocks: np.ndarray, entries: int, bounds: ScanBounds) -> None:
+        if blocks.dtype != np.int8 or blocks.ndim != 3 or blocks.shape[2] != SCAN_BLOCK:
+            raise InvalidIndexError(f"int8 scan blocks must be int8 (blocks, dim, {SCAN_BLOCK})")
+        if not (blocks.shape[0] - 1) * SCAN_BLOCK < entries <= blocks.shape[0] * SCAN_BLOCK:
+            raise InvalidIndexError(f"int8 scan has {blocks.shape[0]} blocks for {entries} entries")
+        self.blocks = blocks
+        self.entries = entries
+        self.bounds = bounds
+        self._session: ort.InferenceSession | None = None
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray) -> QuantisedScan:
+        """Quantise L2-normalised float32 embeddings (N, D) with one symmetric scale."""
+        n, dim = embeddings.shape
+        scale = 127.0 / float(np.abs(embeddings).max())
+        codes = np.clip(np.rint(embeddings * scale), -127, 127).astype(np.int8)
+        restored = codes.astype(np.float32) / np.float32(scale)
+        bounds = ScanBounds(
+            scale=scale,
+            max_component_error=float(np.abs(embeddings - restored).max()),
+            max_code_l1=float(np.abs(restored).sum(axis=1).max()),
         )
-        graph.add(np.arange(embeddings.shape[0], dtype=np.uint64), embeddings, threads=threads)
-        return cls(graph)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> GraphCandidates:
-        graph = _import_usearch().restore(data)
-        if graph is None:
-            raise ValueError("not a usearch graph")
-        graph.expansion_search = ANN_EXPANSION_SEARCH
-        return cls(graph)
-
-    def to_bytes(self) -> bytes:
-        return bytes(self._graph.save())  # type: ignore[attr-defined]
+        n_blocks = -(-n // SCAN_BLOCK)
+        padded = np.zeros((n_blocks * SCAN_BLOCK, dim), dtype=np.int8)
+        padded[:n] = codes
+        blocks = np.ascontiguousarray(padded.reshape(n_blocks, SCAN_BLOCK, dim).transpose(0, 2, 1))
+        return cls(blocks, n, bounds)
 
     def __len__(self) -> int:
-        return len(self._graph)  # type: ignore[arg-type]
+        return self.entries
 
-    def candidates(self, queries: np.ndarray, k: int = ANN_CANDIDATES) -> np.ndarray:
-        """(M, D) -> (M, k) entry indices (fewer valid ones are padded with the first)."""
-        found = self._graph.search(queries, k, threads=1)  # type: ignore[attr-defined]
-        keys = np.asarray(found.keys, dtype=np.int64).reshape(queries.shape[0], -1)
-        # One query gives usearch's Matches (its length is the count), several its BatchMatches.
-        counts = np.asarray(found.counts).reshape(-1) if hasattr(found, "counts") else np.array([len(found)])
-        for row, n in enumerate(counts):
-            keys[row, n:] = keys[row, 0]
-        return keys
+    def check_codes(self, embeddings: np.ndarray, every: int = 997) -> None:
+        """Spot-check that the codes are this gallery's (a sample, so a 1M load stays fast): codes
+        of another gallery would void the error bound, and with it the exact decision."""
+        rows = np.arange(0, self.entries, every)
+        expected = np.clip(np.rint(embeddings[rows] * self.bounds.scale), -127, 127).astype(np.int8)
+        got = self.blocks[rows // SCAN_BLOCK, :, rows % SCAN_BLOCK]
+        if not np.array_equal(got, expected):
+            raise InvalidIndexError("int8 scan codes do not match the index's embeddings")
+
+    def _run(self, query_codes: np.ndarray, block: np.ndarray) -> np.ndarray:
+        if self._session is None:
+            # Imported here: only a large watchlist's index needs the scan model.
+            from lfr_core.face.onnx_models import cpu_session, model_path
+
+            # One thread: the match function's CPU share at its memory (infra/constants.py), and
+            # spinning threads beside the embedder's would only contend for that core.
+            self._session = cpu_session(model_path(MODEL_GALLERY_SCAN), intra_op_threads=1)
+        out = self._session.run(None, {"queries": query_codes, "gallery": block})
+        return np.asarray(out[0])
+
+    def _quantise_queries(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 codes, each query's scale, and each score's error bound (in cosine units).
+
+        |q.g - q'.g'| <= |q.(g - g')| + |(q - q').g'| <= |q|_1 e_g + |g'|_1 e_q, with g' and q' the
+        dequantised codes and e_* their largest component error.
+        """
+        peak = np.abs(queries).max(axis=1)
+        q_scale = 127.0 / np.where(peak > 0, peak, 1.0)
+        signed = np.clip(np.rint(queries * q_scale[:, None]), -127, 127)
+        q_error = np.abs(queries - signed / q_scale[:, None]).max(axis=1)
+        margin = (
+            np.abs(queries).sum(axis=1) * self.bounds.max_component_error + self.bounds.max_code_l1 * q_error
+        )
+        return (signed + _QUERY_ZERO_POINT).astype(np.uint8), q_scale, margin + _ROUNDING_SLACK
+
+    def _scan(self, queries: np.ndarray, floor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(query row, entry) pairs that may reach the query's exact best score (floor None) or
+        may score at least `floor` (per query). One pass over the int8 blocks."""
+        codes, q_scale, margin = self._quantise_queries(np.asarray(queries, dtype=np.float32))
+        to_int = q_scale * self.bounds.scale  # cosine -> int32 score units, per query
+        if floor is None:
+            best = np.full(len(codes), np.iinfo(np.int64).min // 2, dtype=np.int64)
+            slack = np.ceil(2 * margin * to_int).astype(np.int64)
+        else:
+            cut = np.floor((floor - margin) * to_int).astype(np.int64)
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for b, block in enumerate(self.blocks):
+            scores = self._run(codes, block)
+            if b == len(self.blocks) - 1:
+                scores = scores[:, : self.entries - b * SCAN_BLOCK]  # the padding is not an entry
+            block_best = scores.max(axis=1)
+            if floor is None:
+                best = np.maximum(best, block_best)
+                cut = best - slack  # the running best only rises: this cut is loose, then tightened
+            hit = np.flatnonzero(block_best >= cut)  # most blocks hold no candidate for any query
+            if hit.size == 0:
+                continue
+            r, c = np.nonzero(scores[hit] >= cut[hit, None])
+            r = hit[r]
+            rows.append(r)
+            cols.append(c + b * SCAN_BLOCK)
+            values.append(scores[r, c])
+        if not rows:  # only with a floor no entry may reach
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(values)
+        if floor is None:
+            keep = v >= (best - slack)[r]
+            r, c = r[keep], c[keep]
+        return r, c
+
+    def candidates(self, queries: np.ndarray) -> list[np.ndarray]:
+        """Per query, the entries that may be its exact best (always including the exact best)."""
+        r, c = self._scan(queries, None)
+        order = np.argsort(r, kind="stable")
+        return np.split(c[order], np.searchsorted(r[order], np.arange(1, len(queries))))
+
+    def at_least(self, queries: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """(query row, entry) pairs that may score at least `floor` (every pair that does is here)."""
+        return self._scan(queries, np.full(len(queries), floor, dtype=np.float64))

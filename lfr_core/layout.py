@@ -9,6 +9,8 @@ from __future__ import annotations
 MODEL_SFACE = "sface_2021dec_fp32.onnx"
 # fp32 with dynamic H/W, built by layers.face_models from the int8 original so onnxruntime can run it.
 MODEL_YUNET = "yunet_2023mar_fp32.onnx"
+# int8 queries x int8 gallery block -> int32 scores (MatMulInteger), for `lfr_core.ann.QuantisedScan`.
+MODEL_GALLERY_SCAN = "gallery_scan_int8.onnx"
 
 
 def deployment_prefix(deployment_id: str) -> str:

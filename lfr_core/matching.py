@@ -1,8 +1,9 @@
 """The watchlist index: an npz artifact of normalised embeddings, and top-1 cosine search over it.
 
 Track decisions (`fused_top1_batch`) are exact: one matrix product per batch. For very large
-watchlists the artifact also carries an approximate graph (`lfr_core.ann`, built with the
-watchlist, never in a cold start) that proposes candidate persons, which are then re-scored exactly.
+watchlists the artifact also carries an int8 copy of the gallery (`lfr_core.ann`, built with the
+watchlist, never in a cold start) whose scan proposes candidate persons with a proven error bound;
+they are then re-scored exactly, so the decision is exact search's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from lfr_core.ann import GraphCandidates
+from lfr_core.ann import QuantisedScan, ScanBounds
 from lfr_core.contracts import MAX_TRACK_CROPS
 from lfr_core.errors import InvalidIndexError
 from lfr_core.layout import MODEL_SFACE
@@ -24,7 +25,9 @@ EMBEDDING_DIM = 128
 INDEX_FORMAT_VERSION = 1
 _NORM_TOLERANCE = 1e-3
 _KEYS = frozenset({"format_version", "entry_ids", "labels", "embeddings", "model"})
-_GRAPH_KEY = "candidate_graph"  # optional: the serialised `lfr_core.ann` graph of a large watchlist
+# Optional: a large watchlist's int8 scan (`lfr_core.ann`), its blocks and the bounds of its error.
+_SCAN_BLOCKS_KEY = "scan_blocks"
+_SCAN_BOUNDS_KEY = "scan_bounds"
 FusionMode = Literal["max", "mean"]
 FUSION_MODES: tuple[FusionMode, ...] = ("max", "mean")
 # How production fuses a track's crops (README "Accuracy", "Track fusion" says why this one).
@@ -63,11 +66,16 @@ class ExactSearcher:
         return idx.astype(np.int64), best.astype(np.float32)
 
 
-def _check_embeddings(emb: np.ndarray, what: str) -> None:
+def _check_embeddings(emb: np.ndarray, what: str) -> np.ndarray:
+    """Shape and finiteness; returns each row's squared norm (a non-finite value makes its row's
+    sum non-finite, so one pass checks both: at 1M entries that is 0.1 s of a cold start, not 2)."""
     if emb.ndim != 2 or emb.shape[1] != EMBEDDING_DIM:
         raise InvalidIndexError(f"{what} must be (N, {EMBEDDING_DIM}), got {emb.shape}")
-    if not np.all(np.isfinite(emb)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        squared = np.einsum("ij,ij->i", emb, emb)
+    if not np.all(np.isfinite(squared)):
         raise InvalidIndexError(f"{what} contain non-finite values")
+    return squared
 
 
 def fuse_scores(scores: np.ndarray, mode: str) -> np.ndarray:
@@ -187,8 +195,9 @@ class WatchlistIndex:
     # Each entry's person as an integer, for fusing per person (built once, on first use).
     _codes: tuple[np.ndarray, int] | None = field(default=None, init=False, repr=False, compare=False)
     _order: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
-    # Candidates for very large watchlists (None: every decision scans every entry).
-    graph: GraphCandidates | None = field(default=None, repr=False, compare=False)
+    _bounds: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    # Candidates for very large watchlists (None: every decision is one float32 product).
+    scan: QuantisedScan | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.entry_ids = [str(e) for e in self.entry_ids]
@@ -197,7 +206,7 @@ class WatchlistIndex:
         if not np.issubdtype(emb.dtype, np.floating):
             raise InvalidIndexError(f"embeddings must be floating point, got {emb.dtype}")
         self.embeddings = np.ascontiguousarray(emb, dtype=np.float32)
-        _check_embeddings(self.embeddings, "embeddings")
+        squared_norms = _check_embeddings(self.embeddings, "embeddings")
         n = self.embeddings.shape[0]
         if n == 0:
             raise InvalidIndexError("a watchlist index needs at least one entry")
@@ -205,8 +214,7 @@ class WatchlistIndex:
             raise InvalidIndexError(f"{n} embeddings but {len(self.entry_ids)} entry ids and {len(self.labels)} labels")
         if len(set(self.entry_ids)) != n:
             raise InvalidIndexError("entry ids are not unique")
-        norms = np.linalg.norm(self.embeddings, axis=1)
-        if np.any(np.abs(norms - 1.0) > _NORM_TOLERANCE):
+        if np.any(np.abs(np.sqrt(squared_norms) - 1.0) > _NORM_TOLERANCE):
             raise InvalidIndexError("embeddings are not L2-normalised")
         if not self.model:
             raise InvalidIndexError("model name is empty")
@@ -256,7 +264,7 @@ class WatchlistIndex:
             raise ValueError("a track decision needs at least one crop")
         if not blocks:
             return []
-        if self.graph is not None:
+        if self.scan is not None:
             return [self._fused_top1_candidates(b, mode) for b in self._candidate_blocks(blocks)]
         scores = np.concatenate(blocks) @ self.embeddings.T  # (all crops, entries)
         per_person = self.per_person(scores)  # (all crops, persons)
@@ -280,45 +288,47 @@ class WatchlistIndex:
         return hits
 
     def confusable_pairs(self, threshold: float, block: int = 2048) -> list[ConfusablePair]:
-        """Entries whose nearest entry of ANOTHER person scores at least `threshold`: one person
+        """Every pair of entries of DIFFERENT people scoring at least `threshold`: one person
         enrolled under two names, or look-alikes that will be taken for each other at the operating
-        threshold. Each unordered pair once, highest first. Exact below the graph's size, the
-        graph's candidates above it (a pair the graph misses is not reported: said in the docs)."""
+        threshold. Each unordered pair once, highest first. Exact at every size: a large list's
+        int8 scan proposes every pair that may reach the threshold, and each is re-scored."""
         codes = self._persons()[0]
         best: dict[tuple[int, int], float] = {}
         for start in range(0, len(self), block):
             rows = np.arange(start, min(start + block, len(self)))
-            if self.graph is not None:
-                cand = self.graph.candidates(self.embeddings[rows])
-                scores = np.einsum("rd,rkd->rk", self.embeddings[rows], self.embeddings[cand])
+            if self.scan is not None:
+                r, c = self.scan.at_least(self.embeddings[rows], threshold)
+                r = rows[r]
+                pair_scores = np.einsum("pd,pd->p", self.embeddings[r], self.embeddings[c])
             else:
                 scores = self.embeddings[rows] @ self.embeddings.T
-                cand = np.broadcast_to(np.arange(len(self)), scores.shape)
-            scores = np.where(codes[cand] == codes[rows][:, None], -np.inf, scores)  # same person: fine
-            j = np.argmax(scores, axis=1)
-            top = scores[np.arange(len(rows)), j]
-            for r, c, sc in zip(rows, cand[np.arange(len(rows)), j], top, strict=True):
-                if sc >= threshold:
-                    key = (min(int(r), int(c)), max(int(r), int(c)))
-                    best[key] = max(best.get(key, -np.inf), float(sc))
+                r, c = np.nonzero(scores >= threshold)
+                pair_scores = scores[r, c]
+                r = rows[r]
+            other = (codes[r] != codes[c]) & (pair_scores >= threshold)  # same person: fine
+            for a, b, sc in zip(r[other], c[other], pair_scores[other], strict=True):
+                key = (min(int(a), int(b)), max(int(a), int(b)))
+                best[key] = max(best.get(key, -np.inf), float(sc))
         return [
             ConfusablePair(self.entry_ids[a], self.labels[a], self.entry_ids[b], self.labels[b], score)
             for (a, b), score in sorted(best.items(), key=lambda kv: -kv[1])
         ]
 
     def _candidate_blocks(self, blocks: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each track's crops with the entries of every person the graph proposes for any crop."""
-        assert self.graph is not None
-        proposed = self.graph.candidates(np.concatenate(blocks))
-        codes, _, _ = self._persons()
-        order = self._person_order()
-        bounds = np.searchsorted(codes[order], np.arange(self._persons()[1] + 1))
+        """Each track's crops with the entries of every person the scan proposes for any crop."""
+        assert self.scan is not None
+        proposed = self.scan.candidates(np.concatenate(blocks))
+        codes, _, unique = self._persons()
         out: list[tuple[np.ndarray, np.ndarray]] = []
         start = 0
         for block in blocks:
-            persons = np.unique(codes[proposed[start : start + block.shape[0]].ravel()])
+            persons = np.unique(codes[np.concatenate(proposed[start : start + block.shape[0]])])
             start += block.shape[0]
-            entries = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in persons])
+            if unique:
+                entries = persons  # entry i is person i
+            else:
+                order, bounds = self._person_bounds()
+                entries = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in persons])
             out.append((block, entries))
         return out
 
@@ -360,15 +370,22 @@ class WatchlistIndex:
         codes, n = self._codes
         return codes, n, n == len(codes)
 
+    def _person_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """`_person_order`, and where each person's templates start in it (person p: bounds[p]:bounds[p+1])."""
+        if self._bounds is None:
+            codes, n, _ = self._persons()
+            self._bounds = np.searchsorted(codes[self._person_order()], np.arange(n + 1))
+        return self._person_order(), self._bounds
+
     def _person_order(self) -> np.ndarray:
         """A stable sort of the entries by person, so each person's templates are contiguous."""
         if self._order is None:
             self._order = np.argsort(self._persons()[0], kind="stable")
         return self._order
 
-    def with_graph(self, threads: int = 0) -> WatchlistIndex:
-        """Add the approximate candidate graph (at build time; a large list's build pays for it)."""
-        self.graph = GraphCandidates.build(self.embeddings, threads=threads)
+    def with_scan(self) -> WatchlistIndex:
+        """Add the int8 scan (at build time, so no match cold start pays for quantising)."""
+        self.scan = QuantisedScan.build(self.embeddings)
         return self
 
     def to_npz_bytes(self) -> bytes:
@@ -381,8 +398,9 @@ class WatchlistIndex:
             "embeddings": self.embeddings,
             "model": np.array(self.model, dtype=np.str_),
         }
-        if self.graph is not None:
-            arrays[_GRAPH_KEY] = np.frombuffer(self.graph.to_bytes(), dtype=np.uint8)
+        if self.scan is not None:
+            arrays[_SCAN_BLOCKS_KEY] = self.scan.blocks
+            arrays[_SCAN_BOUNDS_KEY] = self.scan.bounds.as_array()
         np.savez(buf, **arrays)
         return buf.getvalue()
 
@@ -397,7 +415,10 @@ class WatchlistIndex:
                 if missing:
                     raise InvalidIndexError(f"index artifact lacks {sorted(missing)}")
                 arrays = {k: npz[k] for k in _KEYS}
-                graph_bytes = npz[_GRAPH_KEY].tobytes() if _GRAPH_KEY in npz.files else None
+                scan_keys = {_SCAN_BLOCKS_KEY, _SCAN_BOUNDS_KEY} & set(npz.files)
+                if scan_keys and len(scan_keys) != 2:
+                    raise InvalidIndexError(f"index artifact has {sorted(scan_keys)} without the other scan array")
+                scan_arrays = [npz[_SCAN_BLOCKS_KEY], npz[_SCAN_BOUNDS_KEY]] if scan_keys else None
         except InvalidIndexError:
             raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -421,11 +442,10 @@ class WatchlistIndex:
             embeddings=emb,
             model=str(arrays["model"]),
         )
-        if graph_bytes is not None:
-            try:
-                index.graph = GraphCandidates.from_bytes(graph_bytes)
-            except (ValueError, RuntimeError) as e:
-                raise InvalidIndexError(f"unreadable candidate graph: {type(e).__name__}") from e
-            if len(index.graph) != len(index):
-                raise InvalidIndexError(f"candidate graph has {len(index.graph)} entries, index {len(index)}")
+        if scan_arrays is not None:
+            blocks, bounds = scan_arrays
+            index.scan = QuantisedScan(blocks, len(index), ScanBounds.from_array(bounds))
+            if blocks.shape[1] != index.embeddings.shape[1]:
+                raise InvalidIndexError(f"int8 scan has dimension {blocks.shape[1]}, index {index.embeddings.shape[1]}")
+            index.scan.check_codes(index.embeddings)
         return index

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from functions.exceptions import WatchlistIndexError
-from lfr_core.ann import ANN_MIN_ENTRIES
+from lfr_core.ann import SCAN_MIN_ENTRIES
 from lfr_core.errors import InvalidIndexError
 from lfr_core.matching import WatchlistIndex
 
 
 def build_index(entry_ids: Sequence[str], labels: Sequence[str], embeddings: np.ndarray) -> WatchlistIndex:
     index = WatchlistIndex(entry_ids=list(entry_ids), labels=list(labels), embeddings=embeddings)
-    if len(index) >= ANN_MIN_ENTRIES:
-        index.with_graph()  # built here, once, so no match cold start ever builds it
+    if len(index) >= SCAN_MIN_ENTRIES:
+        index.with_scan()  # built here, once, so no match cold start ever quantises
     return index
 
 

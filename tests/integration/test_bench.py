@@ -37,9 +37,14 @@ def test_quick_bench_reports_every_measurement(tmp_path: Path) -> None:
         # Real mated photos mostly find their own enrolment (SFace's rank-1 on lfw-dev is ~0.97; the quick
         # run's distractors are drawn from a Gaussian fitted to only 200 photos, so they crowd those people).
         assert 0.6 <= point["exact_rank1_own"] <= 1.0
-    graph = report["search"][-1]
-    assert graph["graph_build_s"] > 0 and graph["graph_artifact_mib"] > graph["artifact_mib"]
-    assert 0.9 <= graph["graph_recall_of_exact_best"] <= 1.0
+    scan = report["search"][-1]
+    assert scan["scan_build_s"] > 0 and scan["scan_artifact_mib"] > scan["artifact_mib"]
+    assert scan["scan_ms_per_crop_batch"] > 0 and scan["scan_ms_per_crop_alone"] > 0
+    # The int8 scan's error bound keeps the exact best entry a candidate: recall and the decisions
+    # are exact search's, on real mated photos, not merely close to it.
+    assert scan["scan_recall_of_exact_best"] == 1.0 and scan["scan_decisions_equal_exact"] == 1.0
+    assert 1 <= scan["scan_candidates_p50"] <= scan["scan_candidates_p99"] < 1000
+    assert report["search"][0]["scan_recall_of_exact_best"] is None  # 1k: measured exact only
 
     cold = report["cold_start"]
     assert cold["jit_imported"] is False

@@ -204,43 +204,71 @@ def _clustered_index(people: int, templates: int, seed: int) -> tuple[WatchlistI
 
 
 @pytest.mark.parametrize("templates", [1, 2])
-def test_the_candidate_graph_gives_the_exact_decision_when_its_candidates_hold_the_best_entry(templates: int) -> None:
-    index, centres = _clustered_index(4000, templates, seed=3)
+def test_the_int8_scan_gives_exact_search_decisions_for_listed_people_and_strangers(
+    templates: int, built_models: Path
+) -> None:
+    index, centres = _clustered_index(20_000 // templates, templates, seed=3)  # two scan blocks
     rng = np.random.default_rng(4)
-    mated = [centres[rng.integers(len(centres))] + 0.7 * rng.normal(size=(1 + t % 3, 128)) for t in range(40)]
-    strangers = [rng.normal(size=(1 + t % 3, 128)) for t in range(40)]
-    with_graph = WatchlistIndex.from_npz_bytes(index.to_npz_bytes())
-    assert with_graph.graph is None  # small lists are not given one by default
-    with_graph.with_graph()
-    loaded = WatchlistIndex.from_npz_bytes(with_graph.to_npz_bytes())  # the graph travels in the artifact
-    assert loaded.graph is not None and len(loaded.graph) == len(index)
-    # A listed person's track: the graph proposes them, and the decision is exact search's.
-    for e, a in zip(index.fused_top1_batch(mated, "max"), loaded.fused_top1_batch(mated, "max"), strict=True):
-        assert (a.entry_id, a.label) == (e.entry_id, e.label)
-        assert a.score == pytest.approx(e.score, abs=1e-5)  # re-scored exactly, not the graph's f16 score
-    # One crop alone (usearch answers a single query in another shape than a batch).
-    (alone,) = loaded.fused_top1_batch([mated[0][:1]], "max")
-    assert alone.entry_id == index.fused_top1(mated[0][:1], "max").entry_id
-    # A stranger's nearest entry may not be proposed, but scores are exact over a subset: the graph
-    # can lower a stranger's best score, never raise it, so it cannot add a false alert.
-    for e, a in zip(index.fused_top1_batch(strangers, "max"), loaded.fused_top1_batch(strangers, "max"), strict=True):
-        assert a.score <= e.score + 1e-5
+    mated = [centres[rng.integers(len(centres))] + 0.7 * rng.normal(size=(1 + t % 3, 128)) for t in range(60)]
+    strangers = [rng.normal(size=(1 + t % 3, 128)) for t in range(60)]
+    scanned = WatchlistIndex.from_npz_bytes(index.to_npz_bytes())
+    assert scanned.scan is None  # small lists are not given one by default
+    scanned.with_scan()
+    loaded = WatchlistIndex.from_npz_bytes(scanned.to_npz_bytes())  # the scan travels in the artifact
+    assert loaded.scan is not None and len(loaded.scan) == len(index)
+    # The error bound puts the exact best entry among the candidates: the same decision, re-scored
+    # exactly (not the int8 score), for listed people and strangers alike, one crop or three.
+    for tracks in (mated, strangers, [m[:1] for m in mated]):
+        for e, a in zip(index.fused_top1_batch(tracks, "max"), loaded.fused_top1_batch(tracks, "max"), strict=True):
+            assert (a.entry_id, a.label) == (e.entry_id, e.label)
+            assert a.score == pytest.approx(e.score, abs=1e-5)
 
 
-def test_a_corrupt_candidate_graph_is_an_invalid_index() -> None:
+def test_the_scan_candidates_are_few_and_always_hold_the_exact_best_entry(built_models: Path) -> None:
+    """Near-duplicates crowding the best entry: the bound must keep every one that may be best."""
+    rng = np.random.default_rng(6)
+    base = _unit(rng.normal(size=(1, 128)))
+    crowd = _unit(base + 0.004 * rng.normal(size=(30, 128)))  # 30 entries within int8 noise of each other
+    emb = np.concatenate([crowd, _unit(rng.normal(size=(3000, 128)))])
+    index = WatchlistIndex([f"e{i}" for i in range(len(emb))], [f"p{i}" for i in range(len(emb))], emb).with_scan()
+    assert index.scan is not None
+    queries = np.concatenate([_unit(base + 0.002 * rng.normal(size=(20, 128))), _unit(rng.normal(size=(20, 128)))])
+    exact = (queries @ emb.T).argmax(axis=1)
+    for cand, best in zip(index.scan.candidates(queries), exact, strict=True):
+        assert best in cand
+        assert len(cand) < 100  # a candidate set, not the gallery
+    # at_least: every pair scoring at least the floor is proposed.
+    r, c = index.scan.at_least(queries, 0.3)
+    truth = set(zip(*np.nonzero(queries @ emb.T >= 0.3), strict=True))
+    assert truth <= set(zip(r.tolist(), c.tolist(), strict=True))
+
+
+def test_a_corrupt_int8_scan_is_an_invalid_index() -> None:
     index, _ = _clustered_index(50, 1, seed=5)
-    index.with_graph()
+    index.with_scan()
     raw = io.BytesIO(index.to_npz_bytes())
     with np.load(raw) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    arrays["candidate_graph"] = arrays["candidate_graph"][:100]
+    for key, bad in (
+        ("scan_blocks", arrays["scan_blocks"][:, :64]),  # wrong dimension
+        ("scan_blocks", arrays["scan_blocks"].astype(np.int16)),
+        ("scan_bounds", np.array([0.0, 0.1, 1.0])),  # no scale
+        ("scan_bounds", np.array([np.nan, 0.1, 1.0])),
+        ("scan_blocks", -arrays["scan_blocks"]),  # codes of another gallery
+    ):
+        broken = dict(arrays, **{key: bad})
+        buf = io.BytesIO()
+        np.savez(buf, **broken)
+        with pytest.raises(InvalidIndexError):
+            WatchlistIndex.from_npz_bytes(buf.getvalue())
+    alone = {k: v for k, v in arrays.items() if k != "scan_bounds"}
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    with pytest.raises(InvalidIndexError):
+    np.savez(buf, **alone)
+    with pytest.raises(InvalidIndexError, match="without the other"):
         WatchlistIndex.from_npz_bytes(buf.getvalue())
 
 
-def test_loading_an_index_with_a_graph_compiles_nothing() -> None:
+def test_loading_and_searching_an_index_with_a_scan_compiles_nothing(built_models: Path) -> None:
     # The match function's cold start: no numba (or any JIT) may be imported to load or search.
     import subprocess
     import sys
@@ -250,15 +278,15 @@ def test_loading_an_index_with_a_graph_compiles_nothing() -> None:
         "from lfr_core.matching import WatchlistIndex\n"
         "e = np.random.default_rng(0).normal(size=(300, 128)).astype('float32')\n"
         "e /= np.linalg.norm(e, axis=1, keepdims=True)\n"
-        "i = WatchlistIndex([str(n) for n in range(300)], [str(n) for n in range(300)], e).with_graph()\n"
+        "i = WatchlistIndex([str(n) for n in range(300)], [str(n) for n in range(300)], e).with_scan()\n"
         "j = WatchlistIndex.from_npz_bytes(i.to_npz_bytes())\n"
-        "j.fused_top1_batch([e[:2]], 'max')\n"
+        "assert j.fused_top1_batch([e[5:6]], 'max')[0].entry_id == '5'\n"
         "assert 'numba' not in sys.modules and 'llvmlite' not in sys.modules, 'a JIT was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_confusable_pairs_name_different_people_who_score_as_one() -> None:
+def test_confusable_pairs_name_different_people_who_score_as_one(built_models: Path) -> None:
     index, _ = _clustered_index(300, 2, seed=8)
     emb = index.embeddings.copy()
     # p7's first template is nearly p9's: one person under two names, the case hygiene must catch.
@@ -269,8 +297,8 @@ def test_confusable_pairs_name_different_people_who_score_as_one() -> None:
     assert pairs[0].similarity > 0.95
     # Two templates of ONE person are never reported, however alike.
     assert all(p.label != p.other_label for p in twins.confusable_pairs(threshold=-1.0))
-    # The graph's candidates find the same pair.
-    twins.with_graph()
+    # The int8 scan proposes the same pair, re-scored exactly.
+    twins.with_scan()
     assert [(p.entry_id, p.other_entry_id) for p in twins.confusable_pairs(threshold=0.9)] == [("e14", "e18")]
 
 
@@ -296,32 +324,3 @@ def test_mean_templates_make_one_entry_per_person_under_the_first_photo() -> Non
         person_templates(["x1", "x2"], ["X", "X", "Y"], emb[:3], "mean")
     with pytest.raises(ValueError, match="unknown template mode"):
         person_templates(ids, labels, emb, "median")  # type: ignore[arg-type]
-
-
-def test_an_index_with_a_graph_loaded_before_the_model_does_not_crash_the_process(
-    tmp_path: Path, built_models: Path
-) -> None:
-    """The match function may read a large list's index (usearch) before its first embedding
-    (onnxruntime): that order once killed the process at onnxruntime's import (SIGSEGV)."""
-    import subprocess
-    import sys
-
-    rng = np.random.default_rng(3)
-    emb = rng.normal(size=(50, 128)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    ids = [f"e{i}" for i in range(50)]
-    (tmp_path / "index.npz").write_bytes(WatchlistIndex(ids, ids, emb).with_graph(threads=1).to_npz_bytes())
-    script = (
-        "import sys, numpy as np\n"
-        "from pathlib import Path\n"
-        "from lfr_core.matching import WatchlistIndex\n"
-        "index = WatchlistIndex.from_npz_bytes(Path(sys.argv[1]).read_bytes())\n"
-        "assert index.graph is not None\n"
-        "from lfr_core.face.embed import FaceEmbedder\n"
-        "crop = np.zeros((1, 112, 112, 3), np.uint8)\n"
-        "print(index.fused_top1_batch([FaceEmbedder().embed(crop)], 'max')[0].entry_id)\n"
-    )
-    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "index.npz")],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-500:]}"
-    assert run.stdout.strip() in ids

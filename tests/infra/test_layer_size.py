@@ -11,6 +11,7 @@ import pytest
 
 from lambda_target import LAMBDA_LAYER_LIMIT_BYTES
 from layers import build as layer_build
+from lfr_core.layout import MODEL_GALLERY_SCAN, MODEL_SFACE, MODEL_YUNET
 
 pytestmark = pytest.mark.usefixtures("built_assets")
 
@@ -34,6 +35,9 @@ def test_native_modules_are_cp312_manylinux_x86_64() -> None:
     assert not (site / "boto3").exists()
     assert (site / "lfr_core" / "contracts.py").is_file()
     assert (layer_build.CODE_ASSET_DIR / "functions" / "__init__.py").is_file()
+    # Every model the functions load, the gallery scan of large watchlists included.
+    models = layer_build.CORE_PYTHON_DIR.parent / "models"
+    assert {MODEL_SFACE, MODEL_YUNET, MODEL_GALLERY_SCAN} <= {p.name for p in models.iterdir()}
 
 
 def test_evaluation_code_is_not_shipped() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -164,3 +165,18 @@ def test_build_lists_one_person_enrolled_under_two_names_for_the_admin(setup) ->
     assert pair.similarity >= rec.threshold
     # Different people at the same threshold are not listed.
     assert all({"Ariel_Sharon", "Bill_Clinton"}.isdisjoint({c.label, c.other_label}) for c in rec.confusable)
+
+
+def test_a_large_list_is_built_with_its_int8_scan_and_loads_with_it(
+    monkeypatch: pytest.MonkeyPatch, built_models: Path
+) -> None:
+    """The scan is made by the build (never in a match cold start) and travels in the artifact."""
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 128)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"e{i}" for i in range(40)]
+    assert watchlist.load_index(watchlist.index_bytes(ids, ids, emb)).scan is None
+    monkeypatch.setattr(watchlist, "SCAN_MIN_ENTRIES", 40)
+    loaded = watchlist.load_index(watchlist.index_bytes(ids, ids, emb))
+    assert loaded.scan is not None and len(loaded.scan) == 40
+    assert loaded.fused_top1_batch([emb[7:8]], "max")[0].entry_id == "e7"

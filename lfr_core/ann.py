@@ -10,7 +10,7 @@ query's best int8 score is a candidate, and the exact best entry is always one o
 decision, re-scored exactly over the candidates' persons (`WatchlistIndex.fused_top1_batch`),
 equals exact search's for every single crop and under max fusion (production's), by construction
 rather than by a measured recall. Measured on real SFace embeddings a query has 1 candidate at
-the median and ~40 at the 99th percentile (README "Performance and cost").
+the median and 22 (100k entries) to 57 (1M) at the 99th percentile (README "Performance and cost").
 
 Why not a graph (pynndescent as the design first named, or usearch's HNSW): measured on real
 embeddings among Gaussian distractors, usearch found the exact best entry for only 83% of mated

@@ -225,10 +225,9 @@ def calibrate_table(
     emb.probe([s.path for s in samples])
     enrol = {}
     for p in candidates:
-        got = [e for s in by[p][: enrolled_from(p)] if not isinstance(e := emb.enrolled[s.path], str)]
-        if got:
-            vecs = np.stack([e[1] if flip else e[0] for e in got])
-            enrol[p] = person_templates([p] * len(got), [p] * len(got), vecs, template)[2][0]
+        got = emb.enrolled_vectors((s.path for s in by[p][: enrolled_from(p)]), flip)
+        if len(got):
+            enrol[p] = person_templates([p] * len(got), [p] * len(got), got, template)[2][0]
 
     def stack(imgs: Sequence[Sample]) -> np.ndarray:
         vecs = [g.emb(flip) for g in (emb.probes[s.path] for s in imgs) if g.acquired(gate)]

@@ -21,7 +21,7 @@ from edge_uploader.quality import MIN_INTEROCULAR_PX
 from functions.logic.build_watchlist import enrolment_crop
 from lfr_core.contracts import CROP_SIZE, InlineJpeg, utcnow
 from lfr_core.errors import InvalidImageError
-from lfr_core.face.embed import FaceEmbedder
+from lfr_core.face.embed import EMBEDDING_DIM, FaceEmbedder
 from lfr_core.face.image import decode_jpeg
 from lfr_eval.degrade import degrade_cctv
 
@@ -92,6 +92,13 @@ class Embeddings:
                 self._embed_enrol(pending)
                 pending = []
         self._embed_enrol(pending)
+
+    def enrolled_vectors(self, paths: Iterable[Path], flip: bool) -> np.ndarray:
+        """(k, 128): the embeddings (plain or flip-TTA) of those of `paths` that enrolled, in order;
+        k is 0 when none did (each failure's reason stays in `enrolled`)."""
+        self.need_flip(flip)
+        got = [e[1] if flip else e[0] for p in paths if not isinstance(e := self.enrolled[p], str)]
+        return np.stack(got) if got else np.zeros((0, EMBEDDING_DIM), np.float32)
 
     def _embed_enrol(self, pending: list[tuple[Path, np.ndarray]]) -> None:
         if not pending:

@@ -183,12 +183,11 @@ def evaluate(proto: WatchlistSplit, emb: Embeddings, v: Variant) -> SearchOutcom
     vecs: list[np.ndarray] = []
     failed = 0
     for person in proto.listed:
-        got = [e for s in proto.enrol_of(person, v) if not isinstance(e := emb.enrolled[s.path], str)]
-        if not got:
+        got = emb.enrolled_vectors((s.path for s in proto.enrol_of(person, v)), v.flip)
+        if not len(got):
             failed += 1
             continue
-        person_vecs = person_templates([person] * len(got), [person] * len(got),
-                                       np.stack([e[1] if v.flip else e[0] for e in got]), v.template)[2]
+        person_vecs = person_templates([person] * len(got), [person] * len(got), got, v.template)[2]
         for j, vec in enumerate(person_vecs):
             ids.append(f"{person}#{j}")
             labels.append(person)

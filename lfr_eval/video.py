@@ -187,12 +187,13 @@ def measure_video(
         return [by_id[person][0], *by_id[person][2 : ENROL_PHOTOS + 1]]
 
     emb.enrol(s for p in listed for s in enrol_photos(p))
-    ids, vecs = [], []
+    ids: list[str] = []
+    vecs: list[np.ndarray] = []
     for p in listed:
-        for e in (e for s in enrol_photos(p) if not isinstance(e := emb.enrolled[s], str)):
-            ids.append(p)
-            vecs.append(e[1] if PRODUCTION_FLIP_TTA else e[0])
-    index = WatchlistIndex(*person_templates(ids, ids, np.stack(vecs), PRODUCTION_TEMPLATE))
+        got = emb.enrolled_vectors(enrol_photos(p), PRODUCTION_FLIP_TTA)
+        ids += [p] * len(got)
+        vecs.append(got)
+    index = WatchlistIndex(*person_templates(ids, ids, np.concatenate(vecs), PRODUCTION_TEMPLATE))
     say(f"enrolled {len(index)} of {len(listed)} listed people from {len(ids)} photos; "
         f"walking {len(walkers)} past the camera")
 

@@ -10,7 +10,7 @@ import pytest
 
 from lfr_core.matching import WatchlistIndex
 from lfr_eval.datasets import Sample
-from lfr_eval.embeddings import Probe
+from lfr_eval.embeddings import Embeddings, Probe
 from lfr_eval.fusion import mean_embedding, quality_weights, track_top1
 from lfr_eval.identification import Variant, WatchlistSplit, ablation_variants, evaluate
 
@@ -94,6 +94,8 @@ class _Emb:
 
     def need_flip(self, flip: bool) -> None:
         pass
+
+    enrolled_vectors = Embeddings.enrolled_vectors  # the real rule, over the chosen vectors
 
 
 def _split_and_emb(rng: np.random.Generator, quality: float = 0.9) -> tuple[WatchlistSplit, _Emb]:

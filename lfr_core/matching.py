@@ -349,12 +349,10 @@ class WatchlistIndex:
     def per_person(self, scores: np.ndarray) -> np.ndarray:
         """(queries, entries) -> (queries, persons): each person's best template per query, the
         persons in `person_codes` order."""
-        codes, _, unique = self._persons()
-        if unique:
+        if self._persons()[2]:
             return scores  # entry i is person i: nothing to reduce
-        order = self._person_order()
-        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
-        return np.maximum.reduceat(scores[:, order], starts, axis=1)
+        order, bounds = self._person_bounds()  # cached: not re-derived on every batch
+        return np.maximum.reduceat(scores[:, order], bounds[:-1], axis=1)
 
     def person_codes(self) -> np.ndarray:
         """Each entry's person as an integer (the column of `per_person` that holds them)."""

@@ -177,6 +177,16 @@ def _time_it(fn: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
+def _best_entries(index: WatchlistIndex, queries: np.ndarray) -> np.ndarray:
+    """Each query's decided entry, as single-crop tracks. In chunks: 2,000 queries against 1M
+    entries would be an 8 GB score matrix at once."""
+    return np.array([
+        h.index
+        for start in range(0, len(queries), 100)
+        for h in index.fused_top1_batch([q[None] for q in queries[start : start + 100]], "max")
+    ])
+
+
 def measure_search(faces: RealFaces, size: int, with_scan: bool, queries_cap: int) -> SearchPoint:
     index, queries, expected = gallery(faces, size)
     queries = queries[:queries_cap]
@@ -186,12 +196,7 @@ def measure_search(faces: RealFaces, size: int, with_scan: bool, queries_cap: in
     index.fused_top1_batch(tracks, "max")  # warm BLAS
     batch = min(_time_it(lambda: index.fused_top1_batch(tracks, "max"), 3)) / (10 * CROPS_PER_TRACK)
     alone = _time_it(lambda: index.fused_top1_batch([queries[:1]], "max"), 20)
-    # In chunks: 2,000 queries against 1M entries would be an 8 GB score matrix at once.
-    exact_best = np.array([
-        h.index
-        for start in range(0, len(queries), 100)
-        for h in index.fused_top1_batch([q[None] for q in queries[start : start + 100]], "max")
-    ])
+    exact_best = _best_entries(index, queries)
     artifact = index.to_npz_bytes()
     load = min(_time_it(lambda: WatchlistIndex.from_npz_bytes(artifact), 3))
     point = SearchPoint(
@@ -223,12 +228,7 @@ def measure_search(faces: RealFaces, size: int, with_scan: bool, queries_cap: in
         point.scan_recall_of_exact_best = float(np.mean([exact_best[i] in c for i, c in enumerate(proposed)]))
         counts = [len(c) for c in proposed]
         point.scan_candidates_p50, point.scan_candidates_p99 = _pct(counts, 50), _pct(counts, 99)
-        scanned = np.array([
-            h.index
-            for start in range(0, len(queries), 100)
-            for h in index.fused_top1_batch([q[None] for q in queries[start : start + 100]], "max")
-        ])
-        point.scan_decisions_equal_exact = float(np.mean(scanned == exact_best))
+        point.scan_decisions_equal_exact = float(np.mean(_best_entries(index, queries) == exact_best))
     return point
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lfr_core.calibration import fpir_key
 from lfr_core.matching import PRODUCTION_FLIP_TTA, PRODUCTION_FUSION, FusionMode, TemplateMode
@@ -124,14 +125,16 @@ def run_eval(
     else:
         table(outcomes, "as labelled (no errata):")
     gate_of = {o.variant.name: o.variant.gate for o in outcomes}
+
+    def gain_cells(cells: dict[str, Any]) -> str:
+        return "; ".join(f"{k}: {c['gain']:+.3f} ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})"
+                         for k, c in cells.items())
+
     for g in summary.get("gains", []):
-        cells = "; ".join(f"{k}: {c['gain']:+.3f} ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})"
-                          for k, c in g["tpir_gain"].items())
-        print(f"TPIR gain of {g['variant']} over {g['reference']}: {cells}")
+        print(f"TPIR gain of {g['variant']} over {g['reference']}: {gain_cells(g['tpir_gain'])}")
         if gate_of.get(g["variant"]) != gate_of.get(g["reference"]):
-            cells = "; ".join(f"{k}: {c['gain']:+.3f} ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})"
-                              for k, c in g["tpir_gain_per_stranger"].items())
-            print(f"  ... with FPIR per stranger walking past (gated-out strangers cannot alert): {cells}")
+            print("  ... with FPIR per stranger walking past (gated-out strangers cannot alert): "
+                  f"{gain_cells(g['tpir_gain_per_stranger'])}")
     for key, fair in summary["fairness"].items() if has_gender else ():
         cells = "; ".join(
             f"{m.upper()} F {fair['F'][m]['k']}/{fair['F'][m]['n']} vs M {fair['M'][m]['k']}/{fair['M'][m]['n']} "

@@ -18,6 +18,7 @@ Decoding is the first thing a hostile byte string meets, so it is strict and tot
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 import zlib
@@ -194,7 +195,7 @@ def verify_jpeg_complete(
     if not data.startswith(b"\xff\xd8"):
         raise InvalidImageError("not_jpeg")
     pos = 2
-    huff: dict[tuple[int, int], _Huffman] = {}
+    huff: dict[tuple[int, int], _StepTable] = {}
     frame: _Frame | None = None
     restart = 0
     scanned: set[int] = set()
@@ -295,7 +296,7 @@ class _Frame:
         return cls(width, height, comps, sequential)
 
 
-def _parse_dht(seg: bytes, huff: dict[tuple[int, int], _Huffman]) -> None:
+def _parse_dht(seg: bytes, huff: dict[tuple[int, int], _StepTable]) -> None:
     p = 0
     while p < len(seg):
         if p + 17 > len(seg):
@@ -305,7 +306,7 @@ def _parse_dht(seg: bytes, huff: dict[tuple[int, int], _Huffman]) -> None:
         total = sum(counts)
         if tc > 1 or th > 3 or p + 17 + total > len(seg) or total > 256:
             raise InvalidImageError("corrupt", "DHT")
-        huff[(tc, th)] = _Huffman(counts, seg[p + 17 : p + 17 + total])
+        huff[(tc, th)] = _step_table(tc == 1, bytes(counts), bytes(seg[p + 17 : p + 17 + total]))
         p += 17 + total
 
 
@@ -342,72 +343,74 @@ def _skip_entropy(data: bytes, pos: int) -> int:
         return pos
 
 
-class _Huffman:
-    """One DHT table: canonical codes keyed by (length, code), plus an 8-bit look-ahead table."""
-
-    def __init__(self, counts: bytes, values: bytes) -> None:
-        self.codes: dict[tuple[int, int], int] = {}
-        self.lut: list[tuple[int, int] | None] = [None] * 256
-        code, k = 0, 0
-        for length in range(1, 17):
-            for _ in range(counts[length - 1]):
-                if code >= 1 << length:
-                    raise InvalidImageError("corrupt", "DHT code space overflow")
-                self.codes[(length, code)] = values[k]
-                if length <= 8:
-                    shift = 8 - length
-                    for low in range(1 << shift):
-                        self.lut[(code << shift) | low] = (length, values[k])
-                code += 1
-                k += 1
-            code <<= 1
+# A Huffman table as a 16-bit look-up: the next 16 bits of the scan -> how far the symbol they
+# start with moves the bit position (its code and the extra bits it announces, which the walk skips
+# without reading) and, for AC, what it does to the coefficient index. 0 = no code starts so (corrupt).
+# Entries pack `step + 32 * action`; AC actions: 0 end of block, 1..16 advance by run + 1, 17 ZRL.
+_StepTable = tuple[int, ...]
+_AC_ZRL = 17
 
 
-def _walk_interval(iv: bytes, n_units: int, tables: list[tuple[_Huffman, _Huffman, int]]) -> int:
+@functools.lru_cache(maxsize=64)  # encoders reuse a few tables: built once per process, not per crop
+def _step_table(ac: bool, counts: bytes, values: bytes) -> _StepTable:
+    lut = [0] * 65536
+    code, k = 0, 0
+    for length in range(1, 17):
+        for _ in range(counts[length - 1]):
+            if code >= 1 << length:
+                raise InvalidImageError("corrupt", "DHT code space overflow")
+            sym, extra = values[k], values[k] & 15
+            if not ac:
+                entry = length + extra
+            elif extra:
+                entry = length + extra + 32 * ((sym >> 4) + 1)
+            else:
+                entry = length + 32 * (_AC_ZRL if sym == 0xF0 else 0)
+            shift = 16 - length
+            lut[code << shift : (code + 1) << shift] = [entry] * (1 << shift)
+            code += 1
+            k += 1
+        code <<= 1
+    return tuple(lut)
+
+
+def _walk_interval(iv: bytes, n_units: int, tables: list[tuple[_StepTable, _StepTable, int]]) -> int:
     """Decode the Huffman symbols of `n_units` MCUs from one restart interval; return the bits left.
 
-    The hot loop of the scan walk, written flat (locals only) because it runs per symbol.
+    The hot loop of the scan walk, written flat (locals only, one table look-up per symbol) because
+    it runs about 5,000 times per crop.
     """
-    d = iv + b"\x00\x00\x00"  # look-ahead past the end reads zeros; `total` catches it
+    # w[i]: the 24 bits from byte i (look-ahead past the end reads zeros; `total` catches it).
+    b = np.frombuffer(iv + b"\x00\x00", dtype=np.uint8).astype(np.uint32)
+    w: list[int] = ((b[:-2] << 16) | (b[1:-1] << 8) | b[2:]).tolist()
     total = 8 * len(iv)
     pos = 0
-
-    def code(table: _Huffman) -> int:
-        nonlocal pos
-        if pos >= total:
-            raise InvalidImageError("truncated", "scan ends before its last block")
-        i, sh = pos >> 3, pos & 7
-        window = (d[i] << 16) | (d[i + 1] << 8) | d[i + 2]
-        hit = table.lut[(window >> (16 - sh)) & 0xFF]
-        if hit is None:
-            for length in range(9, 17):
-                sym = table.codes.get((length, (window >> (24 - sh - length)) & ((1 << length) - 1)))
-                if sym is not None:
-                    hit = (length, sym)
-                    break
-            else:
-                raise InvalidImageError("corrupt", "invalid Huffman code")
-        pos += hit[0]
-        return hit[1]
-
     for _ in range(n_units):
         for dc, ac, count in tables:
             for _ in range(count):
-                extra = code(dc) & 15  # (not `pos += code(...)`: that reads pos before the call)
-                pos += extra
+                if pos >= total:
+                    raise InvalidImageError("truncated", "scan ends before its last block")
+                step = dc[(w[pos >> 3] >> (8 - (pos & 7))) & 0xFFFF]
+                if not step:
+                    raise InvalidImageError("corrupt", "invalid Huffman code")
+                pos += step
                 k = 1
                 while k < 64:
-                    rs = code(ac)
-                    s = rs & 15
-                    if s == 0:
-                        if rs != 0xF0:
-                            break  # end of block
+                    if pos >= total:
+                        raise InvalidImageError("truncated", "scan ends before its last block")
+                    entry = ac[(w[pos >> 3] >> (8 - (pos & 7))) & 0xFFFF]
+                    if not entry:
+                        raise InvalidImageError("corrupt", "invalid Huffman code")
+                    pos += entry & 31
+                    action = entry >> 5
+                    if action == 0:
+                        break  # end of block
+                    if action == _AC_ZRL:
                         k += 16
                         continue
-                    k += (rs >> 4) + 1
+                    k += action
                     if k > 64:
                         raise InvalidImageError("corrupt", "coefficient index past 63")
-                    pos += s
         if pos > total:
             raise InvalidImageError("truncated", "scan ends inside a block")
     if pos > total:
@@ -424,7 +427,7 @@ def _walk_sequential_scan(
     pos: int,
     frame: _Frame,
     comps: list[tuple[int, int, int]],
-    huff: dict[tuple[int, int], _Huffman],
+    huff: dict[tuple[int, int], _StepTable],
     restart: int,
 ) -> int:
     """Decode every Huffman symbol of one sequential scan; return the position of the marker after it."""

@@ -1,8 +1,9 @@
 """`lfr bench` throughput: what the embedded stack sustains on this machine, against what its cores allow.
 
-1. **The ceiling.** Raw SFace inference with one process per core the local stack may use (its
-   match workers' cap, `aws_emulation.runtime.machine_cap`), each one onnxruntime thread as the
-   match function runs it, on real aligned crops in messages of 3: the crops/s "both cores allow".
+1. **The ceiling.** Raw SFace inference with one process per core the local stack may use
+   (`aws_emulation.runtime.machine_cap`; the match workers are one more, see that module), each
+   one onnxruntime thread as the match function runs it, on real aligned crops in messages of 3:
+   the crops/s "both cores allow".
 2. **The stack.** An `EmbeddedStack` (the CDK template on moto, the real match handler in its
    workers, the SQS pollers), a 20-person watchlist of real lfw-dev enrolment photos, one started
    deployment; then track messages of 3 real crops each (20% of them other photos of listed

@@ -8,14 +8,13 @@ they are then re-scored exactly, so the decision is exact search's.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from lfr_core import npz
 from lfr_core.ann import QuantisedScan, ScanBounds
 from lfr_core.contracts import MAX_TRACK_CROPS
 from lfr_core.errors import InvalidIndexError
@@ -200,8 +199,8 @@ class WatchlistIndex:
     scan: QuantisedScan | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.entry_ids = [str(e) for e in self.entry_ids]
-        self.labels = [str(label) for label in self.labels]
+        self.entry_ids = list(map(str, self.entry_ids))
+        self.labels = list(map(str, self.labels))
         emb = np.asarray(self.embeddings)
         if not np.issubdtype(emb.dtype, np.floating):
             raise InvalidIndexError(f"embeddings must be floating point, got {emb.dtype}")
@@ -392,7 +391,6 @@ class WatchlistIndex:
         return self
 
     def to_npz_bytes(self) -> bytes:
-        buf = io.BytesIO()
         # Fixed-width unicode arrays, so loading never needs pickle.
         arrays: dict[str, Any] = {
             "format_version": np.int64(INDEX_FORMAT_VERSION),
@@ -404,8 +402,7 @@ class WatchlistIndex:
         if self.scan is not None:
             arrays[_SCAN_BLOCKS_KEY] = self.scan.blocks
             arrays[_SCAN_BOUNDS_KEY] = self.scan.bounds.as_array()
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        return npz.write(arrays)
 
     @classmethod
     def from_npz_bytes(cls, data: bytes) -> WatchlistIndex:
@@ -413,20 +410,17 @@ class WatchlistIndex:
         if not data:
             raise InvalidIndexError("empty index artifact")
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                missing = _KEYS - set(npz.files)
-                if missing:
-                    raise InvalidIndexError(f"index artifact lacks {sorted(missing)}")
-                arrays = {k: npz[k] for k in _KEYS}
-                scan_keys = {_SCAN_BLOCKS_KEY, _SCAN_BOUNDS_KEY} & set(npz.files)
-                if scan_keys and len(scan_keys) != 2:
-                    raise InvalidIndexError(f"index artifact has {sorted(scan_keys)} without the other scan array")
-                scan_arrays = [npz[_SCAN_BLOCKS_KEY], npz[_SCAN_BOUNDS_KEY]] if scan_keys else None
-        except InvalidIndexError:
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-            # allow_pickle=False makes object arrays fail here with ValueError, as intended.
-            raise InvalidIndexError(f"unreadable index artifact: {type(e).__name__}: {e}") from e
+            members = npz.read(data)  # read-only views of `data`: a 1M-entry list is not copied
+        except npz.NpzError as e:
+            raise InvalidIndexError(f"unreadable index artifact: {e}") from e
+        missing = _KEYS - set(members)
+        if missing:
+            raise InvalidIndexError(f"index artifact lacks {sorted(missing)}")
+        arrays = {k: members[k] for k in _KEYS}
+        scan_keys = {_SCAN_BLOCKS_KEY, _SCAN_BOUNDS_KEY} & set(members)
+        if scan_keys and len(scan_keys) != 2:
+            raise InvalidIndexError(f"index artifact has {sorted(scan_keys)} without the other scan array")
+        scan_arrays = [members[_SCAN_BLOCKS_KEY], members[_SCAN_BOUNDS_KEY]] if scan_keys else None
 
         version = arrays["format_version"]
         if version.shape != () or int(version) != INDEX_FORMAT_VERSION:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lfr_core.errors import InvalidIndexError
-from lfr_core.matching import ExactSearcher, Searcher, WatchlistIndex
+from lfr_core.matching import ExactSearcher, Searcher, WatchlistIndex, _distinct
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -324,3 +324,35 @@ def test_mean_templates_make_one_entry_per_person_under_the_first_photo() -> Non
         person_templates(["x1", "x2"], ["X", "X", "Y"], emb[:3], "mean")
     with pytest.raises(ValueError, match="unknown template mode"):
         person_templates(ids, labels, emb, "median")  # type: ignore[arg-type]
+
+
+def test_distinct_agrees_with_a_set_on_every_width_and_on_repeats() -> None:
+    rng = np.random.default_rng(11)
+    for width in (1, 2, 3, 7, 8, 9, 40):
+        pool = ["".join(rng.choice(list("abcü0_-"), size=rng.integers(0, width + 1))) for _ in range(300)]
+        strings = np.array(pool)
+        assert _distinct(strings) == (len(set(pool)) == len(pool)), width
+        unique = np.array(sorted(set(pool)))
+        assert _distinct(unique)
+        if len(unique) > 1:
+            assert not _distinct(np.concatenate([unique, unique[-1:]]))
+
+
+def test_distinct_checks_colliding_hashes_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every hash equal: the answer must come from the exact check among the colliding rows.
+    import lfr_core.matching as matching
+
+    monkeypatch.setattr(matching.np, "sort", lambda h: np.zeros_like(h))
+    monkeypatch.setattr(matching.np, "isin", lambda h, r: np.ones(len(h), dtype=bool))
+    assert _distinct(np.array(["a", "b", "c"]))
+    assert not _distinct(np.array(["a", "b", "a"]))
+
+
+def test_an_artifact_with_several_templates_per_person_fuses_them_after_loading() -> None:
+    emb = _unit(np.random.default_rng(5).standard_normal((4, 128)))
+    index = WatchlistIndex(["e0", "e1", "e2", "e3"], ["ann", "bob", "ann", "cy"], emb)
+    back = WatchlistIndex.from_npz_bytes(index.to_npz_bytes())
+    codes, persons, one_each = back._persons()
+    assert persons == 3 and not one_each and codes[0] == codes[2] != codes[1]
+    single = WatchlistIndex.from_npz_bytes(WatchlistIndex(["e0", "e1"], ["ann", "bob"], emb[:2]).to_npz_bytes())
+    assert single._persons()[2]

@@ -102,6 +102,11 @@ def _distinct(strings: np.ndarray) -> bool:
     return len(set(suspects)) == len(suspects)
 
 
+def _one_person_per_entry(n: int) -> tuple[np.ndarray, int]:
+    """`WatchlistIndex._persons`' codes when every label is distinct: entry i is person i."""
+    return np.arange(n, dtype=np.int64), n
+
+
 def fuse_scores(scores: np.ndarray, mode: str) -> np.ndarray:
     """Track fusion of per-crop score matrices (T, N_crops, N_entries) -> (T, N_entries).
 
@@ -240,10 +245,11 @@ class WatchlistIndex:
             raise InvalidIndexError("a watchlist index needs at least one entry")
         if len(self.entry_ids) != n or len(self.labels) != n:
             raise InvalidIndexError(f"{n} embeddings but {len(self.entry_ids)} entry ids and {len(self.labels)} labels")
-        if not (_distinct(read_from[0]) if read_from is not None else len(set(self.entry_ids)) == n):
+        ids_distinct = _distinct(read_from[0]) if read_from is not None else len(set(self.entry_ids)) == n
+        if not ids_distinct:
             raise InvalidIndexError("entry ids are not unique")
         if read_from is not None and _distinct(read_from[1]):
-            self._codes = np.arange(n, dtype=np.int64), n  # one template per person (see _persons)
+            self._codes = _one_person_per_entry(n)  # known now: the first search builds nothing
         if np.any(np.abs(np.sqrt(squared_norms) - 1.0) > _NORM_TOLERANCE):
             raise InvalidIndexError("embeddings are not L2-normalised")
         if not self.model:
@@ -395,7 +401,7 @@ class WatchlistIndex:
             if len(set(self.labels)) == len(self.labels):
                 # One template per person (production's mean templates): entry i is person i, and a
                 # 1M-entry list skips a second of dictionary building in its first search.
-                self._codes = np.arange(len(self.labels), dtype=np.int64), len(self.labels)
+                self._codes = _one_person_per_entry(len(self.labels))
             else:
                 names = {label: i for i, label in enumerate(dict.fromkeys(self.labels))}
                 codes = np.array([names[label] for label in self.labels], dtype=np.int64)

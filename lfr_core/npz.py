@@ -22,6 +22,7 @@ import numpy as np
 
 ALIGN = 64  # a cache line; also every dtype's alignment
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
+_PAD_FIELD = struct.Struct("<HH")  # an extra field's header: id, size of what follows
 _PAD_FIELD_ID = 0xD935  # zipalign's extra-field id: "padding"
 _MAX_NPY_HEADER = 65535 + 12  # magic, version, a version-2 header length field and its header
 
@@ -41,9 +42,10 @@ def write(arrays: Mapping[str, np.ndarray]) -> bytes:
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED
             name_len = len(info.filename.encode("utf-8"))
-            # Data starts after the local header (30 bytes), name, extra field and the npy header.
-            unpadded = buf.tell() + 30 + name_len + 4 + data_offset
-            info.extra = struct.pack("<HH", _PAD_FIELD_ID, -unpadded % ALIGN) + bytes(-unpadded % ALIGN)
+            # Data starts after the local header, name, extra field (the padding) and npy header.
+            unpadded = buf.tell() + _LOCAL_HEADER.size + name_len + _PAD_FIELD.size + data_offset
+            pad = -unpadded % ALIGN
+            info.extra = _PAD_FIELD.pack(_PAD_FIELD_ID, pad) + bytes(pad)
             zf.writestr(info, payload)
     return buf.getvalue()
 

@@ -378,7 +378,7 @@ def _walk_interval(iv: bytes, n_units: int, tables: list[tuple[_StepTable, _Step
     """Decode the Huffman symbols of `n_units` MCUs from one restart interval; return the bits left.
 
     The hot loop of the scan walk, written flat (locals only, one table look-up per symbol) because
-    it runs about 5,000 times per crop.
+    its inner loop runs once per symbol, about 5,000 times a crop.
     """
     # w[i]: the 24 bits from byte i (look-ahead past the end reads zeros; `total` catches it).
     b = np.frombuffer(iv + b"\x00\x00", dtype=np.uint8).astype(np.uint32)

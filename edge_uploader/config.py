@@ -10,13 +10,13 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edge_uploader.delivery import DEFAULT_PROBE_INTERVAL_S
-from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
 from edge_uploader.sampler import DEFAULT_BEST_K, DEFAULT_MAX_WAIT_S, DEFAULT_MIN_HITS, DEFAULT_MIN_INTERVAL_S
 from edge_uploader.sources import DEFAULT_QUEUE_SIZE
 from edge_uploader.spool import DEFAULT_TTL_S
 from edge_uploader.status import STATUS_INTERVAL_S
 from edge_uploader.tracker import DEFAULT_MAX_GAP_S
 from lfr_core.contracts import MAX_STATUS_INTERVAL_S, MAX_TRACK_CROPS, MIN_STATUS_INTERVAL_S
+from lfr_core.matching import PRODUCTION_MIN_QUALITY
 
 
 def default_spool_dir() -> Path:
@@ -31,7 +31,7 @@ class EdgeConfig(BaseModel):
     region: str = "eu-west-2"
     profile: str | None = None
     endpoint_url: str | None = Field(default=None, description="only for the local embedded stack")
-    min_quality: float = Field(default=DEFAULT_MIN_QUALITY, ge=0.0, le=1.0)
+    min_quality: float = Field(default=PRODUCTION_MIN_QUALITY, ge=0.0, le=1.0)
     # Sampling: up to K crops per track, at most one per `min_interval_s`, sent together in one
     # message once K are taken, `max_wait_s` after the first, or when the track ends.
     best_k: int = Field(default=DEFAULT_BEST_K, ge=1, le=MAX_TRACK_CROPS)

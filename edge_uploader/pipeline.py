@@ -15,14 +15,14 @@ from typing import Literal
 import numpy as np
 
 from edge_uploader.exceptions import SourceError
-from edge_uploader.quality import MIN_INTEROCULAR_PX, assess
+from edge_uploader.quality import assess
 from edge_uploader.sources import IMAGE_SUFFIXES, list_images, read_still
 from lfr_core.contracts import CropMessage, InlineJpeg, Quality, new_id, utcnow, validation_context
-from lfr_core.face.align import align_face
+from lfr_core.face.align import MIN_INTEROCULAR_PX, align_face
 from lfr_core.face.detect import Detection, FaceDetector, pick_central
 from lfr_core.face.image import encode_jpeg
+from lfr_core.matching import PRODUCTION_MIN_QUALITY
 
-DEFAULT_MIN_QUALITY = 0.3
 FaceChoice = Literal["all", "central"]
 __all__ = ["IMAGE_SUFFIXES", "Crop", "FaceCropper", "GateCounts", "SourceError", "image_folder_messages", "list_images"]
 
@@ -75,7 +75,7 @@ class GateCounts:
 class FaceCropper:
     """Detects faces in a BGR frame and returns aligned, quality-assessed crops."""
 
-    def __init__(self, detector: FaceDetector | None = None, min_quality: float = DEFAULT_MIN_QUALITY) -> None:
+    def __init__(self, detector: FaceDetector | None = None, min_quality: float = PRODUCTION_MIN_QUALITY) -> None:
         self.detector = detector or FaceDetector()
         self.min_quality = min_quality
 

@@ -1,7 +1,9 @@
 """Quality of one detected face, from what the edge already has: landmarks, pixels, detector score.
 
-The score gates what leaves the van: a tiny, blurred or profile face is more likely to
-produce a false alert than a true one, so it is counted and dropped at the edge.
+The score ranks a track's crops (the best ones are sent) and can gate what leaves the van.
+Production's gate (`lfr_core.matching.PRODUCTION_MIN_QUALITY`) keeps every face big enough to
+identify: measured, a blurred or profile face found listed people more often than it alerted
+falsely, so dropping it only cost true alerts.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ import cv2
 import numpy as np
 
 from lfr_core.contracts import Quality
+from lfr_core.face.align import MIN_INTEROCULAR_PX
 
-# Below ~16 px between the eyes SFace embeddings stop separating identities;
-# by ~48 px more resolution no longer helps.
-MIN_INTEROCULAR_PX = 16.0
+# By ~48 px between the eyes more resolution no longer helps.
 FULL_INTEROCULAR_PX = 48.0
 # Variance of the Laplacian of the aligned crop: ~20 is visibly smeared, >=120 is crisp.
 BLURRED_LAPVAR = 20.0

@@ -26,6 +26,8 @@ from lfr_eval.identification import (
     at_shipped_threshold,
     digest,
     gains,
+    gate_sweep,
+    gate_sweep_variants,
     measure,
 )
 from lfr_eval.report import TABLE_HEAD, table_line, write_det, write_det_by_group
@@ -56,6 +58,7 @@ def run_eval(
     calibrate_out: Path | None = None,
     lists: int = 1,
     errata: str | None = None,
+    sweep_gates: bool = False,
 ) -> int:
     log = _stderr_log
     root = dataset or lfw_root()
@@ -67,7 +70,9 @@ def run_eval(
         name="this run", flip=flip, gate=GATES[gate], enrol_images=enrol_images, template=template,
         fusion=fusion, fusion_mode=fusion_mode,
     )
-    variants = [base, *ablation_variants(replace(base, fusion=1))] if ablation else [base]
+    ablated = ablation_variants(replace(base, fusion=1)) if ablation else []
+    swept = gate_sweep_variants(base) if sweep_gates else []
+    variants = [base, *ablated, *swept]
     emb = Embeddings(degrade=degrade, seed=seed, threads=threads, log=log, with_flip=any(v.flip for v in variants))
     started = time.monotonic()
     run = measure(samples, labelled if fix else None, extras, watchlist_size, seed, lists, variants, emb, log)
@@ -99,13 +104,16 @@ def run_eval(
     shipped = at_shipped_threshold(main)
     if shipped:
         summary["at_shipped_threshold"] = shipped
+    ablation_outcomes = outcomes[1:1 + len(ablated)]
     if ablation:
-        summary["ablation"] = [o.summary() for o in outcomes[1:]]
-        summary["gains"] = gains(outcomes[1:])
+        summary["ablation"] = [o.summary() for o in ablation_outcomes]
+        summary["gains"] = gains(ablation_outcomes)
+    if swept:
+        summary["gate_sweep"] = gate_sweep(outcomes[1 + len(ablated):])
     if fix:
         summary["as_labelled"] = outcomes_labelled[0].summary()
         if ablation:
-            summary["as_labelled"]["ablation"] = [digest(o) for o in outcomes_labelled[1:]]
+            summary["as_labelled"]["ablation"] = [digest(o) for o in outcomes_labelled[1:1 + len(ablated)]]
 
     def table(rows: Sequence[SearchOutcome], heading: str) -> None:
         print(heading)
@@ -135,6 +143,13 @@ def run_eval(
         if gate_of.get(g["variant"]) != gate_of.get(g["reference"]):
             print("  ... with FPIR per stranger walking past (gated-out strangers cannot alert): "
                   f"{gain_cells(g['tpir_gain_per_stranger'])}")
+    for row in summary.get("gate_sweep", []):
+        walked = row["per_stranger"][fpir_key(OPERATING_FPIR)]
+        shipped_cell = row.get("at_shipped_threshold")
+        print(f"{row['variant']}: failure to acquire {row['failure_to_acquire']['mated']['rate']} (listed), "
+              f"TPIR {walked['tpir']['rate']} at FPIR {fpir_key(OPERATING_FPIR)} per stranger walking past"
+              + (f"; at the shipped threshold {shipped_cell['threshold']}: TPIR {shipped_cell['tpir']['rate']}, "
+                 f"false alerts {shipped_cell['fpir']['k']}/{shipped_cell['fpir']['n']}" if shipped_cell else ""))
     for key, fair in summary["fairness"].items() if has_gender else ():
         cells = "; ".join(
             f"{m.upper()} F {fair['F'][m]['k']}/{fair['F'][m]['n']} vs M {fair['M'][m]['k']}/{fair['M'][m]['n']} "
@@ -165,7 +180,7 @@ def run_eval(
         # The ablation detail stays in the file; the line carries this run and a one-row-per-variant digest.
         line = {k: v for k, v in summary.items() if k not in ("ablation", "as_labelled", "calibration")}
         if ablation:
-            line["ablation"] = [digest(o) for o in outcomes[1:]]
+            line["ablation"] = [digest(o) for o in ablation_outcomes]
         if fix:
             line["as_labelled"] = {k: summary["as_labelled"][k]
                                    for k in ("mated", "non_mated", "rank1", "tpir_at_fpir")}

@@ -73,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--degrade", choices=["cctv"], help="apply surveillance conditions to probes")
     ev.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=PRODUCTION_FLIP_TTA,
                     help="horizontal-flip test-time augmentation (default: as production)")
-    ev.add_argument("--gate", choices=["production", "none", "strict"], default="production")
+    ev.add_argument("--gate", choices=["production", "none", "earlier", "strict"], default="production",
+                    help="the edge's quality gate: production's, none, the earlier 0.3, or 0.5")
+    ev.add_argument("--gate-sweep", action="store_true",
+                    help="also measure this pipeline at each gate of a sweep, per stranger walking past")
     ev.add_argument("--enrol-images", type=int, default=ENROL_PHOTOS,
                     help="images enrolled per listed person, at most (one is always left to search)")
     ev.add_argument("--template", choices=list(TEMPLATE_MODES), default=PRODUCTION_TEMPLATE,
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.dataset, args.non_mated, args.watchlist_size, args.seed, args.fusion, args.fusion_mode,
                 args.degrade, args.flip_tta, args.gate, args.enrol_images, args.template, args.ablation,
                 args.out or DEFAULT_OUT, args.json, args.threads, args.calibrate_out, args.lists, args.errata,
+                args.gate_sweep,
             )
         if args.command == "eval-video":
             from lfr_cli.video_eval import DEFAULT_OUT, run_eval_video

@@ -37,7 +37,13 @@ import numpy as np
 
 from lfr_core.contracts import MAX_TRACK_CROPS
 from lfr_core.errors import CalibrationError
-from lfr_core.matching import FUSION_MODES, PRODUCTION_FLIP_TTA, PRODUCTION_TEMPLATE, FusionMode
+from lfr_core.matching import (
+    FUSION_MODES,
+    PRODUCTION_FLIP_TTA,
+    PRODUCTION_MIN_QUALITY,
+    PRODUCTION_TEMPLATE,
+    FusionMode,
+)
 
 TABLE_PATH = Path(__file__).with_name("calibration.json")
 FORMAT_VERSION = 2  # 2: fused thresholds per track size (2..MAX_TRACK_CROPS) and one fusion mode
@@ -241,8 +247,9 @@ class CalibrationTable:
 
 def production_pipeline() -> dict[str, Any]:
     """What a table's scores must have been made with for production's thresholds to hold: the
-    match function's flip TTA and the watchlist build's template rule (`lfr_core.matching`)."""
-    return {"flip_tta": PRODUCTION_FLIP_TTA, "template": PRODUCTION_TEMPLATE}
+    match function's flip TTA, the watchlist build's template rule and the edge's quality gate
+    (`lfr_core.matching`)."""
+    return {"flip_tta": PRODUCTION_FLIP_TTA, "template": PRODUCTION_TEMPLATE, "min_quality": PRODUCTION_MIN_QUALITY}
 
 
 @lru_cache(maxsize=1)

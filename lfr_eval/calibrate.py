@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
 from lfr_core.calibration import CalibrationTable, Curve, fpir_key, production_pipeline
 from lfr_core.contracts import MAX_TRACK_CROPS, utcnow
 from lfr_core.errors import CalibrationError
 from lfr_core.face.embed import EMBEDDING_DIM
 from lfr_core.matching import (
     PRODUCTION_FLIP_TTA,
+    PRODUCTION_MIN_QUALITY,
     PRODUCTION_TEMPLATE,
     FusionMode,
     TemplateMode,
@@ -194,7 +194,7 @@ def calibrate_table(
     seed: int,
     fusion_mode: FusionMode,
     flip: bool = PRODUCTION_FLIP_TTA,
-    gate: float | None = DEFAULT_MIN_QUALITY,
+    gate: float | None = PRODUCTION_MIN_QUALITY,
     enrol_photos: int = ENROL_PHOTOS,
     template: TemplateMode = PRODUCTION_TEMPLATE,
     pool: Sequence[str] | None = None,

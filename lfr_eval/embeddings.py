@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 
 from edge_uploader.pipeline import FaceCropper
-from edge_uploader.quality import MIN_INTEROCULAR_PX
 from functions.logic.build_watchlist import enrolment_crop
 from lfr_core.contracts import CROP_SIZE, InlineJpeg, utcnow
 from lfr_core.errors import InvalidImageError
+from lfr_core.face.align import MIN_INTEROCULAR_PX
 from lfr_core.face.embed import EMBEDDING_DIM, FaceEmbedder
 from lfr_core.face.image import decode_jpeg
 from lfr_eval.degrade import degrade_cctv

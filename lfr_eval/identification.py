@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_uploader.pipeline import DEFAULT_MIN_QUALITY
 from lfr_core.calibration import fpir_key, shipped_table
 from lfr_core.errors import CalibrationError
 from lfr_core.matching import (
     PRODUCTION_FLIP_TTA,
     PRODUCTION_FUSION,
+    PRODUCTION_MIN_QUALITY,
     PRODUCTION_TEMPLATE,
     TemplateMode,
     WatchlistIndex,
@@ -37,8 +37,12 @@ from lfr_eval.metrics import REPORT_FPIRS, OpenSetResult, Rate, difference_inter
 
 OPERATING_FPIR = 2e-4  # the issue's bar; NPL measured the Met at about 1 in 6,000
 FAIRNESS_FPIRS = (1e-2, 1e-3, OPERATING_FPIR)
-GATES = {"none": None, "production": DEFAULT_MIN_QUALITY, "strict": 0.5}
-GATE_SWEEP = (0.2, 0.4)  # around the production gate (0.3), for a gate chosen by measurement
+# The gate production used before it was chosen by measurement: the ablation's reference keeps it.
+EARLIER_MIN_QUALITY = 0.3
+GATES = {"none": None, "production": PRODUCTION_MIN_QUALITY, "earlier": EARLIER_MIN_QUALITY, "strict": 0.5}
+GATE_SWEEP = (0.0, 0.2, 0.4)  # around the earlier gate, from the one-photo reference
+# `lfr eval --gate-sweep`: the run's own pipeline at each of these gates (how production's was chosen).
+PRODUCTION_GATE_SWEEP: tuple[float | None, ...] = (None, 0.0, 0.1, 0.2, 0.3)
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class Variant:
 
     name: str = "production"
     flip: bool = PRODUCTION_FLIP_TTA
-    gate: float | None = DEFAULT_MIN_QUALITY  # None: match every detected face
+    gate: float | None = PRODUCTION_MIN_QUALITY  # None: match every detected face
     enrol_images: int = ENROL_PHOTOS  # up to this many, leaving one to search
     template: TemplateMode = PRODUCTION_TEMPLATE  # several enrolment images: one entry "each", or their "mean"
     probe_from: int | None = None  # index of a listed person's first probe image (default: after enrolment)
@@ -275,7 +279,7 @@ def pooled(outcomes: Sequence[SearchOutcome]) -> SearchOutcome:
 def ablation_variants(base: Variant) -> list[Variant]:
     """Each technique with and without, from one enrolment photo without TTA (the reference,
     `reference_of`) and the rest held at `base` (same mated/non-mated sets per pair)."""
-    base = replace(base, flip=False, enrol_images=1, template="each")
+    base = replace(base, flip=False, enrol_images=1, template="each", gate=EARLIER_MIN_QUALITY)
     vs = [
         replace(base, name="one photo, gate 0.3, no TTA (the earlier production)"),
         replace(base, name="flip TTA", flip=True),
@@ -295,9 +299,35 @@ def ablation_variants(base: Variant) -> list[Variant]:
     vs.append(replace(base, name="tracks of 3, feature fusion + flip TTA", fusion=3, fusion_mode="feature", flip=True))
     vs.append(replace(base, name="flip TTA + enrol 3 max", flip=True, enrol_images=3, probe_from=3))
     vs.append(replace(base, name="flip TTA + enrol 3 mean (production)", flip=True, enrol_images=3, template="mean",
-                      probe_from=3))
+                      probe_from=3, gate=PRODUCTION_MIN_QUALITY))
     return vs
 
+
+
+def gate_sweep_variants(base: Variant) -> list[Variant]:
+    return [replace(base, name=f"gate {'none' if g is None else g}", gate=g) for g in PRODUCTION_GATE_SWEEP]
+
+
+def gate_sweep(outcomes: Sequence[SearchOutcome], fpirs: Sequence[float] = FAIRNESS_FPIRS) -> list[dict[str, Any]]:
+    """Each gate's outcome held to the same false alerts per stranger walking past (`per_stranger`:
+    a stranger the gate dropped cannot alert), at each target FPIR's own threshold and at the
+    shipped table's threshold for the list's size: the measurement production's gate is chosen by."""
+    rows = []
+    for o in outcomes:
+        walked = o.per_stranger()
+        row: dict[str, Any] = {
+            "variant": o.variant.name, "gate": o.variant.gate,
+            "failure_to_acquire": {"mated": o.fta_mated.to_dict(), "non_mated": o.fta_non_mated.to_dict()},
+            "per_stranger": {fpir_key(f): walked.at_fpir(f).to_dict() for f in fpirs},
+        }
+        try:
+            t = shipped_table().threshold(OPERATING_FPIR, max(o.watchlist_size, 1))
+        except CalibrationError:
+            t = None  # no table for this pipeline (or list size): the own thresholds still compare
+        if t is not None:
+            row["at_shipped_threshold"] = walked.at_threshold(t, OPERATING_FPIR).to_dict()
+        rows.append(row)
+    return rows
 
 
 def reference_of(v: Variant, variants: Sequence[Variant]) -> Variant | None:
@@ -306,7 +336,7 @@ def reference_of(v: Variant, variants: Sequence[Variant]) -> Variant | None:
     production fusion."""
     for r in variants:
         if (r != v and r.fusion == v.fusion and r.probe_from == v.probe_from and not r.flip
-                and r.gate == DEFAULT_MIN_QUALITY and r.enrol_images == 1 and r.template == "each"
+                and r.gate == EARLIER_MIN_QUALITY and r.enrol_images == 1 and r.template == "each"
                 and r.fusion_mode == PRODUCTION_FUSION):
             return r
     return None
@@ -342,7 +372,7 @@ def at_shipped_threshold(o: SearchOutcome) -> dict[str, Any] | None:
     (read before this run may rewrite it): the table's threshold, measured on this run's searches."""
     v = o.variant
     if (v.fusion != 1 or v.flip != PRODUCTION_FLIP_TTA or v.template != PRODUCTION_TEMPLATE
-            or v.gate != DEFAULT_MIN_QUALITY):
+            or v.gate != PRODUCTION_MIN_QUALITY):
         return None  # the table is for the production pipeline's single crops
     try:
         t = shipped_table().threshold(OPERATING_FPIR, max(o.watchlist_size, 1))

@@ -32,7 +32,7 @@ from functions.models.records import MAX_CONFUSABLE_LISTED, ConfusableEntries, E
 from functions.observability import logger
 from lfr_core.contracts import DeploymentState
 from lfr_core.errors import InvalidImageError
-from lfr_core.face.align import align_face, interocular_px
+from lfr_core.face.align import MIN_INTEROCULAR_PX, align_face, interocular_px
 from lfr_core.face.detect import Detection, pick_central
 from lfr_core.face.image import decode_image
 from lfr_core.layout import watchlist_entries_key, watchlist_images_prefix, watchlist_index_key
@@ -41,8 +41,6 @@ from lfr_core.matching import PRODUCTION_TEMPLATE, person_templates
 
 S = DeploymentState
 MANIFEST_NAME = "manifest.json"
-# Below ~16 px between the eyes SFace embeddings stop separating identities (as the edge gate).
-MIN_INTEROCULAR_PX = 16.0
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 EMBED_CHUNK = 32  # bounds memory on a large watchlist; one model call per chunk
 _SEQ_SUFFIX = re.compile(r"^(?P<label>.+)_\d+$")

@@ -94,6 +94,11 @@ def align_face(image_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(crop, dtype=np.uint8)
 
 
+# Below ~16 px between the eyes SFace embeddings stop separating identities: the edge sends no
+# smaller face and the watchlist build enrols none.
+MIN_INTEROCULAR_PX = 16.0
+
+
 def interocular_px(landmarks: np.ndarray) -> float:
     """Distance between the eye centres in source pixels (a resolution measure for quality gates)."""
     lm = _as_landmarks(landmarks)

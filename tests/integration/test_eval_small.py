@@ -51,7 +51,8 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
 ) -> None:
     data = _subset(tmp_path / "data", n_multi=24, n_single=60, seed=5)
     out = tmp_path / "out"
-    rc = main(["eval", "--dataset", str(data), "--watchlist-size", "12", "--seed", "3", "--out", str(out), "--json"])
+    rc = main(["eval", "--dataset", str(data), "--watchlist-size", "12", "--seed", "3", "--out", str(out), "--json",
+               "--gate-sweep"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # Up to 3 photos enrol each listed person (as production), at least one is left to search.
@@ -74,6 +75,14 @@ def test_lfr_eval_reports_sane_rates_and_writes_det_and_json(
     by_gender = Path(summary["det_by_gender_png"])
     assert by_gender.is_file() and by_gender.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(summary["fairness"]) == {"0.01", "0.001", "0.0002"}
+    # The gate sweep: production's pipeline at each gate, every stranger who walked past counted.
+    sweep = summary["gate_sweep"]
+    assert [r["gate"] for r in sweep] == [None, 0.0, 0.1, 0.2, 0.3]
+    walked = {r["per_stranger"]["0.0002"]["fpir"]["n"] for r in sweep}
+    assert walked == {sweep[0]["failure_to_acquire"]["non_mated"]["n"]}
+    dropped = [r["failure_to_acquire"]["mated"]["k"] for r in sweep]
+    assert dropped == sorted(dropped) and dropped[0] == 0
+    assert all(r["at_shipped_threshold"]["target_fpir"] == 2e-4 for r in sweep)
     # Nothing of a face is written: only the PNGs and the JSON of counts and rates.
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png", ".png"]
 

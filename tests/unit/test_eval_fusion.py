@@ -137,6 +137,35 @@ def test_the_gate_sweep_counts_crops_below_its_gate_as_failures_to_acquire() -> 
     assert high.fta_mated.k == high.fta_mated.n > 0 and high.fta_non_mated.k == high.fta_non_mated.n > 0
 
 
+def test_the_production_gate_sweep_holds_every_gate_to_the_same_strangers_walking_past() -> None:
+    from lfr_core.calibration import shipped_table
+    from lfr_core.matching import PRODUCTION_MIN_QUALITY
+    from lfr_eval.identification import OPERATING_FPIR, PRODUCTION_GATE_SWEEP, gate_sweep, gate_sweep_variants
+
+    split, emb = _split_and_emb(np.random.default_rng(10), quality=0.9)
+    for i, path in enumerate(sorted(emb.probes)):
+        if i % 3 == 0:
+            emb.probes[path].quality = 0.05  # a blurred face: only the gates below 0.1 keep it
+        elif i % 3 == 1:
+            emb.probes[path].iod = 12.0  # too small to identify: only "no gate" keeps it
+    vs = gate_sweep_variants(Variant())
+    assert [v.gate for v in vs] == list(PRODUCTION_GATE_SWEEP) and PRODUCTION_MIN_QUALITY in PRODUCTION_GATE_SWEEP
+    rows = {r["gate"]: r for r in gate_sweep([evaluate(split, emb, v) for v in vs])}  # type: ignore[arg-type]
+    dropped = {g: rows[g]["failure_to_acquire"]["non_mated"]["k"] for g in rows}
+    assert dropped[None] == 0 < dropped[0.0] < dropped[0.1] == dropped[0.3]
+    t = shipped_table().threshold(OPERATING_FPIR, 4)
+    walked_past = sum(len(split.by_person[p]) for p in split.non_mated_people())
+    for r in rows.values():
+        cell = r["per_stranger"]["0.0002"]
+        # Every stranger who walked past is in the denominator, whichever gate dropped them.
+        assert cell["fpir"]["n"] == r["failure_to_acquire"]["non_mated"]["n"] == walked_past
+        assert r["at_shipped_threshold"]["threshold"] == pytest.approx(t, abs=1e-6)
+        assert r["at_shipped_threshold"]["fpir"]["n"] == walked_past
+    # A dropped listed face is a miss: the stricter the gate, the fewer found at one threshold.
+    found = [rows[g]["at_shipped_threshold"]["tpir"]["k"] for g in PRODUCTION_GATE_SWEEP]
+    assert found == sorted(found, reverse=True) and found[0] > found[-1]
+
+
 def test_tracks_under_the_candidate_fusions_are_decided_by_their_rule() -> None:
     split, emb = _split_and_emb(np.random.default_rng(7))
     got = {m: evaluate(split, emb, Variant(enrol_images=1, fusion=3, fusion_mode=m))  # type: ignore[arg-type]
@@ -156,7 +185,7 @@ def test_the_ablation_holds_each_candidate_as_a_variant() -> None:
     assert len(vs) == len(ablation_variants(Variant()))  # names are unique
     gates = sorted(v.gate for v in vs.values() if v.fusion == 1 and not v.flip and v.probe_from is None
                    and v.gate is not None)
-    assert gates == [0.2, 0.3, 0.4, 0.5]
+    assert gates == [0.0, 0.2, 0.3, 0.4, 0.5]
     modes = {v.fusion_mode for v in vs.values() if v.fusion == 3}
     assert modes == {"max", "mean", "feature", "quality"}
     assert any(v.flip and v.fusion == 1 and v.enrol_images == 1 for v in vs.values())

@@ -40,8 +40,12 @@ alert than one crop of them was; each crop alone at 0.55 would have let a track 
 
 Since production enrols a mean template with flip TTA (`lfr_core.matching`), the table above is
 for the earlier pipeline (one photo, no TTA). Under the current one 0.55 stays on the safe side:
-the rebuilt calibration table gives 0.491 for FPIR 1e-4 at 20 people, so 0.55 is stricter still and
-costs recall (`make demo` found 8 of 10 listed walkers at 0.55). A deployment should state its
+the rebuilt calibration table gives 0.492 for FPIR 1e-4 at 20 people, so 0.55 is stricter still and
+costs recall. Its track thresholds cost more: 0.55 lies beyond the table's 1e-4 edge, so they are
+the 1e-4 cells plus the same margin, and a 20-person track cell at 1e-4 rests on about 3 false
+alerts in 33,000 stranger tracks, so it moves between rebuilds (3 crops: 0.562 in the table made
+at the earlier 0.3 quality gate, 0.642 in today's; `make demo` found 8 and then 6 of 10 listed
+walkers). A deployment should state its
 target FPIR (`--target-fpir`) and take the calibrated thresholds instead.
 
 LFW is not representative of the population (few children, older people, women; little ethnic

@@ -208,7 +208,8 @@ def test_a_table_made_another_way_than_production_is_refused(tmp_path: Path, mon
     # Thresholds are false-alert rates only for scores made as production makes them.
     assert {k: shipped_table().pipeline[k] for k in calibration.production_pipeline()} \
         == calibration.production_pipeline()
-    for pipeline in ({"flip_tta": False, "template": "mean"}, {"flip_tta": True, "template": "each"}, {}):
+    gated = {"flip_tta": True, "template": "mean", "min_quality": 0.3}  # production's but the earlier gate
+    for pipeline in ({"flip_tta": False, "template": "mean"}, {"flip_tta": True, "template": "each"}, {}, gated):
         replace(_table(), pipeline=pipeline).write(tmp_path / "t.json")
         monkeypatch.setattr(calibration, "TABLE_PATH", tmp_path / "t.json")
         shipped_table.cache_clear()

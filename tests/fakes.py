@@ -146,14 +146,34 @@ class InMemoryAlertRepository(_Faults, AlertRepository):
         self.items[key] = record.to_item()
         return True
 
+    def claim_publication(self, deployment_id: str, alert_id: str, revision: int, claimant: str,
+                          now: datetime, lease_s: int) -> bool:
+        self._enter("claim_publication")
+        now_s = int(now.timestamp())
+        with self._lock:
+            item = self.items.get((deployment_id, alert_id))
+            if item is None or item.get("revision", 1) != revision or item.get("published_at") is not None:
+                return False
+            held = item.get("publish_claim_revision")
+            if not (held is None or held < revision or item.get("publish_claim_by") == claimant
+                    or item.get("publish_claim_until", 0) < now_s):
+                return False
+            item.update(publish_claim_by=claimant, publish_claim_revision=revision,
+                        publish_claim_until=now_s + lease_s)
+            return True
+
     def mark_published(
-        self, deployment_id: str, alert_id: str, published_at: datetime, queue_to_publish_ms: float | None
+        self, deployment_id: str, alert_id: str, revision: int, published_at: datetime,
+        queue_to_publish_ms: float | None,
     ) -> None:
         self._enter("mark_published")
-        item = self.items[(deployment_id, alert_id)]
-        item["published_at"] = published_at.isoformat()
-        if queue_to_publish_ms is not None:
-            item["queue_to_publish_ms"] = queue_to_publish_ms
+        with self._lock:
+            item = self.items[(deployment_id, alert_id)]
+            if item.get("revision", 1) != revision:
+                return
+            item["published_at"] = published_at.isoformat()
+            if queue_to_publish_ms is not None:
+                item["queue_to_publish_ms"] = queue_to_publish_ms
 
     def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]:
         self._enter("list_for_deployment")

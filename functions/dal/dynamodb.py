@@ -254,21 +254,50 @@ class DynamoAlertRepository(AlertRepository):
                 raise
         return True
 
+    def claim_publication(self, deployment_id: str, alert_id: str, revision: int, claimant: str,
+                          now: datetime, lease_s: int) -> bool:
+        now_s = int(now.timestamp())
+        with transient("alerts.claim_publication"):
+            try:
+                self._ddb.client.update_item(
+                    TableName=self.table, Key=self._key(deployment_id, alert_id),
+                    UpdateExpression="SET publish_claim_by = :me, publish_claim_revision = :r,"
+                    " publish_claim_until = :until",
+                    ConditionExpression="revision = :r AND attribute_not_exists(published_at)"
+                    " AND (attribute_not_exists(publish_claim_revision) OR publish_claim_revision < :r"
+                    " OR publish_claim_by = :me OR publish_claim_until < :now)",
+                    ExpressionAttributeValues={
+                        ":me": {"S": claimant}, ":r": {"N": str(revision)},
+                        ":until": {"N": str(now_s + lease_s)}, ":now": {"N": str(now_s)},
+                    },
+                )
+            except ClientError as exc:
+                if error_code(exc) == _CONDITION_FAILED:
+                    return False
+                raise
+        return True
+
     def mark_published(
-        self, deployment_id: str, alert_id: str, published_at: datetime, queue_to_publish_ms: float | None
+        self, deployment_id: str, alert_id: str, revision: int, published_at: datetime,
+        queue_to_publish_ms: float | None,
     ) -> None:
-        values: dict[str, Any] = {":p": {"S": published_at.isoformat()}}
+        values: dict[str, Any] = {":p": {"S": published_at.isoformat()}, ":r": {"N": str(revision)}}
         expr = "SET published_at = :p"
         if queue_to_publish_ms is not None:
             values[":q"] = to_attr(queue_to_publish_ms)
             expr += ", queue_to_publish_ms = :q"
         with transient("alerts.mark_published"):
-            self._ddb.client.update_item(
-                TableName=self.table,
-                Key=self._key(deployment_id, alert_id),
-                UpdateExpression=expr,
-                ExpressionAttributeValues=values,
-            )
+            try:
+                self._ddb.client.update_item(
+                    TableName=self.table,
+                    Key=self._key(deployment_id, alert_id),
+                    UpdateExpression=expr,
+                    ConditionExpression="revision = :r",
+                    ExpressionAttributeValues=values,
+                )
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
 
     def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]:
         out: list[AlertRecord] = []

@@ -77,9 +77,19 @@ class AlertRepository(ABC):
         """Conditional insert; False (and no write) if the alert id already exists."""
 
     @abstractmethod
+    def claim_publication(self, deployment_id: str, alert_id: str, revision: int, claimant: str,
+                          now: datetime, lease_s: int) -> bool:
+        """Let `claimant` publish `revision`: True if the alert is at that revision, unpublished, and
+        nobody else holds an unexpired claim on it (the claimant's own claim renews). One winner
+        among concurrent callers."""
+
+    @abstractmethod
     def mark_published(
-        self, deployment_id: str, alert_id: str, published_at: datetime, queue_to_publish_ms: float | None
-    ) -> None: ...
+        self, deployment_id: str, alert_id: str, revision: int, published_at: datetime,
+        queue_to_publish_ms: float | None,
+    ) -> None:
+        """Record that `revision` was published; nothing if the alert has moved on to a newer one
+        (whose own publisher marks it)."""
 
     @abstractmethod
     def list_for_deployment(self, deployment_id: str) -> list[AlertRecord]: ...

@@ -19,6 +19,13 @@ within the window, else open), so two workers holding tracks of one person canno
 encounters. An officer's decision is recorded on the encounter's alert, so it covers all of
 its sightings; a decided encounter is not republished.
 
+Each revision is pushed once although several workers may see it unpublished at the same time
+(a sighting arriving while the first push is in flight): a worker publishes only after winning
+the revision's claim (`claim_publication`). The claim names the crop message, so that message's
+redelivery after a crash can finish the push; any other worker may take it over once
+PUBLISH_CLAIM_LEASE_S has passed (the claimant's invocation is over by then). The record is marked
+published for that revision only, so a late mark never hides a newer revision.
+
 Camera activity for the van's console is here too: per invocation and camera, one atomic
 update of the camera's last-seen time and per-minute message count. Counts and times only.
 """
@@ -50,6 +57,10 @@ DUPLICATE = "duplicate"
 # crop embedded in another batch differs in the last float digits (onnxruntime's kernels depend
 # on the batch, and flip TTA adds two runs), and a replay must not republish as "a better crop".
 BETTER_CROP_MARGIN = 1e-4
+# Longer than any match invocation (infra MATCH_TIMEOUT_S, 5 s), so a live claimant keeps its
+# claim; no longer than the queue's visibility timeout, so a stalled push is taken over by the
+# next sighting about as soon as the claimant's own redelivery would retry it.
+PUBLISH_CLAIM_LEASE_S = 30
 
 
 def encounter_alert_id(deployment_id: str, entry_id: str, opened_at: datetime) -> str:
@@ -130,6 +141,11 @@ class Encounters:
                     # Another sighting of an encounter the officer already has: recorded, no push.
                     self.metrics.count("EncounterSightings", 1)
                     return DUPLICATE
+        if not self.alerts.claim_publication(dep_id, alert_id, record.revision, msg.message_id, now,
+                                             PUBLISH_CLAIM_LEASE_S):
+            # A concurrent sighting is pushing this revision (or a newer one exists, pushed by its maker).
+            self.metrics.count("EncounterSightings", 1)
+            return DUPLICATE
         return self._publish(p, record)
 
     def _sighting(self, p: PendingAlert, record: AlertRecord, alert_id: str, key: str,
@@ -180,7 +196,7 @@ class Encounters:
             alert_id=record.alert_id, camera_id=msg.camera_id, watchlist_entry_id=p.entry_id,
             revision=record.revision, sightings=record.sightings,
         )
-        self.alerts.mark_published(msg.deployment_id, record.alert_id, published_at, q_ms)
+        self.alerts.mark_published(msg.deployment_id, record.alert_id, record.revision, published_at, q_ms)
         self.metrics.count("AlertsPublished" if record.revision == 1 else "AlertUpdatesPublished", 1)
         if q_ms is not None:
             self.metrics.milliseconds("QueueToPublishMs", q_ms)

@@ -195,8 +195,14 @@ class AlertRecord(Alert):
 
     crop_key: str
     expires_at_epoch: int  # DynamoDB TTL attribute
-    # Set once the SNS publish succeeded; a replay of the same crop with it set publishes nothing.
+    # Set once the SNS publish of the current `revision` succeeded; a replay of the same crop with
+    # it set publishes nothing.
     published_at: AwareDatetime | None = None
+    # Who may publish `publish_claim_revision` (a crop message id), until `publish_claim_until`
+    # (epoch s): one push per revision among concurrent sightings (functions/logic/encounters.py).
+    publish_claim_by: str | None = None
+    publish_claim_revision: int | None = None
+    publish_claim_until: int | None = None
     # The officer's decision (README "Officers"); one per alert, first one wins.
     decision: Decision | None = None
     decided_by: str | None = None

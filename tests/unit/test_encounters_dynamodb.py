@@ -3,8 +3,9 @@ person race to ONE encounter, the window, and the state items staying out of ale
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from functions.logic.audit_log import AuditLog
 from functions.logic.encounters import ALERTED, DUPLICATE, Encounters, encounter_alert_id, record_camera_activity
 from functions.logic.match import PendingAlert
 from lfr_cli.local.server import MotoServer
+from lfr_core.contracts import Alert
 from tests.fakes import (
     InMemoryAlertPublisher,
     InMemoryCropQueues,
@@ -129,6 +131,53 @@ def test_the_loser_of_the_open_race_joins_the_winners_encounter(repo: DynamoAler
     (rec,) = repo.list_for_deployment(DEP)
     assert set(rec.tracks) == {"cam-1/a", "cam-1/b"} and rec.alert_id == encounter_alert_id(DEP, ENTRY, NOW)
     assert len(pub.published) == 1
+
+
+class _PublishRace(InMemoryAlertPublisher):
+    """The first publish runs another worker's whole sighting before it returns: a concurrent
+    invocation holding another track of the person while the first is still pushing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during_first: Callable[[], None] | None = None
+
+    def publish(self, alert: Alert) -> str:
+        hook, self.during_first = self.during_first, None
+        if hook is not None:
+            hook()
+        return super().publish(alert)
+
+
+@pytest.mark.parametrize("camera", ["cam-1", "cam-2"])
+def test_a_sighting_while_the_first_push_is_in_flight_does_not_push_it_again(
+    repo: DynamoAlertRepository, camera: str,
+) -> None:
+    clock = Clock(NOW)
+    pub = _PublishRace()
+    a = Encounters(alerts=repo, crops=InMemoryObjectStore("alerts"), publisher=pub, metrics=RecordingMetrics(),
+                   clock=clock, audit=audit_log(clock), page_link=page_link)
+    b = Encounters(alerts=DynamoAlertRepository(TABLE, repo._ddb.client), crops=a.crops, publisher=pub,
+                   metrics=a.metrics, clock=clock, audit=a.audit, page_link=page_link)
+    b_result: list[str] = []
+    pub.during_first = lambda: b_result.append(b.raise_alert(pending("b", camera=camera), 120))
+    assert a.raise_alert(pending("a"), 120) == ALERTED
+    revisions = [json.loads(p)["revision"] for p, _ in pub.published]
+    (rec,) = repo.list_for_deployment(DEP)
+    if camera == "cam-1":  # nothing new for the officer: the push in flight is the only one
+        assert b_result == [DUPLICATE] and revisions == [1]
+    else:  # another camera: one silent update (revision 2), and the first push not repeated
+        assert b_result == [ALERTED] and sorted(revisions) == [1, 2]
+    assert rec.published_at is not None and rec.revision == max(revisions) and rec.sightings == 2
+
+
+def test_a_revision_published_late_does_not_mark_a_newer_one_published(repo: DynamoAlertRepository) -> None:
+    enc, _ = service(repo, Clock(NOW))
+    enc.raise_alert(pending("t1"), 120)
+    alert_id = encounter_alert_id(DEP, ENTRY, NOW)
+    assert repo.bump_revision(DEP, alert_id, 1)  # another camera's sighting: revision 2 to push
+    repo.mark_published(DEP, alert_id, 1, NOW, None)  # the revision-1 push's late bookkeeping
+    rec = repo.get(DEP, alert_id)
+    assert rec is not None and rec.revision == 2 and rec.published_at is None
 
 
 def test_window_runs_from_the_last_sighting_and_then_a_new_encounter(repo: DynamoAlertRepository) -> None:

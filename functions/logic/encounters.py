@@ -122,6 +122,10 @@ class Encounters:
                 cameras=(msg.camera_id,),
                 last_seen_at=msg.captured_at,
                 encounter_window_s=window_s,
+                # Created holding the claim on its first push: no second write before it.
+                publish_claim_by=msg.message_id,
+                publish_claim_revision=1,
+                publish_claim_until=int(now.timestamp()) + PUBLISH_CLAIM_LEASE_S,
             )
             created = self.alerts.put_new(candidate)
             # Lost the race to a concurrent sighting of this encounter: join it as a sighting.
@@ -141,8 +145,8 @@ class Encounters:
                     # Another sighting of an encounter the officer already has: recorded, no push.
                     self.metrics.count("EncounterSightings", 1)
                     return DUPLICATE
-        if not self.alerts.claim_publication(dep_id, alert_id, record.revision, msg.message_id, now,
-                                             PUBLISH_CLAIM_LEASE_S):
+        if not created and not self.alerts.claim_publication(dep_id, alert_id, record.revision, msg.message_id, now,
+                                                             PUBLISH_CLAIM_LEASE_S):
             # A concurrent sighting is pushing this revision (or a newer one exists, pushed by its maker).
             self.metrics.count("EncounterSightings", 1)
             return DUPLICATE

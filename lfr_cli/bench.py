@@ -294,6 +294,7 @@ def measure_model(faces: RealFaces) -> ModelTiming:
 
 COLD_START_PROBE = """
 import time, json, sys
+from pathlib import Path
 t0 = time.perf_counter()
 import numpy as np
 from lfr_core.face.embed import FaceEmbedder
@@ -303,7 +304,7 @@ t1 = time.perf_counter()
 embedder = FaceEmbedder(intra_op_threads=1)
 embedder.embed(np.zeros((1, 112, 112, 3), np.uint8))
 t2 = time.perf_counter()
-index = WatchlistIndex.from_npz_bytes(open(sys.argv[1], 'rb').read())
+index = WatchlistIndex.from_npz_file(Path(sys.argv[1]))
 index.fused_top1_batch([np.ones((1, 128), np.float32)], 'max')
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "model_first_embed_s": t2 - t1, "index_load_first_search_s": t3 - t2,

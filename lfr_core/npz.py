@@ -4,7 +4,8 @@ An index of a million entries is ~650 MB; `np.load` copies every array out of th
 faults in that much fresh memory), which was most of a match container's cold start at that
 size. `write` lays each array out uncompressed with its data on a 64-byte boundary of the
 artifact (padding in the zip extra field, which readers skip, as Android's zipalign does), so
-`read` can return read-only views of the downloaded bytes. Either stays a standard .npz:
+`read` can return read-only views of the downloaded bytes, or of a memory-mapped file (an index
+on the function's own storage: only the pages a search touches are read). Either stays a standard .npz:
 `np.load` reads what `write` writes, and `read` accepts any .npz without object arrays (a
 compressed or misaligned member is copied, as `np.load` would).
 """
@@ -12,11 +13,12 @@ compressed or misaligned member is copied, as `np.load` would).
 from __future__ import annotations
 
 import io
+import mmap
 import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -50,14 +52,16 @@ def write(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def read(data: bytes) -> dict[str, np.ndarray]:
+def read(data: bytes | mmap.mmap) -> dict[str, np.ndarray]:
     """Each member's array; stored, aligned members are read-only views of `data` (no copy).
 
     Every member's CRC is checked, so a corrupted download is refused, not searched."""
     view = memoryview(data)
     out: dict[str, np.ndarray] = {}
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        # A mapped file is its own file object (BytesIO would copy it; it shares a bytes object).
+        source = cast(IO[bytes], data) if isinstance(data, mmap.mmap) else io.BytesIO(data)  # mmap reads, seeks
+        zf = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise NpzError(f"not a zip: {e}") from e
     with zf:
@@ -81,7 +85,7 @@ def read(data: bytes) -> dict[str, np.ndarray]:
     return out
 
 
-def _member_start(data: bytes, info: zipfile.ZipInfo) -> int:
+def _member_start(data: bytes | mmap.mmap, info: zipfile.ZipInfo) -> int:
     h = info.header_offset
     if h < 0 or h + _LOCAL_HEADER.size > len(data):
         raise NpzError(f"{info.filename}: local header out of range")
@@ -112,7 +116,7 @@ def _npy_header(buf: bytes) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     return shape, dtype, fp.tell()
 
 
-def _array(data: bytes, start: int, end: int | None) -> np.ndarray:
+def _array(data: bytes | mmap.mmap, start: int, end: int | None) -> np.ndarray:
     end = len(data) if end is None else end
     shape, dtype, data_offset = _npy_header(data[start:min(end, start + _MAX_NPY_HEADER)])
     offset = start + data_offset

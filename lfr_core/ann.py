@@ -3,14 +3,19 @@ error bound, so the exact best entry is always among the candidates.
 
 Used only above `SCAN_MIN_ENTRIES` (below it one float32 matrix product per batch is as fast:
 `lfr bench` measures both). The scan reads a quarter of the bytes of the float32 gallery, through
-onnxruntime's int8 matrix product (`MatMulInteger`, the tiny model `layers.face_models` builds:
-numpy has no int8 BLAS). Every score it computes is within `margin` of the exact cosine (the
-quantisation error bound below), so every entry whose int8 score is within two margins of the
-query's best int8 score is a candidate, and the exact best entry is always one of them: the
-decision, re-scored exactly over the candidates' persons (`WatchlistIndex.fused_top1_batch`),
-equals exact search's for every single crop and under max fusion (production's), by construction
-rather than by a measured recall. Measured on real SFace embeddings a query has 1 candidate at
-the median and 22 (100k entries) to 57 (1M) at the 99th percentile (README "Performance and cost").
+onnxruntime's 8-bit matrix product (`MatMulInteger`, the tiny model `layers.face_models` builds:
+numpy has no int8 BLAS). Both operands are uint8 with zero point 128 (the signed codes plus 128):
+onnxruntime's uint8 x int8 kernel on x86 CPUs without VNNI (AVX2 `vpmaddubsw`) saturates sums of
+two products at 16 bits, and on such a host it returned wrong scores for extreme codes, dropping
+the exact best entry; its uint8 x uint8 kernel widens first and is exact on every CPU, at about the
+same speed (on that host, over 1M entries: one query 33 ms against 36, thirty 100 against 88). Every score the scan
+computes is within `margin` of the exact cosine (the quantisation error bound below), so every
+entry whose int8 score is within two margins of the query's best int8 score is a candidate, and
+the exact best entry is always one of them: the decision, re-scored exactly over the candidates'
+persons (`WatchlistIndex.fused_top1_batch`), equals exact search's for every single crop and
+under max fusion (production's), by construction rather than by a measured recall. Measured on
+real SFace embeddings a query has 1 candidate at the median and 22 (100k entries) to 57 (1M) at
+the 99th percentile (README "Performance and cost").
 
 Why not a graph (pynndescent as the design first named, or usearch's HNSW): measured on real
 embeddings among Gaussian distractors, usearch found the exact best entry for only 83% of mated
@@ -39,8 +44,9 @@ SCAN_MIN_ENTRIES = 100_000
 # Entries per MatMulInteger call: the (crops, block) int32 scores of a 10x3-crop batch stay within
 # a core's cache while they are reduced, instead of a (30, 1M) matrix through memory.
 SCAN_BLOCK = 16_384
-# The query's int8 codes are unsigned with this zero point (MatMulInteger takes uint8 x int8).
-_QUERY_ZERO_POINT = 128
+# Queries and gallery codes are stored unsigned with this zero point (code + 128), the layout the
+# scan model's exact uint8 x uint8 product takes (module docstring).
+_ZERO_POINT = 128
 # Float32 re-scoring rounds differently from the full product (summation order): a cut this much
 # looser keeps the exact best a candidate whatever the order.
 _ROUNDING_SLACK = 1e-5
@@ -65,12 +71,16 @@ class ScanBounds:
 
 
 class QuantisedScan:
-    """The gallery as int8 blocks `(blocks, dim, SCAN_BLOCK)` (transposed for MatMulInteger, the
-    last block padded with zero codes that are never reported)."""
+    """The gallery's int8 codes plus `_ZERO_POINT`, as uint8 blocks `(blocks, dim, SCAN_BLOCK)`
+    (transposed for MatMulInteger, the last block padded with zero codes that are never reported)."""
 
     def __init__(self, blocks: np.ndarray, entries: int, bounds: ScanBounds) -> None:
-        if blocks.dtype != np.int8 or blocks.ndim != 3 or blocks.shape[2] != SCAN_BLOCK:
-            raise InvalidIndexError(f"int8 scan blocks must be int8 (blocks, dim, {SCAN_BLOCK})")
+        if blocks.dtype == np.int8:
+            # An artifact written before the codes were stored offset: the same codes, each plus
+            # 128, which for two's complement bytes is the sign bit flipped (one pass, no arithmetic).
+            blocks = blocks.view(np.uint8) ^ np.uint8(0x80)
+        if blocks.dtype != np.uint8 or blocks.ndim != 3 or blocks.shape[2] != SCAN_BLOCK:
+            raise InvalidIndexError(f"int8 scan blocks must be uint8 codes (blocks, dim, {SCAN_BLOCK})")
         if not (blocks.shape[0] - 1) * SCAN_BLOCK < entries <= blocks.shape[0] * SCAN_BLOCK:
             raise InvalidIndexError(f"int8 scan has {blocks.shape[0]} blocks for {entries} entries")
         self.blocks = blocks
@@ -91,8 +101,8 @@ class QuantisedScan:
             max_code_l1=float(np.abs(restored).sum(axis=1).max()),
         )
         n_blocks = -(-n // SCAN_BLOCK)
-        padded = np.zeros((n_blocks * SCAN_BLOCK, dim), dtype=np.int8)
-        padded[:n] = codes
+        padded = np.full((n_blocks * SCAN_BLOCK, dim), _ZERO_POINT, dtype=np.uint8)  # code 0
+        padded[:n] = (codes.astype(np.int16) + _ZERO_POINT).astype(np.uint8)
         blocks = np.ascontiguousarray(padded.reshape(n_blocks, SCAN_BLOCK, dim).transpose(0, 2, 1))
         return cls(blocks, n, bounds)
 
@@ -103,7 +113,7 @@ class QuantisedScan:
         """Spot-check that the codes are this gallery's (a sample, so a 1M load stays fast): codes
         of another gallery would void the error bound, and with it the exact decision."""
         rows = np.arange(0, self.entries, every)
-        expected = np.clip(np.rint(embeddings[rows] * self.bounds.scale), -127, 127).astype(np.int8)
+        expected = np.clip(np.rint(embeddings[rows] * self.bounds.scale), -127, 127).astype(np.int16) + _ZERO_POINT
         got = self.blocks[rows // SCAN_BLOCK, :, rows % SCAN_BLOCK]
         if not np.array_equal(got, expected):
             raise InvalidIndexError("int8 scan codes do not match the index's embeddings")
@@ -132,7 +142,7 @@ class QuantisedScan:
         margin = (
             np.abs(queries).sum(axis=1) * self.bounds.max_component_error + self.bounds.max_code_l1 * q_error
         )
-        return (signed + _QUERY_ZERO_POINT).astype(np.uint8), q_scale, margin + _ROUNDING_SLACK
+        return (signed + _ZERO_POINT).astype(np.uint8), q_scale, margin + _ROUNDING_SLACK
 
     def _scan(self, queries: np.ndarray, floor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(query row, entry) pairs that may reach the query's exact best score (floor None) or

@@ -9,8 +9,9 @@ from __future__ import annotations
 MODEL_SFACE = "sface_2021dec_fp32.onnx"
 # fp32 with dynamic H/W, built by layers.face_models from the int8 original so onnxruntime can run it.
 MODEL_YUNET = "yunet_2023mar_fp32.onnx"
-# int8 queries x int8 gallery block -> int32 scores (MatMulInteger), for `lfr_core.ann.QuantisedScan`.
-MODEL_GALLERY_SCAN = "gallery_scan_int8.onnx"
+# 8-bit queries x 8-bit gallery block -> int32 scores (MatMulInteger), for `lfr_core.ann.QuantisedScan`;
+# both stored uint8 with zero point 128, the kernel that is exact on every CPU (lfr_core/ann.py).
+MODEL_GALLERY_SCAN = "gallery_scan_u8.onnx"
 
 
 def deployment_prefix(deployment_id: str) -> str:

@@ -243,6 +243,43 @@ def test_the_scan_candidates_are_few_and_always_hold_the_exact_best_entry(built_
     assert truth <= set(zip(r.tolist(), c.tolist(), strict=True))
 
 
+def test_the_scan_keeps_the_exact_best_when_codes_are_extreme(built_models: Path) -> None:
+    """A face whose energy sits in a few components quantises to codes of +-127: the products
+    the scan sums then overflow 16-bit intermediates on CPUs whose int8 kernel saturates them, and
+    the exact best entry (the query itself) fell out of the candidates on such a host."""
+    rng = np.random.default_rng(12)
+    peaked = np.zeros((1, 128))
+    peaked[0, :6] = 1.0  # six components of 0.41: codes of 127 in the scan
+    spread = _unit(rng.normal(size=(4000, 128)))
+    emb = np.concatenate([_unit(peaked), spread, _unit(peaked + 0.9 * spread[:50])])
+    index = WatchlistIndex([f"e{i}" for i in range(len(emb))], [f"p{i}" for i in range(len(emb))], emb).with_scan()
+    assert index.scan is not None
+    queries = _unit(np.concatenate([peaked, peaked + 0.05 * rng.normal(size=(5, 128)), -peaked]))
+    exact = (queries @ emb.T).argmax(axis=1)
+    assert exact[0] == 0
+    for cand, best in zip(index.scan.candidates(queries), exact, strict=True):
+        assert best in cand
+    hits = index.fused_top1_batch([q[None] for q in queries], "max")
+    assert [h.index for h in hits] == exact.tolist()
+
+
+def test_an_artifact_with_signed_scan_codes_loads_with_the_same_decisions(built_models: Path) -> None:
+    """Artifacts written before the codes were stored offset (int8 `scan_blocks`) still load: the
+    same codes, read as the offset ones, so a deployment built before an upgrade keeps matching."""
+    index, centres = _clustered_index(300, 1, seed=13)
+    index.with_scan()
+    assert index.scan is not None
+    with np.load(io.BytesIO(index.to_npz_bytes())) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    signed = (arrays["scan_blocks"].astype(np.int16) - 128).astype(np.int8)
+    buf = io.BytesIO()
+    np.savez(buf, **dict(arrays, scan_blocks=signed))
+    old = WatchlistIndex.from_npz_bytes(buf.getvalue())
+    assert old.scan is not None and np.array_equal(old.scan.blocks, index.scan.blocks)
+    tracks = [centres[i][None] + 0.5 * np.random.default_rng(i).normal(size=(2, 128)) for i in range(20)]
+    assert old.fused_top1_batch(tracks, "max") == index.fused_top1_batch(tracks, "max")
+
+
 def test_a_corrupt_int8_scan_is_an_invalid_index() -> None:
     index, _ = _clustered_index(50, 1, seed=5)
     index.with_scan()

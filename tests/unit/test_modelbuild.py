@@ -51,14 +51,26 @@ def test_build_is_idempotent_and_records_hashes(built_models: Path) -> None:
     assert set(manifest["outputs"]) == {MODEL_SFACE, MODEL_YUNET, MODEL_GALLERY_SCAN}
 
 
-def test_gallery_scan_model_computes_the_int8_product(built_models: Path) -> None:
-    """uint8 queries with zero point 128 times int8 codes, exactly as integer arithmetic gives it."""
+def test_gallery_scan_model_computes_the_8_bit_product_exactly_at_the_extremes(built_models: Path) -> None:
+    """uint8 queries and gallery codes, both with zero point 128, exactly as integer arithmetic gives
+    it, including the extreme codes whose pairwise sums overflow 16 bits: onnxruntime's uint8 x int8
+    kernel on CPUs without VNNI (AVX2 `vpmaddubsw`) saturates there and returned wrong scores."""
     rng = np.random.default_rng(0)
-    queries = rng.integers(1, 256, size=(3, 128), dtype=np.uint8)
-    gallery = rng.integers(-127, 128, size=(128, 50), dtype=np.int8)
+    queries = np.concatenate([
+        rng.integers(1, 256, size=(3, 128), dtype=np.uint8),
+        np.full((1, 128), 255, np.uint8),  # +127 in every component
+        np.full((1, 128), 1, np.uint8),  # -127
+    ])
+    gallery = np.concatenate([
+        rng.integers(1, 256, size=(128, 50), dtype=np.uint8),
+        np.full((128, 1), 255, np.uint8),
+        np.full((128, 1), 1, np.uint8),
+    ], axis=1)
     scores = _session(built_models / MODEL_GALLERY_SCAN).run(None, {"queries": queries, "gallery": gallery})[0]
     assert scores.dtype == np.int32
-    np.testing.assert_array_equal(scores, (queries.astype(np.int64) - 128) @ gallery.astype(np.int64))
+    expected = (queries.astype(np.int64) - 128) @ (gallery.astype(np.int64) - 128)
+    assert expected[3, 50] == 128 * 127 * 127  # the extreme case is in the test
+    np.testing.assert_array_equal(scores, expected)
 
 
 def test_detector_model_loads_in_onnxruntime(built_models: Path) -> None:

@@ -7,9 +7,9 @@ onnxruntime's 8-bit matrix product (`MatMulInteger`, the tiny model `layers.face
 numpy has no int8 BLAS). Both operands are uint8 with zero point 128 (the signed codes plus 128):
 onnxruntime's uint8 x int8 kernel on x86 CPUs without VNNI (AVX2 `vpmaddubsw`) saturates sums of
 two products at 16 bits, and on such a host it returned wrong scores for extreme codes, dropping
-the exact best entry; its uint8 x uint8 kernel widens first and is exact on every CPU, at about the
-same speed (on that host, over 1M entries: one query 33 ms against 36, thirty 100 against 88). Every score the scan
-computes is within `margin` of the exact cosine (the quantisation error bound below), so every
+the exact best entry; its uint8 x uint8 kernel widens first and is exact on every CPU, at about
+the same speed (on that host, over 1M entries: one query 33 ms against 36, thirty 100 against
+88). Every score the scan computes is within `margin` of the exact cosine (the quantisation error bound below), so every
 entry whose int8 score is within two margins of the query's best int8 score is a candidate, and
 the exact best entry is always one of them: the decision, re-scored exactly over the candidates'
 persons (`WatchlistIndex.fused_top1_batch`), equals exact search's for every single crop and
@@ -47,6 +47,16 @@ SCAN_BLOCK = 16_384
 # Queries and gallery codes are stored unsigned with this zero point (code + 128), the layout the
 # scan model's exact uint8 x uint8 product takes (module docstring).
 _ZERO_POINT = 128
+
+
+def _signed_codes(values: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+    """The one quantisation rule of gallery and queries alike: rint(value * scale) within +-127."""
+    return np.clip(np.rint(values * scale), -127, 127)
+
+
+def _stored(signed: np.ndarray) -> np.ndarray:
+    """Signed codes as the scan model takes them: plus the zero point, uint8."""
+    return (signed.astype(np.int16) + _ZERO_POINT).astype(np.uint8)
 # Float32 re-scoring rounds differently from the full product (summation order): a cut this much
 # looser keeps the exact best a candidate whatever the order.
 _ROUNDING_SLACK = 1e-5
@@ -93,7 +103,7 @@ class QuantisedScan:
         """Quantise L2-normalised float32 embeddings (N, D) with one symmetric scale."""
         n, dim = embeddings.shape
         scale = 127.0 / float(np.abs(embeddings).max())
-        codes = np.clip(np.rint(embeddings * scale), -127, 127).astype(np.int8)
+        codes = _signed_codes(embeddings, scale).astype(np.int8)
         restored = codes.astype(np.float32) / np.float32(scale)
         bounds = ScanBounds(
             scale=scale,
@@ -102,7 +112,7 @@ class QuantisedScan:
         )
         n_blocks = -(-n // SCAN_BLOCK)
         padded = np.full((n_blocks * SCAN_BLOCK, dim), _ZERO_POINT, dtype=np.uint8)  # code 0
-        padded[:n] = (codes.astype(np.int16) + _ZERO_POINT).astype(np.uint8)
+        padded[:n] = _stored(codes)
         blocks = np.ascontiguousarray(padded.reshape(n_blocks, SCAN_BLOCK, dim).transpose(0, 2, 1))
         return cls(blocks, n, bounds)
 
@@ -113,7 +123,7 @@ class QuantisedScan:
         """Spot-check that the codes are this gallery's (a sample, so a 1M load stays fast): codes
         of another gallery would void the error bound, and with it the exact decision."""
         rows = np.arange(0, self.entries, every)
-        expected = np.clip(np.rint(embeddings[rows] * self.bounds.scale), -127, 127).astype(np.int16) + _ZERO_POINT
+        expected = _stored(_signed_codes(embeddings[rows], self.bounds.scale))
         got = self.blocks[rows // SCAN_BLOCK, :, rows % SCAN_BLOCK]
         if not np.array_equal(got, expected):
             raise InvalidIndexError("int8 scan codes do not match the index's embeddings")
@@ -137,12 +147,12 @@ class QuantisedScan:
         """
         peak = np.abs(queries).max(axis=1)
         q_scale = 127.0 / np.where(peak > 0, peak, 1.0)
-        signed = np.clip(np.rint(queries * q_scale[:, None]), -127, 127)
+        signed = _signed_codes(queries, q_scale[:, None])
         q_error = np.abs(queries - signed / q_scale[:, None]).max(axis=1)
         margin = (
             np.abs(queries).sum(axis=1) * self.bounds.max_component_error + self.bounds.max_code_l1 * q_error
         )
-        return (signed + _ZERO_POINT).astype(np.uint8), q_scale, margin + _ROUNDING_SLACK
+        return _stored(signed), q_scale, margin + _ROUNDING_SLACK
 
     def _scan(self, queries: np.ndarray, floor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(query row, entry) pairs that may reach the query's exact best score (floor None) or

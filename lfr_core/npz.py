@@ -5,7 +5,8 @@ faults in that much fresh memory), which was most of a match container's cold st
 size. `write` lays each array out uncompressed with its data on a 64-byte boundary of the
 artifact (padding in the zip extra field, which readers skip, as Android's zipalign does), so
 `read` can return read-only views of the downloaded bytes, or of a memory-mapped file (an index
-on the function's own storage: only the pages a search touches are read). Either stays a standard .npz:
+on the function's own storage: the page cache holds it, the process copies none of it; the CRC
+check still reads every page once). Either stays a standard .npz:
 `np.load` reads what `write` writes, and `read` accepts any .npz without object arrays (a
 compressed or misaligned member is copied, as `np.load` would).
 """

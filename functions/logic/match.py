@@ -1,6 +1,6 @@
 """The match path (docs/ARCHITECTURE.md "Match path") for one SQS batch.
 
-Two phases, because the whole batch is embedded in ONE onnxruntime call:
+Two phases, because the whole batch is embedded in ONE embedding call:
 `prepare` parses, refuses, decodes, embeds and searches every record and returns a
 per-record `Prepared`; the batch processor's record handler then calls `complete` for
 each record, which performs the (idempotent) alert side effects of a match or
@@ -195,7 +195,7 @@ class MatchService:
 
         The steps, each of which settles some records and passes the rest on: parse; refuse what
         belongs to no live deployment (before any face is decoded); decode; find each deployment's
-        index; embed every remaining crop in one model run; decide each track against its threshold.
+        index; embed every remaining crop in one embedding call; decide each track against its threshold.
         """
         results: dict[str, Prepared] = {}
         now = self.clock()
@@ -326,7 +326,7 @@ class MatchService:
         return ready, indexes
 
     def _embed(self, ready: Sequence[_Valid], results: dict[str, Prepared]) -> np.ndarray | None:
-        """One model run for every crop of every ready message; None (all held) if the model fails."""
+        """One embedding call for every crop of every ready message; None (all held) if the model fails."""
         try:
             started = self.monotonic()
             embeddings = self.embedder.embed(np.stack([img for v in ready for img in v.images]))

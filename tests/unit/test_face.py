@@ -15,7 +15,7 @@ from PIL import Image
 from lfr_core.errors import InvalidImageError
 from lfr_core.face.align import align_face, interocular_px
 from lfr_core.face.detect import Detection, FaceDetector, pick_central
-from lfr_core.face.embed import FaceEmbedder
+from lfr_core.face.embed import MAX_CROPS_PER_RUN, FaceEmbedder
 from lfr_core.face.image import decode_jpeg, encode_jpeg
 from lfr_eval.datasets import read_lfw_pairs
 
@@ -126,6 +126,38 @@ def test_embed_batches_and_normalises(detector: FaceDetector, embedder: FaceEmbe
     assert embedder.embed(np.zeros((0, 112, 112, 3), np.uint8)).shape == (0, 128)
     with pytest.raises(ValueError):
         embedder.embed(np.zeros((1, 100, 100, 3), np.uint8))
+
+
+class _RecordingSession:
+    """The real onnxruntime session, with the batch size of every run written down."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.batches: list[int] = []
+
+    def run(self, outputs: object, feeds: dict[str, np.ndarray]) -> object:
+        self.batches.extend(len(blob) for blob in feeds.values())
+        return self.inner.run(outputs, feeds)  # type: ignore[attr-defined]
+
+
+def test_a_long_batch_runs_the_model_a_track_at_a_time(
+    detector: FaceDetector, built_models: Path, lfw_dir: Path
+) -> None:
+    # A match batch (5 track messages of 3 crops) is embedded in runs of a track's crops: per crop
+    # that is faster than one run of 15 (README "Performance and cost"), and it changes no row.
+    same, _ = _pairs(lfw_dir)
+    crops = np.stack([align_face(*_unpack(detector, pair[0])) for pair in same[:7]])
+    embedder = FaceEmbedder()
+    alone = np.concatenate([embedder.embed(crops[i : i + 1]) for i in range(len(crops))])
+    spy = _RecordingSession(embedder._session)
+    embedder._session = spy
+    np.testing.assert_allclose(embedder.embed(crops), alone, atol=1e-6)
+    plain, tta = embedder.embed_both(crops)
+    np.testing.assert_allclose(tta, alone, atol=1e-6)
+    assert max(spy.batches) == MAX_CROPS_PER_RUN == 3
+    # 7 crops: runs of 3, 3, 1, each with its mirror images (flip TTA), for embed and for embed_both.
+    assert sorted(spy.batches) == sorted([3, 3, 1] * 4)
+    np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, atol=1e-5)
 
 
 def test_jpeg_round_trip_and_errors() -> None:

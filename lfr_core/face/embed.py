@@ -16,8 +16,8 @@ from lfr_core.matching import PRODUCTION_FLIP_TTA
 EMBEDDING_DIM = 128
 # The most crops one model run takes (a track message's). Per crop, small runs are faster on a CPU:
 # with both cores busy, one run of 15 crops (a match batch) took 3.5-4% longer per crop than runs of
-# 3, with the same embeddings to the bit, and `lfr bench` had measured a run of 10 at 12% over one
-# crop alone (README "Performance and cost"). A large run's activations fall out of the core's cache.
+# 3, with the same embeddings to the bit; on an earlier host `lfr bench` measured a run of 10 at 12%
+# over one crop alone (README "Performance and cost"). A large run's activations leave the core's cache.
 MAX_CROPS_PER_RUN = 3
 
 
@@ -60,7 +60,7 @@ class FaceEmbedder:
         return _normalise(np.concatenate([self._features(run) for run in _runs(blob)]))
 
     def embed_both(self, crops: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(plain, flip-TTA) embeddings from one pair of model calls, so an evaluation can compare both."""
+        """(plain, flip-TTA) embeddings from the same model runs, so an evaluation can compare both."""
         blob = preprocess(crops)
         if blob.shape[0] == 0:
             empty = np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

@@ -9,13 +9,13 @@ onnxruntime's uint8 x int8 kernel on x86 CPUs without VNNI (AVX2 `vpmaddubsw`) s
 two products at 16 bits, and on such a host it returned wrong scores for extreme codes, dropping
 the exact best entry; its uint8 x uint8 kernel widens first and is exact on every CPU, at about
 the same speed (on that host, over 1M entries: one query 33 ms against 36, thirty 100 against
-88). Every score the scan computes is within `margin` of the exact cosine (the quantisation error bound below), so every
-entry whose int8 score is within two margins of the query's best int8 score is a candidate, and
+88). Every score the scan computes is within `margin` of the exact cosine (the quantisation error
+bound below), so every entry whose int8 score is within two margins of the query's best int8 score is a candidate, and
 the exact best entry is always one of them: the decision, re-scored exactly over the candidates'
 persons (`WatchlistIndex.fused_top1_batch`), equals exact search's for every single crop and
 under max fusion (production's), by construction rather than by a measured recall. Measured on
-real SFace embeddings a query has 1 candidate at the median and 22 (100k entries) to 57 (1M) at
-the 99th percentile (README "Performance and cost").
+real SFace embeddings a query has 1 candidate at the median and 22 (100k entries) to 50-57 (1M,
+two hosts) at the 99th percentile (README "Performance and cost").
 
 Why not a graph (pynndescent as the design first named, or usearch's HNSW): measured on real
 embeddings among Gaussian distractors, usearch found the exact best entry for only 83% of mated
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 # From this many entries the builder adds the int8 scan to the index artifact (measured crossover,
-# README "Performance and cost": at 100k it is already faster, batched and alone); below it the
-# float32 product is as fast and needs no second copy.
+# README "Performance and cost": at 100k it is already faster batched; a lone crop's scan was faster
+# on one host and slower on another, both within 5 ms); below it the float32 product is as fast and
+# needs no second copy.
 SCAN_MIN_ENTRIES = 100_000
 # Entries per MatMulInteger call: the (crops, block) int32 scores of a 10x3-crop batch stay within
 # a core's cache while they are reduced, instead of a (30, 1M) matrix through memory.
@@ -47,6 +48,9 @@ SCAN_BLOCK = 16_384
 # Queries and gallery codes are stored unsigned with this zero point (code + 128), the layout the
 # scan model's exact uint8 x uint8 product takes (module docstring).
 _ZERO_POINT = 128
+# Float32 re-scoring rounds differently from the full product (summation order): a cut this much
+# looser keeps the exact best a candidate whatever the order.
+_ROUNDING_SLACK = 1e-5
 
 
 def _signed_codes(values: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
@@ -57,9 +61,6 @@ def _signed_codes(values: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
 def _stored(signed: np.ndarray) -> np.ndarray:
     """Signed codes as the scan model takes them: plus the zero point, uint8."""
     return (signed.astype(np.int16) + _ZERO_POINT).astype(np.uint8)
-# Float32 re-scoring rounds differently from the full product (summation order): a cut this much
-# looser keeps the exact best a candidate whatever the order.
-_ROUNDING_SLACK = 1e-5
 
 
 @dataclass(frozen=True)

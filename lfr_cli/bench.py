@@ -6,6 +6,8 @@ is measured on real face embeddings: the watchlist holds real enrolment photos o
 to reach large sizes, synthetic distractors drawn from a Gaussian fitted to real embeddings (the
 mean and covariance of SFace's output, so the gallery is as anisotropic as real faces are); queries
 are the same people's OTHER photos (mated), so "recall" is what a listed person's decision needs.
+Wherever the int8 scan is measured, the approximate alternative (`InvertedLists`) is measured on
+the same queries, with the least time any pass over the scan's codes can take.
 """
 
 from __future__ import annotations
@@ -166,6 +168,104 @@ class SearchPoint:
     scan_candidates_p50: float | None = None
     scan_candidates_p99: float | None = None
     scan_artifact_mib: float | None = None
+    # One read of the int8 codes with no arithmetic: what any pass over the whole gallery costs at
+    # least, whatever its kernel (a lone crop's exact decision needs such a pass).
+    scan_read_floor_ms: float | None = None
+    # The rejected alternative, measured beside the scan: an approximate index (`InvertedLists`).
+    ivf: IvfPoint | None = None
+
+
+@dataclass
+class IvfPoint:
+    """An inverted-file index over k-means lists of the same gallery: a lone crop probes its
+    nearest lists and is scored exactly within them. Recall of the exact best and the p99 time
+    per lone crop, for each share of the lists probed (all of them is exact search, a check)."""
+
+    lists: int
+    build_s: float
+    probe_shares: list[float]
+    recall_of_exact_best: list[float]  # from each query's rank of the list holding its exact best
+    timed_found_exact_best: list[float]  # of the timed lone crops, the share the search itself got right
+    ms_per_crop_alone: list[float]  # p99
+
+
+class InvertedLists:
+    """The textbook inverted file (k-means lists, the gallery stored list by list), in numpy: how
+    much of the gallery a lone crop must read for the exact best entry to be in what it reads.
+    Measured here only; production keeps the scan (lfr_core/ann.py says why)."""
+
+    KMEANS_ROUNDS = 10
+    SAMPLE_PER_LIST = 64
+
+    def __init__(self, embeddings: np.ndarray, lists: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        size = min(len(embeddings), self.SAMPLE_PER_LIST * lists)
+        sample = embeddings[rng.choice(len(embeddings), size, replace=False)]
+        centroids = sample[rng.choice(len(sample), lists, replace=False)].copy()
+        for _ in range(self.KMEANS_ROUNDS):  # spherical k-means: cosine is the search's score
+            nearest = np.argmax(sample @ centroids.T, axis=1)
+            for k in range(lists):
+                members = sample[nearest == k]
+                if len(members):
+                    centroids[k] = members.mean(axis=0)
+            centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        self.centroids = centroids
+        self.list_of = np.concatenate([
+            np.argmax(embeddings[s : s + 65_536] @ centroids.T, axis=1) for s in range(0, len(embeddings), 65_536)
+        ])
+        self.order = np.argsort(self.list_of, kind="stable")
+        self.stored = np.ascontiguousarray(embeddings[self.order])
+        self.offsets = np.searchsorted(self.list_of[self.order], np.arange(lists + 1))
+
+    def list_rank(self, queries: np.ndarray, entries: np.ndarray) -> np.ndarray:
+        """How many lists each query would probe before the one holding its entry."""
+        near = queries @ self.centroids.T
+        own = near[np.arange(len(queries)), self.list_of[entries]]
+        return (near > own[:, None]).sum(axis=1)
+
+    def best_entry(self, query: np.ndarray, probes: int) -> int:
+        """The best entry within the query's `probes` nearest lists, scored exactly."""
+        near = self.centroids @ query
+        best, best_row = -np.inf, -1
+        for k in np.argpartition(-near, probes - 1)[:probes]:
+            lo, hi = self.offsets[k], self.offsets[k + 1]
+            if hi > lo:
+                scores = self.stored[lo:hi] @ query
+                j = int(np.argmax(scores))
+                if scores[j] > best:
+                    best, best_row = float(scores[j]), lo + j
+        return int(self.order[best_row])
+
+
+IVF_PROBE_SHARES = (1 / 32, 1 / 8, 1 / 4, 1.0)
+
+
+def measure_ivf(embeddings: np.ndarray, queries: np.ndarray, exact_best: np.ndarray) -> IvfPoint:
+    lists = max(8, round(len(embeddings) ** 0.5))
+    t = time.perf_counter()
+    ivf = InvertedLists(embeddings, lists)
+    build_s = time.perf_counter() - t
+    rank = ivf.list_rank(queries, exact_best)
+    recall, found, alone = [], [], []
+    timed = range(min(200, len(queries)))
+    for share in IVF_PROBE_SHARES:
+        probes = max(1, round(share * lists))
+        recall.append(float(np.mean(rank < probes)))
+        times, hits = [], 0
+        for i in timed:
+            t = time.perf_counter()
+            entry = ivf.best_entry(queries[i], probes)
+            times.append(time.perf_counter() - t)
+            hits += entry == exact_best[i]
+        alone.append(_pct(times, 99) * 1000)
+        found.append(hits / len(timed))
+    return IvfPoint(lists, build_s, list(IVF_PROBE_SHARES), recall, found, alone)
+
+
+def _read_floor_ms(blocks: np.ndarray) -> float:
+    """The fastest of three reads of every byte of `blocks` (an xor-reduce: memory, not arithmetic)."""
+    words = blocks.reshape(-1).view(np.uint64)
+    return min(_time_it(lambda: np.bitwise_xor.reduce(words), 3)) * 1000
 
 
 def _time_it(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -229,6 +329,8 @@ def measure_search(faces: RealFaces, size: int, with_scan: bool, queries_cap: in
         counts = [len(c) for c in proposed]
         point.scan_candidates_p50, point.scan_candidates_p99 = _pct(counts, 50), _pct(counts, 99)
         point.scan_decisions_equal_exact = float(np.mean(_best_entries(index, queries) == exact_best))
+        point.scan_read_floor_ms = _read_floor_ms(scan.blocks)
+        point.ivf = measure_ivf(index.embeddings, queries, exact_best)
     return point
 
 
@@ -405,8 +507,9 @@ def run_bench(
     quick: bool, out: Path, as_json: bool, scan_from: int | None = None,
     throughput_rates: Sequence[str] | None = None, throughput_seconds: float | None = None,
 ) -> int:
-    """Quick mode (tests): 200 photos, 1k and 10k entries, the int8 scan measured at 10k; the local
-    stack's throughput at `throughput_rates` for `throughput_seconds` each (lfr_cli/bench_throughput.py)."""
+    """Quick mode (tests): 200 photos, 1k and 10k entries, the int8 scan and the inverted lists
+    measured at 10k; the local stack's throughput at `throughput_rates` for `throughput_seconds`
+    each (lfr_cli/bench_throughput.py)."""
     if scan_from is None:
         scan_from = QUICK_SIZES[-1] if quick else 10_000
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # "one core": the match function's share
@@ -471,7 +574,16 @@ def summary(report: dict[str, Any]) -> str:
             line += (
                 f"; int8 scan {p['scan_ms_per_crop_batch']:.2f} ms/crop batched, {p['scan_ms_per_crop_track']:.2f}"
                 f" in a 3-crop track, {p['scan_ms_per_crop_alone']:.2f} alone (p99), recall"
-                f" {p['scan_recall_of_exact_best']:.4f}, load {p['scan_load_s']:.2f} s"
+                f" {p['scan_recall_of_exact_best']:.4f}, load {p['scan_load_s']:.2f} s;"
+                f" reading its codes once {p['scan_read_floor_ms']:.2f} ms"
+            )
+        if p["ivf"] is not None:
+            ivf = p["ivf"]
+            line += f"; inverted lists ({ivf['lists']}), lone crop probing " + ", ".join(
+                f"{share:.0%}: recall {r:.4f} in {ms:.2f} ms"
+                for share, r, ms in zip(
+                    ivf["probe_shares"], ivf["recall_of_exact_best"], ivf["ms_per_crop_alone"], strict=True
+                )
             )
         lines.append(line)
     c = report["cold_start"]

@@ -17,11 +17,13 @@ under max fusion (production's), by construction rather than by a measured recal
 real SFace embeddings a query has 1 candidate at the median and 22 (100k entries) to 50-57 (1M,
 two hosts) at the 99th percentile (README "Performance and cost").
 
-Why not a graph (pynndescent as the design first named, or usearch's HNSW): measured on real
-embeddings among Gaussian distractors, usearch found the exact best entry for only 83% of mated
-queries at 100k and 58% at 1M, which would lose listed people; pynndescent needs numba, llvmlite,
-scipy and scikit-learn, 323 MiB for Lambda's Python, over the 250 MiB a function and its layers
-may hold, and its numba JIT is a cold-start cost. The scan needs nothing beyond onnxruntime.
+Why not an approximate index (pynndescent as the design first named, usearch's HNSW, or an
+inverted file): measured on real embeddings among Gaussian distractors, usearch found the exact
+best entry for only 83% of mated queries at 100k and 58% at 1M, and k-means inverted lists
+(`lfr bench` measures them) 96% at 1M when probing an eighth of the gallery; each would lose
+listed people. pynndescent needs numba, llvmlite, scipy and scikit-learn, 323 MiB for Lambda's
+Python, over the 250 MiB a function and its layers may hold, and its numba JIT is a cold-start
+cost. The scan needs nothing beyond onnxruntime.
 """
 
 from __future__ import annotations

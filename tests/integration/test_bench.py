@@ -49,13 +49,13 @@ def test_quick_bench_reports_every_measurement(tmp_path: Path) -> None:
     assert report["search"][0]["scan_recall_of_exact_best"] is None  # 1k: measured exact only
     assert scan["scan_read_floor_ms"] > 0
     # The rejected approximate index, measured beside the scan: probing more of its lists finds
-    # the exact best more often, and probing all of them is exact search (a check of the measure).
+    # the exact best more often, and the search itself, probing all of them, is exact search.
     ivf = scan["ivf"]
     assert ivf["lists"] == 100 and ivf["build_s"] > 0  # sqrt of 10,000 entries
     assert ivf["probe_shares"][-1] == 1.0 and len(ivf["recall_of_exact_best"]) == len(ivf["probe_shares"])
     assert ivf["recall_of_exact_best"] == sorted(ivf["recall_of_exact_best"])
-    assert ivf["recall_of_exact_best"][-1] == 1.0 and ivf["recall_of_exact_best"][0] >= 0
-    assert ivf["timed_found_exact_best"][-1] == 1.0  # the search itself, all lists probed
+    assert all(0 <= r <= 1 for r in ivf["recall_of_exact_best"] + ivf["timed_found_exact_best"])
+    assert ivf["timed_found_exact_best"][-1] == 1.0
     assert all(ms > 0 for ms in ivf["ms_per_crop_alone"])
     assert report["search"][0]["ivf"] is None
 
